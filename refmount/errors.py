@@ -1,0 +1,39 @@
+"""Exceptions that carry a one-line message a person can act on.
+
+The CLI prints ``str(error)`` for any :class:`RefmountError` and exits non-zero;
+anything else is a bug and gets a traceback.
+"""
+
+from __future__ import annotations
+
+
+class RefmountError(Exception):
+    """Base class: the message is shown to the user as-is, on one line."""
+
+    exit_code = 1
+
+
+class InvalidInput(RefmountError):
+    """A name, path, URI or manifest that refmount refuses (nothing was changed)."""
+
+    exit_code = 2
+
+
+class NotFound(RefmountError):
+    """A project, artifact, version, alias or remote object that does not exist."""
+
+    exit_code = 3
+
+
+class StoreError(RefmountError):
+    """A remote store failed: unreachable, denied, missing bucket, timeouts after retries."""
+
+    exit_code = 4
+
+
+class ChangedObject(StoreError):
+    """The referenced object no longer matches the logged version (overwritten or deleted)."""
+
+
+class TooManyObjects(InvalidInput):
+    """A reference expanded to more objects than ``max_objects`` allows."""

@@ -1,0 +1,204 @@
+"""Entries, manifests and their W&B-compatible JSON form and digests.
+
+A manifest maps artifact paths to references: where the bytes live (``ref``), how big they
+are and which exact object version was logged (``digest`` and ``extra``). The artifact digest
+is W&B's: only paths and entry digests count, so a manifest logged here and one logged by
+W&B from the same objects have the same digest.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidInput
+
+MANIFEST_TYPE = "wandb-artifact-manifest"
+MANIFEST_VERSION = 1
+STORAGE_POLICY = "wandb-storage-policy-v1"
+STORAGE_POLICY_CONFIG: dict[str, Any] = {"storageLayout": "V2"}
+
+MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux: a longer name cannot be shown by the mount
+MAX_PATH_BYTES = 4096  # PATH_MAX
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One file of an artifact version, pointing at a pinned object elsewhere."""
+
+    path: str
+    ref: str
+    digest: str
+    size: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def etag(self) -> str | None:
+        return self.extra.get("etag")
+
+    @property
+    def version_id(self) -> str | None:
+        version = self.extra.get("versionID")
+        return None if version is None else str(version)
+
+    @property
+    def is_snapshot(self) -> bool:
+        """False for ``checksum=False`` entries, which name a location, not fixed bytes."""
+        return self.digest != self.ref
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"digest": self.digest, "ref": self.ref}
+        if self.size is not None:
+            out["size"] = self.size
+        if self.extra:
+            out["extra"] = dict(self.extra)
+        return out
+
+    @classmethod
+    def from_json(cls, path: str, data: Any) -> Entry:
+        if not isinstance(data, dict):
+            raise InvalidInput(f"manifest entry {path!r} is not an object")
+        digest, ref, size, extra = data.get("digest"), data.get("ref"), data.get("size"), data.get("extra", {})
+        if not isinstance(digest, str) or not digest:
+            raise InvalidInput(f"manifest entry {path!r} has no digest")
+        if not isinstance(ref, str) or not ref:
+            raise InvalidInput(f"manifest entry {path!r} has no ref (only reference artifacts can be imported)")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise InvalidInput(f"manifest entry {path!r} has an invalid size {size!r}")
+        if not isinstance(extra, dict):
+            raise InvalidInput(f"manifest entry {path!r} has an invalid 'extra'")
+        return cls(path=validate_path(path), ref=ref, digest=digest, size=size, extra=extra)
+
+
+def validate_path(path: str) -> str:
+    """Return ``path`` if it is a safe relative artifact path, else raise InvalidInput.
+
+    Control characters are refused too: a newline in a path would let two different manifests
+    hash to the same artifact digest (the digest is a line-based format).
+    """
+    if not isinstance(path, str) or not path:
+        raise InvalidInput("artifact path is empty")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise InvalidInput(f"artifact path {path!r} contains a control or NUL character")
+    if path.startswith("/"):
+        raise InvalidInput(f"artifact path {path!r} is absolute; paths must be relative")
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise InvalidInput(f"artifact path {path[:60]!r}... is longer than {MAX_PATH_BYTES} bytes")
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidInput(f"artifact path {path!r} has an empty, '.' or '..' component")
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+            raise InvalidInput(f"artifact path {path!r} has a component longer than {MAX_COMPONENT_BYTES} bytes")
+    return path
+
+
+def join_path(prefix: str | None, rel: str) -> str:
+    """Place ``rel`` under an optional directory ``prefix`` (W&B's ``name=``)."""
+    return f"{prefix.strip('/')}/{rel}" if prefix and prefix.strip("/") else rel
+
+
+def parent_dir(path: str) -> str:
+    """``a/b/c`` -> ``a/b``; top-level entries have parent ``''`` (the version root)."""
+    head, _, _ = path.rpartition("/")
+    return head
+
+
+def b64_md5(data_md5: bytes) -> str:
+    return base64.b64encode(data_md5).decode("ascii")
+
+
+class Manifest:
+    """An immutable, validated, path-sorted set of entries."""
+
+    __slots__ = ("_entries", "_by_path")
+
+    def __init__(self, entries: Iterable[Entry]):
+        by_path: dict[str, Entry] = {}
+        for entry in entries:
+            validate_path(entry.path)
+            if entry.path in by_path:
+                raise InvalidInput(f"duplicate artifact path {entry.path!r} ({by_path[entry.path].ref} and {entry.ref})")
+            by_path[entry.path] = entry
+        _check_no_file_dir_clash(by_path)
+        self._entries = sorted(by_path.values(), key=lambda e: e.path)
+        self._by_path = by_path
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries)
+
+    def __getitem__(self, path: str) -> Entry:
+        return self._by_path[path]
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._by_path
+
+    @property
+    def total_size(self) -> int:
+        return sum(e.size or 0 for e in self._entries)
+
+    @property
+    def digest(self) -> str:
+        return artifact_digest((e.path, e.digest) for e in self._entries)
+
+    @property
+    def content_id(self) -> str:
+        """Identity of the full manifest (refs, sizes, versions too): the key it is stored under.
+
+        Two manifests can share an artifact digest yet point at different buckets; they must not
+        share storage, or one artifact would read from the other's objects.
+        """
+        h = hashlib.sha256()
+        for e in self._entries:
+            h.update(json.dumps([e.path, e.to_json()], sort_keys=True, separators=(",", ":")).encode())
+            h.update(b"\n")
+        return h.hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": MANIFEST_VERSION,
+            "storagePolicy": STORAGE_POLICY,
+            "storagePolicyConfig": dict(STORAGE_POLICY_CONFIG),
+            "contents": {e.path: e.to_json() for e in self._entries},
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Manifest:
+        """Parse a W&B manifest (as written by W&B or by :meth:`to_json`), validating everything."""
+        if not isinstance(data, dict):
+            raise InvalidInput("manifest is not a JSON object")
+        if data.get("version") != MANIFEST_VERSION:
+            raise InvalidInput(f"unsupported manifest version {data.get('version')!r} (expected {MANIFEST_VERSION})")
+        policy = data.get("storagePolicy", STORAGE_POLICY)
+        if policy != STORAGE_POLICY:
+            raise InvalidInput(f"unsupported storage policy {policy!r} (expected {STORAGE_POLICY})")
+        contents = data.get("contents")
+        if not isinstance(contents, dict):
+            raise InvalidInput("manifest has no 'contents' object")
+        return cls(Entry.from_json(path, entry) for path, entry in contents.items())
+
+
+def artifact_digest(path_digests: Iterable[tuple[str, str]]) -> str:
+    """W&B's artifact digest over (path, entry digest) pairs, in path order."""
+    h = hashlib.md5(b"wandb-artifact-manifest-v1\n")
+    for path, digest in sorted(path_digests):
+        h.update(f"{path}:{digest}\n".encode())
+    return h.hexdigest()
+
+
+def _check_no_file_dir_clash(by_path: Mapping[str, Entry]) -> None:
+    """A path cannot be both a file and a directory (``a`` and ``a/b``)."""
+    checked: set[str] = set()
+    for path in by_path:
+        head = parent_dir(path)
+        while head and head not in checked:
+            if head in by_path:
+                raise InvalidInput(f"artifact path {head!r} is both a file and the directory of {path!r}")
+            checked.add(head)
+            head = parent_dir(head)

@@ -1,0 +1,84 @@
+"""The interface every URI scheme implements, and helpers they share."""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import ClassVar, TypeVar
+
+from ..errors import ChangedObject, StoreError, TooManyObjects
+from ..manifest import Entry
+from ..uri import RefURI
+
+DEFAULT_MAX_OBJECTS = 10_000_000
+
+# Every remote call is bounded: connect/read timeouts per attempt and a few attempts with backoff.
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 30.0
+MAX_ATTEMPTS = 4
+
+
+class Store(abc.ABC):
+    """One URI scheme: expand references into entries at log time; read pinned bytes later."""
+
+    schemes: ClassVar[tuple[str, ...]]
+
+    @abc.abstractmethod
+    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
+             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:
+        """Yield one entry per object under ``ref`` (a prefix or a single object).
+
+        Paths are relative to the prefix, under ``name`` when given; a single object gets
+        ``name`` or its base name. ``checksum=False`` yields one entry whose digest is the URI.
+        More than ``max_objects`` objects raises TooManyObjects (never a silent truncation).
+        """
+
+    @abc.abstractmethod
+    def read(self, entry: Entry, offset: int, length: int) -> bytes:
+        """Return ``length`` bytes at ``offset`` of exactly the logged object version.
+
+        Raises ChangedObject when the object no longer matches what was logged.
+        """
+
+    @abc.abstractmethod
+    def check(self, entry: Entry) -> None:
+        """Raise ChangedObject unless the logged object version still resolves (cheap: no data)."""
+
+
+def location_entry(ref: RefURI, name: str | None) -> Entry:
+    """The single entry of a ``checksum=False`` reference: a location, not a snapshot (W&B)."""
+    path = name or ref.path.rstrip("/").rpartition("/")[2] or ref.netloc
+    return Entry(path=path, ref=ref.raw, digest=ref.raw)
+
+
+def limit(entries: Iterable[Entry], max_objects: int, ref: RefURI) -> Iterator[Entry]:
+    """Pass entries through, failing as soon as there are more than ``max_objects``."""
+    for count, entry in enumerate(entries, 1):
+        if count > max_objects:
+            raise TooManyObjects(f"{ref.raw} has more than max_objects={max_objects:,} objects; "
+                                 "raise --max-objects or reference a narrower prefix")
+        yield entry
+
+
+def changed(entry: Entry, why: str) -> ChangedObject:
+    return ChangedObject(f"{entry.path}: reference {entry.ref} no longer matches the logged version "
+                         f"(digest {entry.digest}{', version ' + entry.version_id if entry.version_id else ''}): {why}")
+
+
+T = TypeVar("T")
+
+
+def with_retries(call: Callable[[], T], *, what: str, retryable: Callable[[BaseException], bool],
+                 attempts: int = MAX_ATTEMPTS, base_delay: float = 0.2) -> T:
+    """Run ``call`` with bounded exponential backoff on transient failures, then give up clearly."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if not retryable(exc) or attempt == attempts:
+                if isinstance(exc, StoreError) or not retryable(exc):
+                    raise
+                raise StoreError(f"{what}: giving up after {attempts} attempts: {exc}") from exc
+            time.sleep(base_delay * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")

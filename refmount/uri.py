@@ -1,0 +1,63 @@
+"""Parsing and vetting of reference URIs before any store sees them.
+
+Everything that would put a secret into the registry (``user:password@``, signed query strings)
+or that no store can serve is refused here, with one line saying why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .errors import InvalidInput
+
+# Query parameters that make a URL a bearer credential (AWS SigV2/V4, GCS, Azure SAS, generic tokens).
+_SECRET_QUERY_KEYS = {
+    "x-amz-signature", "x-amz-credential", "x-amz-security-token", "signature", "awsaccesskeyid",
+    "x-goog-signature", "x-goog-credential", "googleaccessid", "sig", "se", "sv", "token",
+    "access_token", "api_key", "apikey", "key",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RefURI:
+    """A vetted reference: ``scheme://netloc/path?query``; ``path`` is unquoted, without leading '/'."""
+
+    raw: str
+    scheme: str
+    netloc: str
+    path: str
+    query: tuple[tuple[str, str], ...]
+
+    def query_value(self, key: str) -> str | None:
+        return next((v for k, v in self.query if k == key), None)
+
+
+def parse_ref(uri: str, *, known_schemes: frozenset[str] | set[str] | None = None) -> RefURI:
+    if not isinstance(uri, str) or not uri:
+        raise InvalidInput("empty reference URI")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
+        raise InvalidInput(f"reference URI {uri!r} contains a control or NUL character")
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if not scheme or "://" not in uri:
+        raise InvalidInput(f"reference {uri!r} is not a URI (expected e.g. s3://bucket/prefix/ or file:///path)")
+    if known_schemes is not None and scheme not in known_schemes:
+        raise InvalidInput(f"unknown scheme {scheme!r} in {uri!r} (supported: {', '.join(sorted(known_schemes))})")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput(f"reference {_redact(uri)!r} embeds credentials; use the provider's credential chain")
+    query = tuple(parse_qsl(parts.query, keep_blank_values=True))
+    secret = [k for k, _ in query if k.lower() in _SECRET_QUERY_KEYS]
+    if secret:
+        raise InvalidInput(f"reference {_redact(uri)!r} is a signed URL ({secret[0]}=...); refmount never stores secrets")
+    if parts.fragment:
+        raise InvalidInput(f"reference {uri!r} has a fragment ('#...'), which no store understands")
+    return RefURI(raw=uri, scheme=scheme, netloc=parts.netloc, path=unquote(parts.path).lstrip("/"), query=query)
+
+
+def _redact(uri: str) -> str:
+    parts = urlsplit(uri)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return f"{parts.scheme}://{netloc}{parts.path}" + ("?<redacted>" if parts.query else "")
