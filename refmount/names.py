@@ -1,0 +1,60 @@
+"""Project, artifact and alias names, and ``project/artifact:version`` references."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidInput
+
+LATEST = "latest"
+# Names become directory names on the mount and must be unambiguous in `project/name:alias`.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_VERSION = re.compile(r"v(0|[1-9][0-9]{0,9})")
+
+
+def validate_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidInput(f"invalid {kind} name {name!r}: use 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit)")
+    return name
+
+
+def validate_alias(alias: str) -> str:
+    """User-settable aliases: safe names that are not ``latest`` or ``v<N>`` (managed by refmount)."""
+    validate_name("alias", alias)
+    if alias == LATEST or version_index(alias) is not None:
+        raise InvalidInput(f"alias {alias!r} is reserved: 'latest' and 'v<N>' are managed by refmount")
+    return alias
+
+
+def version_index(label: str) -> int | None:
+    """``v12`` -> 12; anything else -> None."""
+    m = _VERSION.fullmatch(label)
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRef:
+    """``project/artifact[:version-or-alias]``; the label defaults to ``latest``."""
+
+    project: str
+    artifact: str
+    label: str = LATEST
+
+    def __str__(self) -> str:
+        return f"{self.project}/{self.artifact}:{self.label}"
+
+    @classmethod
+    def parse(cls, text: str, *, default_label: str | None = LATEST) -> ArtifactRef:
+        path, sep, label = text.partition(":")
+        project, slash, artifact = path.partition("/")
+        if not slash:
+            raise InvalidInput(f"expected PROJECT/ARTIFACT[:VERSION], got {text!r}")
+        if sep and not label:
+            raise InvalidInput(f"empty version or alias in {text!r}")
+        if not sep and default_label is None:
+            raise InvalidInput(f"expected PROJECT/ARTIFACT:VERSION (e.g. {path}:v0 or {path}:latest), got {text!r}")
+        label = label or default_label or LATEST
+        if version_index(label) is None:
+            validate_name("alias", label)
+        return cls(validate_name("project", project), validate_name("artifact", artifact), label)

@@ -1,0 +1,142 @@
+"""What every registry backend offers: the metadata of projects, artifacts, versions and aliases.
+
+Callers (CLI, API, daemon) only see this interface, so the embedded SQLite registry and a shared
+database behave the same. Manifests are stored once per content and kept as a tree of *nodes*
+(directories and files) so that one directory of a version with millions of entries can be
+listed without loading the rest.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..manifest import Entry, Manifest
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    project: str
+    artifact: str
+    type: str
+    index: int
+    digest: str  # W&B artifact digest
+    manifest_id: str  # content id of the stored manifest (Manifest.content_id)
+    created_at: float  # unix time
+    file_count: int
+    total_size: int
+    description: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"v{self.index}"
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.project}/{self.artifact}:v{self.index}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.qualified_name, "project": self.project, "artifact": self.artifact, "type": self.type,
+            "version": self.label, "index": self.index, "digest": self.digest, "manifest_id": self.manifest_id,
+            "created_at": self.created_at, "files": self.file_count, "bytes": self.total_size,
+            "description": self.description, "metadata": dict(self.metadata), "aliases": list(self.aliases),
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactInfo:
+    project: str
+    name: str
+    type: str
+    version_count: int
+    latest_index: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogResult:
+    version: VersionInfo
+    created: bool  # False: the content equals the current latest, no new version
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A directory or file of a stored manifest; ``id`` is stable for the manifest's lifetime."""
+
+    id: int
+    name: str
+    is_dir: bool
+    entry: Entry | None = None  # files only
+
+
+class ManifestIndex(abc.ABC):
+    """Directory-wise access to one stored manifest, for the daemon (cheap per call)."""
+
+    @property
+    @abc.abstractmethod
+    def root_id(self) -> int: ...
+
+    @abc.abstractmethod
+    def child(self, parent_id: int, name: str) -> Node | None: ...
+
+    @abc.abstractmethod
+    def children(self, parent_id: int, after_id: int = 0, limit: int = 1000) -> list[Node]:
+        """Children in ascending id order with id > ``after_id`` (a readdir cursor)."""
+
+    @abc.abstractmethod
+    def node(self, node_id: int) -> Node | None: ...
+
+    @abc.abstractmethod
+    def entry(self, path: str) -> Entry | None: ...
+
+
+class Registry(abc.ABC):
+    url: str
+
+    # -- writing -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def log_version(self, project: str, artifact: str, manifest: Manifest, *, type: str,
+                    description: str | None = None, metadata: Mapping[str, Any] | None = None,
+                    aliases: Sequence[str] = ()) -> LogResult:
+        """In one transaction: the next ``vN`` with ``latest`` moved to it, unless the artifact
+        digest equals the current latest's (then only ``aliases`` are applied to it)."""
+
+    @abc.abstractmethod
+    def set_alias(self, project: str, artifact: str, alias: str, index: int) -> None: ...
+
+    @abc.abstractmethod
+    def delete_alias(self, project: str, artifact: str, alias: str) -> None: ...
+
+    # -- reading -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def projects(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def artifacts(self, project: str) -> list[ArtifactInfo]: ...
+
+    @abc.abstractmethod
+    def versions(self, project: str, artifact: str) -> list[VersionInfo]: ...
+
+    @abc.abstractmethod
+    def resolve(self, project: str, artifact: str, label: str) -> VersionInfo:
+        """``vN`` or an alias -> the version; NotFound with a one-line message otherwise."""
+
+    @abc.abstractmethod
+    def aliases(self, project: str, artifact: str) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def iter_entries(self, manifest_id: str) -> Iterator[Entry]:
+        """All entries of a stored manifest, in path order, without loading them all at once."""
+
+    @abc.abstractmethod
+    def manifest_index(self, manifest_id: str) -> ManifestIndex: ...
+
+    def manifest(self, manifest_id: str) -> Manifest:
+        return Manifest(self.iter_entries(manifest_id))
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        """Release connections."""
