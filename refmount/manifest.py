@@ -114,14 +114,16 @@ def b64_md5(data_md5: bytes) -> str:
 class Manifest:
     """An immutable, validated, path-sorted set of entries."""
 
-    __slots__ = ("_entries", "_by_path")
+    __slots__ = ("_by_path", "_entries")
 
     def __init__(self, entries: Iterable[Entry]):
         by_path: dict[str, Entry] = {}
         for entry in entries:
             validate_path(entry.path)
             if entry.path in by_path:
-                raise InvalidInput(f"duplicate artifact path {entry.path!r} ({by_path[entry.path].ref} and {entry.ref})")
+                raise InvalidInput(
+                    f"duplicate artifact path {entry.path!r} ({by_path[entry.path].ref} and {entry.ref})"
+                )
             by_path[entry.path] = entry
         _check_no_file_dir_clash(by_path)
         self._entries = sorted(by_path.values(), key=lambda e: e.path)

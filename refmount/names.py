@@ -15,7 +15,9 @@ _VERSION = re.compile(r"v(0|[1-9][0-9]{0,9})")
 
 def validate_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidInput(f"invalid {kind} name {name!r}: use 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit)")
+        raise InvalidInput(
+            f"invalid {kind} name {name!r}: use 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit)"
+        )
     return name
 
 

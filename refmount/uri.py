@@ -13,10 +13,23 @@ from .errors import InvalidInput
 
 # Query parameters that make a URL a bearer credential (AWS SigV2/V4, GCS, Azure SAS, generic tokens).
 _SECRET_QUERY_KEYS = {
-    "x-amz-signature", "x-amz-credential", "x-amz-security-token", "signature", "awsaccesskeyid",
-    "x-goog-signature", "x-goog-credential", "googleaccessid", "sig", "se", "sv", "token",
-    "access_token", "api_key", "apikey", "key",
-}  # fmt: skip
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "signature",
+    "awsaccesskeyid",
+    "x-goog-signature",
+    "x-goog-credential",
+    "googleaccessid",
+    "sig",
+    "se",
+    "sv",
+    "token",
+    "access_token",
+    "api_key",
+    "apikey",
+    "key",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +62,9 @@ def parse_ref(uri: str, *, known_schemes: frozenset[str] | set[str] | None = Non
     query = tuple(parse_qsl(parts.query, keep_blank_values=True))
     secret = [k for k, _ in query if k.lower() in _SECRET_QUERY_KEYS]
     if secret:
-        raise InvalidInput(f"reference {_redact(uri)!r} is a signed URL ({secret[0]}=...); refmount never stores secrets")
+        raise InvalidInput(
+            f"reference {_redact(uri)!r} is a signed URL ({secret[0]}=...); refmount never stores secrets"
+        )
     if parts.fragment:
         raise InvalidInput(f"reference {uri!r} has a fragment ('#...'), which no store understands")
     return RefURI(raw=uri, scheme=scheme, netloc=parts.netloc, path=unquote(parts.path).lstrip("/"), query=query)

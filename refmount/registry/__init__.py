@@ -33,5 +33,14 @@ def open_registry(url: str | None = None) -> Registry:
     raise InvalidInput(f"unsupported registry URL {url!r} (expected sqlite:///ABSOLUTE/PATH)")
 
 
-__all__ = ["ENV_VAR", "ArtifactInfo", "LogResult", "ManifestIndex", "Node", "Registry", "VersionInfo",
-           "default_url", "open_registry"]
+__all__ = [
+    "ENV_VAR",
+    "ArtifactInfo",
+    "LogResult",
+    "ManifestIndex",
+    "Node",
+    "Registry",
+    "VersionInfo",
+    "default_url",
+    "open_registry",
+]

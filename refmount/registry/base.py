@@ -41,11 +41,21 @@ class VersionInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.qualified_name, "project": self.project, "artifact": self.artifact, "type": self.type,
-            "version": self.label, "index": self.index, "digest": self.digest, "manifest_id": self.manifest_id,
-            "created_at": self.created_at, "files": self.file_count, "bytes": self.total_size,
-            "description": self.description, "metadata": dict(self.metadata), "aliases": list(self.aliases),
-        }  # fmt: skip
+            "name": self.qualified_name,
+            "project": self.project,
+            "artifact": self.artifact,
+            "type": self.type,
+            "version": self.label,
+            "index": self.index,
+            "digest": self.digest,
+            "manifest_id": self.manifest_id,
+            "created_at": self.created_at,
+            "files": self.file_count,
+            "bytes": self.total_size,
+            "description": self.description,
+            "metadata": dict(self.metadata),
+            "aliases": list(self.aliases),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +109,17 @@ class Registry(abc.ABC):
 
     # -- writing -------------------------------------------------------------------------------
     @abc.abstractmethod
-    def log_version(self, project: str, artifact: str, manifest: Manifest, *, type: str,
-                    description: str | None = None, metadata: Mapping[str, Any] | None = None,
-                    aliases: Sequence[str] = ()) -> LogResult:
+    def log_version(
+        self,
+        project: str,
+        artifact: str,
+        manifest: Manifest,
+        *,
+        type: str,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        aliases: Sequence[str] = (),
+    ) -> LogResult:
         """In one transaction: the next ``vN`` with ``latest`` moved to it, unless the artifact
         digest equals the current latest's (then only ``aliases`` are applied to it)."""
 

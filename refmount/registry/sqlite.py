@@ -106,9 +106,17 @@ class SQLiteRegistry(Registry):
             self._local.db = None
 
     # -- writing --------------------------------------------------------------------------------
-    def log_version(self, project: str, artifact: str, manifest: Manifest, *, type: str,
-                    description: str | None = None, metadata: Mapping[str, Any] | None = None,
-                    aliases: Sequence[str] = ()) -> LogResult:
+    def log_version(
+        self,
+        project: str,
+        artifact: str,
+        manifest: Manifest,
+        *,
+        type: str,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        aliases: Sequence[str] = (),
+    ) -> LogResult:
         digest, content_id = manifest.digest, manifest.content_id
         metadata_json = json.dumps(dict(metadata or {}), sort_keys=True)
         with self._write() as db:
@@ -138,23 +146,31 @@ class SQLiteRegistry(Registry):
     def set_alias(self, project: str, artifact: str, alias: str, index: int) -> None:
         with self._write() as db:
             artifact_id = self._artifact_id(db, project, artifact)
-            if not db.execute("SELECT 1 FROM versions WHERE artifact_id = ? AND idx = ?", (artifact_id, index)).fetchone():
+            if not db.execute(
+                "SELECT 1 FROM versions WHERE artifact_id = ? AND idx = ?", (artifact_id, index)
+            ).fetchone():
                 raise NotFound(f"{project}/{artifact} has no version v{index}")
             self._put_alias(db, artifact_id, alias, index)
 
     def delete_alias(self, project: str, artifact: str, alias: str) -> None:
         with self._write() as db:
             artifact_id = self._artifact_id(db, project, artifact)
-            if db.execute("DELETE FROM aliases WHERE artifact_id = ? AND alias = ?", (artifact_id, alias)).rowcount == 0:
+            if (
+                db.execute("DELETE FROM aliases WHERE artifact_id = ? AND alias = ?", (artifact_id, alias)).rowcount
+                == 0
+            ):
                 raise NotFound(f"{project}/{artifact} has no alias {alias!r}")
 
     def _ensure_artifact(self, db: sqlite3.Connection, project: str, artifact: str, type: str) -> int:
         db.execute("INSERT INTO projects (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (project,))
         (project_id,) = db.execute("SELECT id FROM projects WHERE name = ?", (project,)).fetchone()
-        row = db.execute("SELECT id, type FROM artifacts WHERE project_id = ? AND name = ?", (project_id, artifact)).fetchone()
+        row = db.execute(
+            "SELECT id, type FROM artifacts WHERE project_id = ? AND name = ?", (project_id, artifact)
+        ).fetchone()
         if row is None:
             return db.execute(
-                "INSERT INTO artifacts (project_id, name, type) VALUES (?, ?, ?) RETURNING id", (project_id, artifact, type)
+                "INSERT INTO artifacts (project_id, name, type) VALUES (?, ?, ?) RETURNING id",
+                (project_id, artifact, type),
             ).fetchone()[0]
         if row[1] != type:
             raise InvalidInput(f"{project}/{artifact} has type {row[1]!r}, not {type!r}")
@@ -193,8 +209,18 @@ class SQLiteRegistry(Registry):
         batch: list[tuple[Any, ...]] = []
         for e in manifest:
             extra = json.dumps(dict(e.extra), sort_keys=True) if e.extra else None
-            batch.append((manifest_id, dir_id(parent_dir(e.path)), e.path.rpartition("/")[2], e.path,
-                          e.size, e.digest, e.ref, extra))  # fmt: skip
+            batch.append(
+                (
+                    manifest_id,
+                    dir_id(parent_dir(e.path)),
+                    e.path.rpartition("/")[2],
+                    e.path,
+                    e.size,
+                    e.digest,
+                    e.ref,
+                    extra,
+                )
+            )
             if len(batch) >= _INSERT_BATCH:
                 _insert_files(db, batch)
         _insert_files(db, batch)
@@ -218,8 +244,9 @@ class SQLiteRegistry(Registry):
     def versions(self, project: str, artifact: str) -> list[VersionInfo]:
         db = self._db
         artifact_id = self._artifact_id(db, project, artifact)
-        rows = db.execute(f"SELECT {_VERSION_COLUMNS} FROM {_VERSION_FROM} WHERE v.artifact_id = ? ORDER BY v.idx",
-                          (artifact_id,)).fetchall()  # fmt: skip
+        rows = db.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM {_VERSION_FROM} WHERE v.artifact_id = ? ORDER BY v.idx", (artifact_id,)
+        ).fetchall()
         by_index = self._aliases_by_index(db, artifact_id)
         return [_version_info(row, by_index.get(row[3], ())) for row in rows]
 
@@ -240,17 +267,23 @@ class SQLiteRegistry(Registry):
 
     def iter_entries(self, manifest_id: str) -> Iterator[Entry]:
         db = self._db
-        (mid,) = self._one(db, "SELECT id FROM manifests WHERE content_id = ?", (manifest_id,),
-                           f"no stored manifest {manifest_id}")  # fmt: skip
-        cursor = db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE manifest_id = ? AND is_dir = 0 ORDER BY path",
-                            (mid,))  # fmt: skip
+        (mid,) = self._one(
+            db, "SELECT id FROM manifests WHERE content_id = ?", (manifest_id,), f"no stored manifest {manifest_id}"
+        )
+        cursor = db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE manifest_id = ? AND is_dir = 0 ORDER BY path", (mid,)
+        )
         for row in cursor:
             yield _node(row).entry  # type: ignore[misc]
 
     def manifest_index(self, manifest_id: str) -> ManifestIndex:
         db = self._db
-        mid, root = self._one(db, "SELECT id, root_node FROM manifests WHERE content_id = ?", (manifest_id,),
-                              f"no stored manifest {manifest_id}")  # fmt: skip
+        mid, root = self._one(
+            db,
+            "SELECT id, root_node FROM manifests WHERE content_id = ?",
+            (manifest_id,),
+            f"no stored manifest {manifest_id}",
+        )
         return _SQLiteManifestIndex(self, mid, root)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -263,9 +296,11 @@ class SQLiteRegistry(Registry):
 
     def _artifact_id(self, db: sqlite3.Connection, project: str, artifact: str) -> int:
         return self._one(
-            db, "SELECT a.id FROM artifacts a JOIN projects p ON p.id = a.project_id WHERE p.name = ? AND a.name = ?",
-            (project, artifact), f"no artifact {project}/{artifact}",
-        )[0]  # fmt: skip
+            db,
+            "SELECT a.id FROM artifacts a JOIN projects p ON p.id = a.project_id WHERE p.name = ? AND a.name = ?",
+            (project, artifact),
+            f"no artifact {project}/{artifact}",
+        )[0]
 
     @staticmethod
     def _alias_index(db: sqlite3.Connection, artifact_id: int, alias: str) -> int | None:
@@ -275,14 +310,17 @@ class SQLiteRegistry(Registry):
     @staticmethod
     def _aliases_by_index(db: sqlite3.Connection, artifact_id: int) -> dict[int, tuple[str, ...]]:
         by_index: dict[int, tuple[str, ...]] = {}
-        for alias, index in db.execute("SELECT alias, idx FROM aliases WHERE artifact_id = ? ORDER BY alias",
-                                       (artifact_id,)):  # fmt: skip
+        for alias, index in db.execute(
+            "SELECT alias, idx FROM aliases WHERE artifact_id = ? ORDER BY alias", (artifact_id,)
+        ):
             by_index[index] = (*by_index.get(index, ()), alias)
         return by_index
 
     def _version(self, db: sqlite3.Connection, artifact_id: int, index: int) -> VersionInfo:
-        row = db.execute(f"SELECT {_VERSION_COLUMNS} FROM {_VERSION_FROM} WHERE v.artifact_id = ? AND v.idx = ?",
-                         (artifact_id, index)).fetchone()  # fmt: skip
+        row = db.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM {_VERSION_FROM} WHERE v.artifact_id = ? AND v.idx = ?",
+            (artifact_id, index),
+        ).fetchone()
         if row is None:
             raise NotFound(f"version v{index} does not exist")
         return _version_info(row, self._aliases_by_index(db, artifact_id).get(index, ()))
@@ -297,8 +335,9 @@ class _SQLiteManifestIndex(ManifestIndex):
         return self._root
 
     def child(self, parent_id: int, name: str) -> Node | None:
-        row = self._registry._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? AND name = ?",
-                                         (parent_id, name)).fetchone()  # fmt: skip
+        row = self._registry._db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? AND name = ?", (parent_id, name)
+        ).fetchone()
         return None if row is None else _node(row)
 
     def children(self, parent_id: int, after_id: int = 0, limit: int = 1000) -> list[Node]:
@@ -309,8 +348,9 @@ class _SQLiteManifestIndex(ManifestIndex):
         return [_node(row) for row in rows]
 
     def node(self, node_id: int) -> Node | None:
-        row = self._registry._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = ? AND manifest_id = ?",
-                                         (node_id, self._mid)).fetchone()  # fmt: skip
+        row = self._registry._db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = ? AND manifest_id = ?", (node_id, self._mid)
+        ).fetchone()
         return None if row is None else _node(row)
 
     def entry(self, path: str) -> Entry | None:
@@ -339,6 +379,17 @@ def _node(row: tuple[Any, ...]) -> Node:
 
 def _version_info(row: tuple[Any, ...], aliases: tuple[str, ...]) -> VersionInfo:
     project, artifact, type_, index, digest, content_id, created, files, size, description, metadata, _ = row
-    return VersionInfo(project=project, artifact=artifact, type=type_, index=index, digest=digest,
-                       manifest_id=content_id, created_at=created, file_count=files, total_size=size,
-                       description=description, metadata=json.loads(metadata), aliases=aliases)  # fmt: skip
+    return VersionInfo(
+        project=project,
+        artifact=artifact,
+        type=type_,
+        index=index,
+        digest=digest,
+        manifest_id=content_id,
+        created_at=created,
+        file_count=files,
+        total_size=size,
+        description=description,
+        metadata=json.loads(metadata),
+        aliases=aliases,
+    )

@@ -25,8 +25,9 @@ class Store(abc.ABC):
     schemes: ClassVar[tuple[str, ...]]
 
     @abc.abstractmethod
-    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
-             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:
+    def scan(
+        self, ref: RefURI, *, name: str | None = None, checksum: bool = True, max_objects: int = DEFAULT_MAX_OBJECTS
+    ) -> Iterator[Entry]:
         """Yield one entry per object under ``ref`` (a prefix or a single object).
 
         Paths are relative to the prefix, under ``name`` when given; a single object gets
@@ -52,25 +53,35 @@ def location_entry(ref: RefURI, name: str | None) -> Entry:
     return Entry(path=path, ref=ref.raw, digest=ref.raw)
 
 
-def limit(entries: Iterable[Entry], max_objects: int, ref: RefURI) -> Iterator[Entry]:
-    """Pass entries through, failing as soon as there are more than ``max_objects``."""
+T = TypeVar("T")
+
+
+def limit(entries: Iterable[T], max_objects: int, ref: RefURI) -> Iterator[T]:
+    """Pass objects through, failing as soon as there are more than ``max_objects``."""
     for count, entry in enumerate(entries, 1):
         if count > max_objects:
-            raise TooManyObjects(f"{ref.raw} has more than max_objects={max_objects:,} objects; "
-                                 "raise --max-objects or reference a narrower prefix")
+            raise TooManyObjects(
+                f"{ref.raw} has more than max_objects={max_objects:,} objects; "
+                "raise --max-objects or reference a narrower prefix"
+            )
         yield entry
 
 
 def changed(entry: Entry, why: str) -> ChangedObject:
-    return ChangedObject(f"{entry.path}: reference {entry.ref} no longer matches the logged version "
-                         f"(digest {entry.digest}{', version ' + entry.version_id if entry.version_id else ''}): {why}")
+    return ChangedObject(
+        f"{entry.path}: reference {entry.ref} no longer matches the logged version "
+        f"(digest {entry.digest}{', version ' + entry.version_id if entry.version_id else ''}): {why}"
+    )
 
 
-T = TypeVar("T")
-
-
-def with_retries(call: Callable[[], T], *, what: str, retryable: Callable[[BaseException], bool],
-                 attempts: int = MAX_ATTEMPTS, base_delay: float = 0.2) -> T:
+def with_retries(
+    call: Callable[[], T],
+    *,
+    what: str,
+    retryable: Callable[[BaseException], bool],
+    attempts: int = MAX_ATTEMPTS,
+    base_delay: float = 0.2,
+) -> T:
     """Run ``call`` with bounded exponential backoff on transient failures, then give up clearly."""
     for attempt in range(1, attempts + 1):
         try:

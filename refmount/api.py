@@ -1,0 +1,143 @@
+"""The Python API: build an artifact from references and log it, like W&B's reference artifacts.
+
+art = refmount.Artifact("mnist", type="dataset")
+art.add_reference("s3://bucket/datasets/mnist/")
+refmount.log_artifact(art, project="vision", aliases=["best"])   # -> "vision/mnist:v3"
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from . import stores
+from .errors import InvalidInput
+from .manifest import Entry, Manifest
+from .names import ArtifactRef, validate_alias, validate_name
+from .registry import LogResult, Registry, VersionInfo, open_registry
+
+ProgressFn = Callable[[int], None]  # called with the number of entries found so far
+
+
+class Artifact:
+    """A set of references to be logged as one version (nothing is stored until it is logged)."""
+
+    def __init__(
+        self,
+        name: str,
+        type: str = "dataset",
+        *,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ):
+        self.name = validate_name("artifact", name)
+        self.type = validate_name("type", type)
+        self.description = description
+        self.metadata = _json_safe(dict(metadata or {}))
+        self._entries: dict[str, Entry] = {}
+
+    def add_reference(
+        self,
+        uri: str,
+        name: str | None = None,
+        *,
+        checksum: bool = True,
+        max_objects: int = stores.DEFAULT_MAX_OBJECTS,
+        progress: ProgressFn | None = None,
+    ) -> list[Entry]:
+        """Expand ``uri`` (a prefix or one object) into entries now, as W&B does.
+
+        ``name`` places the entries under that directory (or names a single object). Nothing is
+        added if the scan fails or any path collides with one already added.
+        """
+        ref = stores.parse(uri)
+        if max_objects < 1:
+            raise InvalidInput(f"max_objects must be positive, got {max_objects}")
+        found: list[Entry] = []
+        for entry in stores.store_for(ref).scan(ref, name=name, checksum=checksum, max_objects=max_objects):
+            found.append(entry)
+            if progress is not None:
+                progress(len(found))
+        self._add(found)
+        return found
+
+    def add_entries(self, entries: Iterable[Entry]) -> None:
+        """Add ready-made entries (e.g. from an imported manifest), vetting every reference."""
+        entries = list(entries)
+        for entry in entries:
+            stores.parse(entry.ref)
+        self._add(entries)
+
+    def _add(self, entries: list[Entry]) -> None:
+        clashes = [e for e in entries if e.path in self._entries]
+        if clashes:
+            first = clashes[0]
+            raise InvalidInput(
+                f"duplicate artifact path {first.path!r}: from {first.ref} and {self._entries[first.path].ref}"
+            )
+        Manifest([*self._entries.values(), *entries])  # validates paths and file/directory clashes
+        self._entries.update((e.path, e) for e in entries)
+
+    @property
+    def manifest(self) -> Manifest:
+        return Manifest(self._entries.values())
+
+
+def log_artifact(
+    artifact: Artifact, project: str, *, aliases: Iterable[str] = (), registry: Registry | str | None = None
+) -> str:
+    """Log ``artifact`` as the next version of ``project/name`` and return ``project/name:vN``."""
+    return log_artifact_result(artifact, project, aliases=aliases, registry=registry).version.qualified_name
+
+
+def log_artifact_result(
+    artifact: Artifact, project: str, *, aliases: Iterable[str] = (), registry: Registry | str | None = None
+) -> LogResult:
+    """Like :func:`log_artifact`, but says whether a new version was created."""
+    validate_name("project", project)
+    aliases = [validate_alias(a) for a in dict.fromkeys(aliases)]
+    manifest = artifact.manifest
+    if len(manifest) == 0:
+        raise InvalidInput(f"artifact {artifact.name!r} has no entries; add a reference first")
+    with _registry(registry) as reg:
+        return reg.log_version(
+            project,
+            artifact.name,
+            manifest,
+            type=artifact.type,
+            description=artifact.description,
+            metadata=artifact.metadata,
+            aliases=aliases,
+        )
+
+
+def use_artifact(ref: str, *, registry: Registry | str | None = None) -> VersionInfo:
+    """Resolve ``project/name[:version-or-alias]`` to a version (its manifest id, digest, aliases...)."""
+    parsed = ArtifactRef.parse(ref)
+    with _registry(registry) as reg:
+        return reg.resolve(parsed.project, parsed.artifact, parsed.label)
+
+
+class _registry:
+    """Use a given Registry as-is, or open (and later close) one from a URL or the default."""
+
+    def __init__(self, registry: Registry | str | None):
+        self._given = registry if isinstance(registry, Registry) else None
+        self._url = registry if isinstance(registry, str) else None
+
+    def __enter__(self) -> Registry:
+        self._reg = self._given or open_registry(self._url)
+        return self._reg
+
+    def __exit__(self, *exc: object) -> None:
+        if self._given is None:
+            self._reg.close()
+
+
+def _json_safe(metadata: dict[str, Any]) -> dict[str, Any]:
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"metadata must be JSON-serializable: {exc}") from exc
+    return metadata

@@ -1,0 +1,161 @@
+"""``file://`` references: local disks and NFS mounts.
+
+A file's version is its MD5 (base64, W&B's digest for local references). Hashing every byte on
+each read would be ruinous, so the logged size and mtime are a fast check and the MD5 is only
+recomputed when the mtime moved.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import quote
+
+from ..errors import InvalidInput, NotFound
+from ..manifest import Entry, b64_md5, join_path
+from ..uri import RefURI, parse_ref
+from .base import DEFAULT_MAX_OBJECTS, Store, changed, limit, location_entry
+
+log = logging.getLogger(__name__)
+
+_HASH_CHUNK = 4 << 20
+_HASH_THREADS = min(8, (os.cpu_count() or 1) * 2)  # hashlib releases the GIL on large updates
+_URI_SAFE = "/!$&'()*+,;=:@ ~"  # keep paths readable; quote only what would change their meaning
+
+
+def file_uri(path: str | Path) -> str:
+    return "file://" + quote(str(path), safe=_URI_SAFE)
+
+
+class FileStore(Store):
+    schemes = ("file",)
+
+    def __init__(self) -> None:
+        self._verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> b64 md5
+        self._lock = threading.Lock()
+
+    def scan(
+        self, ref: RefURI, *, name: str | None = None, checksum: bool = True, max_objects: int = DEFAULT_MAX_OBJECTS
+    ) -> Iterator[Entry]:
+        root = _local_path(ref)
+        if not checksum:
+            return iter([location_entry(ref, name)])
+        try:
+            st = root.stat()
+        except FileNotFoundError:
+            raise NotFound(f"{ref.raw}: no such file or directory") from None
+        except OSError as exc:
+            raise InvalidInput(f"{ref.raw}: {exc.strerror}") from exc
+        if stat.S_ISREG(st.st_mode):
+            files: Iterable[tuple[str, Path]] = [(name or root.name, root)]
+        elif stat.S_ISDIR(st.st_mode):
+            files = ((join_path(name, rel), path) for rel, path in _walk(root))
+        else:
+            raise InvalidInput(f"{ref.raw} is neither a regular file nor a directory")
+        return _bounded_map(_entry_for, limit(files, max_objects, ref), _HASH_THREADS * 4)
+
+    def read(self, entry: Entry, offset: int, length: int) -> bytes:
+        path = _local_path(parse_ref(entry.ref))
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise changed(entry, "the file was deleted") from None
+        try:
+            if entry.is_snapshot:
+                self._verify(entry, path, os.fstat(fd))
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    def check(self, entry: Entry) -> None:
+        path = _local_path(parse_ref(entry.ref))
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise changed(entry, "the file was deleted") from None
+        if entry.is_snapshot:
+            self._verify(entry, path, st)
+
+    def _verify(self, entry: Entry, path: Path, st: os.stat_result) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            raise changed(entry, "it is no longer a regular file")
+        if entry.size is not None and st.st_size != entry.size:
+            raise changed(entry, f"size is now {st.st_size}, logged {entry.size}")
+        if entry.extra.get("mtime_ns") == st.st_mtime_ns:
+            return
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            known = self._verified.get(key)
+        if known is None:
+            known = _md5_b64(path)
+            with self._lock:
+                self._verified[key] = known
+        if known != entry.digest:
+            raise changed(entry, "its content changed (MD5 differs)")
+
+
+def _local_path(ref: RefURI) -> Path:
+    if ref.netloc not in ("", "localhost"):
+        raise InvalidInput(f"{ref.raw}: file:// references must be local (file:///path), not on host {ref.netloc!r}")
+    return Path("/" + ref.path)
+
+
+def _walk(root: Path) -> Iterator[tuple[str, Path]]:
+    """Regular files under ``root`` in a stable order; symlinks only when they stay inside ``root``."""
+    real_root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for fname in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+            path = Path(dirpath, fname)
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(real_root):
+                    log.warning("skipping %s: symlink points outside %s", path, root)
+                    continue
+                if not target.is_file():
+                    log.warning("skipping %s: symlink to something other than a regular file", path)
+                    continue
+            elif not path.is_file():
+                continue  # sockets, fifos, devices: not data
+            yield path.relative_to(root).as_posix(), path
+
+
+def _entry_for(pair: tuple[str, Path]) -> Entry:
+    rel, path = pair
+    st = path.stat()
+    digest = _md5_b64(path)
+    return Entry(
+        path=rel, ref=file_uri(path.absolute()), digest=digest, size=st.st_size, extra={"mtime_ns": st.st_mtime_ns}
+    )
+
+
+def _md5_b64(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return b64_md5(h.digest())
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+_pool = ThreadPoolExecutor(max_workers=_HASH_THREADS, thread_name_prefix="refmount-hash")
+
+
+def _bounded_map(fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
+    """Ordered parallel map that keeps at most ``window`` items in flight (Executor.map queues all)."""
+    pending: collections.deque[Future[R]] = collections.deque()
+    for item in items:
+        pending.append(_pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
