@@ -329,12 +329,8 @@ def import_cmd(
     Every path and reference is validated; nothing is read from the stores.
     """
     ref = _unversioned(target, "import")
-    try:
-        data = json.load(manifest_file)
-    except ValueError as exc:
-        raise InvalidInput(f"{manifest_file.name}: not valid JSON ({exc})") from exc
     artifact = Artifact(ref.artifact, type_, description=description)
-    artifact.add_entries(Manifest.from_json(data))
+    artifact.add_entries(Manifest.loads(manifest_file.read()))
     with _open(registry_url) as registry:
         result = log_artifact_result(artifact, ref.project, aliases=aliases, registry=registry)
     if as_json:

@@ -171,6 +171,15 @@ class Manifest:
         }
 
     @classmethod
+    def loads(cls, text: str | bytes) -> Manifest:
+        """Parse manifest JSON text; duplicate keys are an error, not a silent last-one-wins."""
+        try:
+            data = json.loads(text, object_pairs_hook=_unique_keys)
+        except ValueError as exc:
+            raise InvalidInput(f"manifest is not valid JSON: {exc}") from exc
+        return cls.from_json(data)
+
+    @classmethod
     def from_json(cls, data: Any) -> Manifest:
         """Parse a W&B manifest (as written by W&B or by :meth:`to_json`), validating everything."""
         if not isinstance(data, dict):
@@ -192,6 +201,15 @@ def artifact_digest(path_digests: Iterable[tuple[str, str]]) -> str:
     for path, digest in sorted(path_digests):
         h.update(f"{path}:{digest}\n".encode())
     return h.hexdigest()
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise InvalidInput(f"duplicate key {key!r} in manifest JSON")
+        out[key] = value
+    return out
 
 
 def _check_no_file_dir_clash(by_path: Mapping[str, Entry]) -> None:

@@ -1,0 +1,124 @@
+import hashlib
+import json
+
+import pytest
+
+from refmount.errors import InvalidInput
+from refmount.manifest import Entry, Manifest, artifact_digest, validate_path
+from refmount.names import ArtifactRef, validate_alias, validate_name, version_index
+from refmount.uri import parse_ref
+
+
+def entry(path: str, digest: str = "d", **kw) -> Entry:
+    return Entry(path=path, ref=f"s3://b/{path}", digest=digest, **kw)
+
+
+def test_artifact_digest_is_wandb_formula() -> None:
+    manifest = Manifest([entry("b.txt", "2"), entry("a/x.bin", "1")])
+    expected = hashlib.md5(b"wandb-artifact-manifest-v1\na/x.bin:1\nb.txt:2\n").hexdigest()
+    assert manifest.digest == expected
+    assert Manifest([]).digest == hashlib.md5(b"wandb-artifact-manifest-v1\n").hexdigest()
+
+
+def test_digest_ignores_refs_and_sizes_but_content_id_does_not() -> None:
+    a = Manifest([Entry("x", "s3://one/x", "etag", 1)])
+    b = Manifest([Entry("x", "s3://two/x", "etag", 2)])
+    assert a.digest == b.digest
+    assert a.content_id != b.content_id
+
+
+def test_json_round_trip_matches_wandb_layout() -> None:
+    manifest = Manifest([entry("t/1.png", "e1", size=8, extra={"etag": "e1", "versionID": "v9"}), entry("z", "e2")])
+    data = manifest.to_json()
+    assert data["version"] == 1
+    assert data["storagePolicy"] == "wandb-storage-policy-v1"
+    assert data["storagePolicyConfig"] == {"storageLayout": "V2"}
+    assert data["contents"]["t/1.png"] == {"digest": "e1", "ref": "s3://b/t/1.png", "size": 8,
+                                           "extra": {"etag": "e1", "versionID": "v9"}}  # fmt: skip
+    again = Manifest.loads(json.dumps(data))
+    assert again.digest == manifest.digest and again.content_id == manifest.content_id
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", "/abs", "a/../b", "..", "./a", "a//b", "a/", "nul\x00byte", "new\nline", "x" * 256, "/".join(["d"] * 2049)],
+)
+def test_hostile_paths_are_refused(path: str) -> None:
+    with pytest.raises(InvalidInput):
+        validate_path(path)
+    with pytest.raises(InvalidInput):
+        Manifest.loads(json.dumps({"version": 1, "contents": {path: {"digest": "d", "ref": "s3://b/k"}}}))
+
+
+def test_duplicate_and_clashing_paths_are_refused() -> None:
+    with pytest.raises(InvalidInput, match="duplicate"):
+        Manifest([entry("a"), entry("a")])
+    with pytest.raises(InvalidInput, match="both a file and the directory"):
+        Manifest([entry("a"), entry("a/b")])
+    text = '{"version": 1, "contents": {"a": {"digest": "1", "ref": "s3://b/a"}, "a": {"digest": "2", "ref": "s3://b/a"}}}'
+    with pytest.raises(InvalidInput, match="duplicate key"):
+        Manifest.loads(text)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        {"version": 2, "contents": {}},
+        {"version": 1, "storagePolicy": "other", "contents": {}},
+        {"version": 1},
+        {"version": 1, "contents": {"a": {"ref": "s3://b/a"}}},
+        {"version": 1, "contents": {"a": {"digest": "x"}}},
+        {"version": 1, "contents": {"a": {"digest": "x", "ref": "s3://b/a", "size": -1}}},
+        {"version": 1, "contents": {"a": {"digest": "x", "ref": "s3://b/a", "extra": []}}},
+    ],
+)
+def test_malformed_manifests_are_refused(data: object) -> None:
+    with pytest.raises(InvalidInput):
+        Manifest.from_json(data)
+
+
+def test_checksum_false_entries_are_locations() -> None:
+    assert not Entry("d", "s3://b/d/", "s3://b/d/").is_snapshot
+    assert entry("d").is_snapshot
+
+
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("", "empty"),
+        ("bucket/key", "not a URI"),
+        ("ftp://host/x", "unknown scheme"),
+        ("s3://user:secret@bucket/key", "embeds credentials"),
+        ("s3://bucket/key?X-Amz-Signature=abc&X-Amz-Credential=x", "signed URL"),
+        ("s3://bucket/key?sig=abc", "signed URL"),
+        ("s3://bucket/key#frag", "fragment"),
+        ("s3://bucket/k\x00ey", "NUL"),
+    ],
+)
+def test_bad_uris_are_refused(uri: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message) as info:
+        parse_ref(uri, known_schemes={"s3", "file"})
+    assert "secret" not in str(info.value) or "never stores secrets" in str(info.value)
+
+
+def test_uri_parts() -> None:
+    ref = parse_ref("s3://bucket/a%20b/c?versionId=42", known_schemes={"s3"})
+    assert (ref.scheme, ref.netloc, ref.path, ref.query_value("versionId")) == ("s3", "bucket", "a b/c", "42")
+
+
+def test_names_and_refs() -> None:
+    assert validate_name("project", "vision-2.0_x") == "vision-2.0_x"
+    for bad in ["", "-x", "a/b", "a:b", "a b", "é", "x" * 129]:
+        with pytest.raises(InvalidInput):
+            validate_name("project", bad)
+    for reserved in ["latest", "v0", "v12"]:
+        with pytest.raises(InvalidInput, match="reserved"):
+            validate_alias(reserved)
+    assert validate_alias("v1x") == "v1x"
+    assert version_index("v10") == 10 and version_index("v01") is None and version_index("best") is None
+    assert ArtifactRef.parse("vision/mnist") == ArtifactRef("vision", "mnist", "latest")
+    assert ArtifactRef.parse("vision/mnist:v3").label == "v3"
+    for bad in ["vision", "vision/mnist:", "vision/mn/ist", "vision/mnist:a b"]:
+        with pytest.raises(InvalidInput):
+            ArtifactRef.parse(bad)

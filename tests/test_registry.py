@@ -1,0 +1,134 @@
+"""Registry semantics, written against the Registry interface so every backend runs them."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from refmount.errors import InvalidInput, NotFound
+from refmount.manifest import Entry, Manifest
+from refmount.registry import Registry, open_registry
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    reg = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    yield reg
+    reg.close()
+
+
+def manifest(*digests: str, prefix: str = "f") -> Manifest:
+    return Manifest(Entry(f"{prefix}{i}.bin", f"s3://b/{prefix}{i}.bin", d, 10, {"etag": d}) for i, d in enumerate(digests))
+
+
+def test_log_unchanged_changed(registry: Registry) -> None:
+    first = registry.log_version("vision", "mnist", manifest("a", "b"), type="dataset", metadata={"k": 1})
+    assert first.created and first.version.index == 0 and first.version.aliases == ("latest",)
+    again = registry.log_version("vision", "mnist", manifest("a", "b"), type="dataset", aliases=["best"])
+    assert not again.created and again.version.index == 0 and set(again.version.aliases) == {"best", "latest"}
+    changed = registry.log_version("vision", "mnist", manifest("a", "c"), type="dataset")
+    assert changed.created and changed.version.index == 1
+    added = registry.log_version("vision", "mnist", manifest("a", "c", "d"), type="dataset")
+    removed = registry.log_version("vision", "mnist", manifest("a"), type="dataset")
+    assert (added.version.index, removed.version.index) == (2, 3)
+    assert registry.aliases("vision", "mnist") == {"best": 0, "latest": 3}
+    v0 = registry.resolve("vision", "mnist", "v0")
+    assert v0.metadata == {"k": 1} and v0.file_count == 2 and v0.total_size == 20
+    assert registry.resolve("vision", "mnist", "best").index == 0
+    assert [v.index for v in registry.versions("vision", "mnist")] == [0, 1, 2, 3]
+
+
+def test_going_back_to_old_content_is_a_new_version(registry: Registry) -> None:
+    for digests in (["a"], ["b"], ["a"]):
+        registry.log_version("p", "a", manifest(*digests), type="dataset")
+    versions = registry.versions("p", "a")
+    assert [v.index for v in versions] == [0, 1, 2]
+    assert versions[0].manifest_id == versions[2].manifest_id  # stored once
+
+
+def test_aliases(registry: Registry) -> None:
+    registry.log_version("p", "a", manifest("a"), type="dataset")
+    registry.log_version("p", "a", manifest("b"), type="dataset")
+    registry.set_alias("p", "a", "best", 0)
+    registry.set_alias("p", "a", "best", 1)
+    assert registry.resolve("p", "a", "best").index == 1
+    registry.delete_alias("p", "a", "best")
+    with pytest.raises(NotFound):
+        registry.resolve("p", "a", "best")
+    with pytest.raises(NotFound):
+        registry.delete_alias("p", "a", "best")
+    with pytest.raises(NotFound):
+        registry.set_alias("p", "a", "best", 7)
+
+
+def test_lookups_of_missing_things(registry: Registry) -> None:
+    registry.log_version("p", "a", manifest("a"), type="dataset")
+    for call in (lambda: registry.artifacts("nope"), lambda: registry.versions("p", "nope"),
+                 lambda: registry.resolve("p", "a", "v9"), lambda: registry.resolve("p", "a", "nope"),
+                 lambda: registry.manifest_index("0" * 64)):  # fmt: skip
+        with pytest.raises(NotFound):
+            call()
+
+
+def test_type_mismatch_is_refused(registry: Registry) -> None:
+    registry.log_version("p", "a", manifest("a"), type="dataset")
+    with pytest.raises(InvalidInput, match="has type 'dataset'"):
+        registry.log_version("p", "a", manifest("b"), type="model")
+    assert len(registry.versions("p", "a")) == 1
+
+
+def test_listing(registry: Registry) -> None:
+    registry.log_version("vision", "mnist", manifest("a"), type="dataset")
+    registry.log_version("vision", "cifar", manifest("b"), type="dataset")
+    registry.log_version("nlp", "wiki", manifest("c"), type="dataset")
+    assert registry.projects() == ["nlp", "vision"]
+    arts = registry.artifacts("vision")
+    assert [(a.name, a.version_count, a.latest_index) for a in arts] == [("cifar", 1, 0), ("mnist", 1, 0)]
+
+
+def test_manifest_index_walks_directories_without_loading_all(registry: Registry) -> None:
+    entries = [Entry(f"d{d}/sub/f{i}", f"s3://b/{d}/{i}", f"e{d}.{i}", i) for d in range(3) for i in range(25)]
+    entries.append(Entry("top.txt", "s3://b/top", "t", 1))
+    version = registry.log_version("p", "big", Manifest(entries), type="dataset").version
+    index = registry.manifest_index(version.manifest_id)
+    top = index.children(index.root_id)
+    assert sorted(n.name for n in top) == ["d0", "d1", "d2", "top.txt"]
+    sub = index.child(index.child(index.root_id, "d1").id, "sub")
+    assert sub is not None and sub.is_dir
+    page1 = index.children(sub.id, limit=10)
+    page2 = index.children(sub.id, after_id=page1[-1].id, limit=100)
+    assert len(page1) == 10 and len(page2) == 15
+    assert {n.name for n in page1 + page2} == {f"f{i}" for i in range(25)}
+    node = index.node(page2[0].id)
+    assert node is not None and node.entry is not None and node.entry.path.startswith("d1/sub/")
+    assert index.entry("top.txt") == Entry("top.txt", "s3://b/top", "t", 1)
+    assert index.entry("d1") is None and index.child(index.root_id, "nope") is None
+    assert [e.path for e in registry.iter_entries(version.manifest_id)] == sorted(e.path for e in entries)
+
+
+def _log_one(url: str, worker: int, start_at: float) -> int:
+    reg = open_registry(url)
+    time.sleep(max(0.0, start_at - time.time()))  # all workers hit the registry together
+    try:
+        return reg.log_version("p", "race", manifest(f"w{worker}"), type="dataset").version.index
+    finally:
+        reg.close()
+
+
+def test_concurrent_loggers_get_distinct_contiguous_versions(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    open_registry(url).close()
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
+        start_at = time.time() + 3
+        indices = pool.starmap(_log_one, [(url, w, start_at) for w in range(8)])
+    assert sorted(indices) == list(range(8))
+    reg = open_registry(url)
+    versions = reg.versions("p", "race")
+    assert [v.index for v in versions] == list(range(8))
+    assert len({v.digest for v in versions}) == 8
+    assert reg.aliases("p", "race") == {"latest": 7}
+    reg.close()

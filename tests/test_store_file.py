@@ -1,0 +1,114 @@
+"""file:// references against real temp directories."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from refmount.errors import ChangedObject, InvalidInput, NotFound, TooManyObjects
+from refmount.manifest import Entry
+from refmount.stores import parse
+from refmount.stores.file import FileStore, file_uri
+
+
+def b64md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    (root / "train" / "deep").mkdir(parents=True)
+    (root / "train" / "0001.png").write_bytes(b"png-1")
+    (root / "train" / "deep" / "x.bin").write_bytes(os.urandom(3000))
+    (root / "empty").write_bytes(b"")
+    (root / "name with space%?.txt").write_bytes(b"odd")
+    return root
+
+
+def scan(uri: str, **kw) -> list[Entry]:
+    return list(FileStore().scan(parse(uri), **kw))
+
+
+def test_scan_directory(tree: Path) -> None:
+    entries = {e.path: e for e in scan(file_uri(tree))}
+    assert set(entries) == {"train/0001.png", "train/deep/x.bin", "empty", "name with space%?.txt"}
+    e = entries["train/0001.png"]
+    assert e.digest == b64md5(b"png-1") and e.size == 5 and e.ref == file_uri(tree / "train" / "0001.png")
+    assert entries["empty"].size == 0
+    odd = entries["name with space%?.txt"]
+    assert FileStore().read(odd, 0, 10) == b"odd"  # the ref round-trips through URI quoting
+
+
+def test_trailing_slash_and_name_prefix(tree: Path) -> None:
+    with_slash = scan(file_uri(tree) + "/", name="imgs")
+    assert {e.path for e in with_slash} == {f"imgs/{p}" for p in ("train/0001.png", "train/deep/x.bin", "empty",
+                                                                 "name with space%?.txt")}  # fmt: skip
+
+
+def test_single_file(tree: Path) -> None:
+    (only,) = scan(file_uri(tree / "train" / "0001.png"))
+    assert only.path == "0001.png"
+    (named,) = scan(file_uri(tree / "train" / "0001.png"), name="models/best.png")
+    assert named.path == "models/best.png"
+
+
+def test_symlinks_never_escape_the_root(tree: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "secret.txt"
+    outside.write_bytes(b"secret")
+    (tree / "escape").symlink_to(outside)
+    (tree / "inside").symlink_to(tree / "train" / "0001.png")
+    (tree / "dirlink").symlink_to(tree / "train")
+    (tree / "loop").symlink_to(tree)
+    paths = {e.path: e for e in scan(file_uri(tree))}
+    assert "escape" not in paths
+    assert paths["inside"].digest == b64md5(b"png-1")
+    assert not any(p.startswith(("dirlink/", "loop/")) for p in paths)
+
+
+def test_checksum_false_is_one_location_entry(tree: Path) -> None:
+    uri = file_uri(tree)
+    (e,) = scan(uri, checksum=False)
+    assert e.digest == e.ref == uri and e.path == "data" and not e.is_snapshot
+
+
+def test_max_objects(tree: Path) -> None:
+    with pytest.raises(TooManyObjects, match="max_objects=3"):
+        scan(file_uri(tree), max_objects=3)
+    assert len(scan(file_uri(tree), max_objects=4)) == 4
+
+
+def test_missing_and_non_local(tree: Path) -> None:
+    with pytest.raises(NotFound):
+        scan(file_uri(tree / "nope"))
+    with pytest.raises(InvalidInput, match="must be local"):
+        scan("file://otherhost/data")
+
+
+def test_read_ranges_and_changes(tree: Path) -> None:
+    store = FileStore()
+    big = tree / "train" / "deep" / "x.bin"
+    data = big.read_bytes()
+    (entry,) = scan(file_uri(big))
+    assert store.read(entry, 0, len(data)) == data
+    assert store.read(entry, 100, 50) == data[100:150]
+    assert store.read(entry, 2990, 100) == data[2990:]
+    store.check(entry)
+
+    os.utime(big, ns=(1, 1))  # same bytes, new mtime: the MD5 is recomputed and still matches
+    assert store.read(entry, 0, 10) == data[:10]
+
+    big.write_bytes(bytes(len(data)))  # same size, other bytes
+    with pytest.raises(ChangedObject, match="content changed"):
+        store.read(entry, 0, 10)
+    big.write_bytes(b"short")
+    with pytest.raises(ChangedObject, match="size is now 5"):
+        store.check(entry)
+    big.unlink()
+    with pytest.raises(ChangedObject, match="deleted") as info:
+        store.read(entry, 0, 10)
+    assert entry.ref in str(info.value) and "x.bin" in str(info.value)
