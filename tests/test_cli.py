@@ -1,0 +1,128 @@
+"""The real `refmount` command, end to end, on file:// references and a private SQLite registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+
+from refmount.stores.file import file_uri
+from tests.conftest import Cli
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    root = tmp_path / "mnist"
+    (root / "train").mkdir(parents=True)
+    for i in range(3):
+        (root / "train" / f"{i:04}.png").write_bytes(b"img%d" % i)
+    (root / "labels.csv").write_text("0,1,2\n")
+    return root
+
+
+def snapshot(cli: Cli) -> str:
+    """Everything the registry says, to show that a failed command changed nothing."""
+    out = [cli("ls", "--json").out]
+    for project in cli("ls", "--json").json():
+        for art in cli("ls", project["project"], "--json").json():
+            out.append(cli("ls", art["artifact"], "--json").out)
+    return "\n".join(out)
+
+
+def test_log_unchanged_changed_and_listing(cli: Cli, data: Path) -> None:
+    first = cli("log", "vision/mnist", file_uri(data) + "/", "--type", "dataset", "--metadata", "split=train",
+                "--metadata", "n=3", "--description", "first", "--json").json()  # fmt: skip
+    assert first["created"] and first["name"] == "vision/mnist:v0" and first["files"] == 4
+    assert first["metadata"] == {"split": "train", "n": 3}
+    again = cli("log", "vision/mnist", file_uri(data), "--alias", "best")
+    assert "unchanged, still vision/mnist:v0" in again.out
+    (data / "train" / "0003.png").write_bytes(b"new")
+    assert "logged vision/mnist:v1" in cli("log", "vision/mnist", file_uri(data)).out
+    versions = cli("ls", "vision/mnist", "--json").json()
+    assert [(v["version"], v["aliases"]) for v in versions] == [("v0", ["best"]), ("v1", ["latest"])]
+    assert cli("ls", "--json").json() == [{"project": "vision"}]
+    assert cli("ls", "vision", "--json").json()[0] == {"artifact": "vision/mnist", "type": "dataset", "versions": 2,
+                                                        "latest": "v1"}  # fmt: skip
+    table = cli("ls", "vision/mnist").out
+    assert "v0" in table and "best" in table
+    shown = cli("show", "vision/mnist:best").out
+    assert "train/0000.png" in shown and file_uri(data / "labels.csv") in shown and "train/0003.png" not in shown
+
+
+def test_several_references_with_names(cli: Cli, data: Path) -> None:
+    cli("log", "vision/mix", file_uri(data / "train"), file_uri(data / "labels.csv"), "--name", "imgs",
+        "--name", "meta/labels.csv")  # fmt: skip
+    paths = set(json.loads(cli("show", "vision/mix", "--json").out)["contents"])
+    assert paths == {"imgs/0000.png", "imgs/0001.png", "imgs/0002.png", "meta/labels.csv"}
+
+
+def test_alias_commands(cli: Cli, data: Path) -> None:
+    cli("log", "p/a", file_uri(data))
+    (data / "labels.csv").write_text("changed\n")
+    cli("log", "p/a", file_uri(data))
+    assert "p/a:best -> v0" in cli("alias", "p/a:v0", "best").out
+    cli("alias", "p/a:latest", "best")
+    assert cli("ls", "p/a", "--json").json()[1]["aliases"] == ["best", "latest"]
+    cli("alias", "p/a", "best", "--delete")
+    assert cli("ls", "p/a", "--json").json()[1]["aliases"] == ["latest"]
+
+
+def test_export_import_round_trip(cli: Cli, data: Path, tmp_path: Path) -> None:
+    logged = cli("log", "p/a", file_uri(data), "--json").json()
+    exported = tmp_path / "manifest.json"
+    exported.write_text(cli("export", "p/a:v0").out)
+    manifest = json.loads(exported.read_text())
+    assert manifest["version"] == 1 and len(manifest["contents"]) == 4
+    imported = cli("import", str(exported), "p/copy", "--type", "dataset", "--json").json()
+    assert imported["digest"] == logged["digest"] and imported["created"]
+    assert json.loads(cli("show", "p/copy", "--json").out) == manifest
+
+
+def test_bad_input_is_one_line_nonzero_and_changes_nothing(cli: Cli, data: Path, tmp_path: Path) -> None:
+    cli("log", "p/a", file_uri(data))
+    before = snapshot(cli)
+    hostile = tmp_path / "hostile.json"
+    bad_calls = {
+        ("log", "p/a", "ftp://x/y"): "unknown scheme",
+        ("log", "p/a", "s3://key:secret@bucket/x"): "embeds credentials",
+        ("log", "p/a", "s3://bucket/x?X-Amz-Signature=1"): "signed URL",
+        ("log", "p/a", file_uri(tmp_path / "missing")): "no such file",
+        ("log", "p/a", file_uri(data), file_uri(data)): "duplicate artifact path",
+        ("log", "p/a", file_uri(data), "--max-objects", "2"): "max_objects=2",
+        ("log", "p/a", file_uri(data), "--alias", "latest"): "reserved",
+        ("log", "p/a", file_uri(data), "--alias", "v3"): "reserved",
+        ("log", "p/a:v0", file_uri(data)): "without a version",
+        ("log", "bad project/a", file_uri(data)): "invalid project name",
+        ("log", "p/a", file_uri(data), "--type", "model"): "has type 'dataset'",
+        ("log", "p/a", file_uri(data), "--name", "x", "--name", "y"): "--name",
+        ("log", "p/a", file_uri(data), "--metadata", "novalue"): "KEY=VALUE",
+        ("alias", "p/a:v9", "best"): "no version v9",
+        ("alias", "p/a:v0", "latest"): "reserved",
+        ("alias", "p/nope:v0", "best"): "no artifact p/nope",
+        ("show", "p/a:nope"): "no alias 'nope'",
+        ("show", "nope"): "PROJECT/ARTIFACT",
+        ("ls", "nope"): "no project",
+        ("import", str(hostile), "p/h"): "'..' component",
+        ("--registry", "postgres://x/y", "ls"): "unsupported registry URL",
+    }
+    hostile.write_text(json.dumps({"version": 1, "contents": {"../etc/passwd": {"digest": "x", "ref": "s3://b/k"}}}))
+    for args, message in bad_calls.items():
+        result = cli(*args, ok=False)
+        assert message in result.err, (args, result.err)
+        assert len(result.err.strip().splitlines()) == 1, (args, result.err)
+        assert "Traceback" not in result.err
+    assert snapshot(cli) == before
+
+
+def test_help_explains_every_option(cli: Cli) -> None:
+    from refmount.cli import main
+
+    for name, command in main.commands.items():
+        assert command.help, name
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"refmount {name} {param.opts[0]} has no help text"
+        assert "Usage:" in cli(name, "--help").out
+    assert "refmount" in cli("--version").out
