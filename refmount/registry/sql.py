@@ -1,0 +1,369 @@
+"""The registry logic shared by SQL backends, written once against a small connection protocol.
+
+Backends differ only in how they connect, how a write transaction takes its lock, and a few DDL
+types; every query here uses ``?`` placeholders and portable SQL (``ON CONFLICT``, ``RETURNING``).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from ..errors import InvalidInput, NotFound
+from ..manifest import Entry, Manifest, parent_dir
+from ..names import LATEST, version_index
+from .base import ArtifactInfo, LogResult, ManifestIndex, Node, Registry, VersionInfo
+
+SCHEMA_VERSION = 1
+# {id}, {int} and {real} are filled in per backend (SQLite and PostgreSQL spell them differently).
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS projects (id {id}, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS artifacts (
+    id {id}, project_id {int} NOT NULL REFERENCES projects(id),
+    name TEXT NOT NULL, type TEXT NOT NULL, UNIQUE (project_id, name));
+CREATE TABLE IF NOT EXISTS manifests (
+    id {id}, content_id TEXT NOT NULL UNIQUE, digest TEXT NOT NULL,
+    file_count {int} NOT NULL, total_size {int} NOT NULL, root_node {int});
+CREATE TABLE IF NOT EXISTS nodes (
+    id {id}, manifest_id {int} NOT NULL, parent {int}, name TEXT NOT NULL,
+    path TEXT NOT NULL, is_dir INTEGER NOT NULL, size {int}, digest TEXT, ref TEXT, extra TEXT);
+CREATE UNIQUE INDEX IF NOT EXISTS nodes_by_name ON nodes (parent, name);
+CREATE INDEX IF NOT EXISTS nodes_by_parent ON nodes (parent, id);
+CREATE INDEX IF NOT EXISTS files_by_path ON nodes (manifest_id, path) WHERE is_dir = 0;
+CREATE TABLE IF NOT EXISTS versions (
+    artifact_id {int} NOT NULL REFERENCES artifacts(id), idx INTEGER NOT NULL,
+    manifest_id {int} NOT NULL REFERENCES manifests(id), digest TEXT NOT NULL,
+    created_at {real} NOT NULL, description TEXT, metadata TEXT NOT NULL,
+    PRIMARY KEY (artifact_id, idx));
+CREATE TABLE IF NOT EXISTS aliases (
+    artifact_id {int} NOT NULL, alias TEXT NOT NULL, idx INTEGER NOT NULL,
+    PRIMARY KEY (artifact_id, alias), FOREIGN KEY (artifact_id, idx) REFERENCES versions (artifact_id, idx));
+"""
+
+_VERSION_COLUMNS = """p.name, a.name, a.type, v.idx, v.digest, m.content_id, v.created_at, m.file_count,
+    m.total_size, v.description, v.metadata, v.artifact_id"""
+_VERSION_FROM = """versions v JOIN artifacts a ON a.id = v.artifact_id JOIN projects p ON p.id = a.project_id
+    JOIN manifests m ON m.id = v.manifest_id"""
+_NODE_COLUMNS = "id, name, is_dir, path, size, digest, ref, extra"
+_INSERT_BATCH = 10_000
+
+
+class Connection(Protocol):
+    """What the shared code needs of a connection: DB-API style ``execute`` with ``?`` placeholders."""
+
+    def execute(self, sql: str, args: Sequence[Any] = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> Any: ...
+
+
+class SQLRegistry(Registry):
+    """Registry semantics over SQL. Subclasses provide connections and write transactions."""
+
+    @property
+    @abc.abstractmethod
+    def _db(self) -> Connection:
+        """A connection usable by the calling thread."""
+
+    @abc.abstractmethod
+    def _write(self) -> AbstractContextManager[Connection]:
+        """A write transaction; concurrent writers of one artifact must serialize inside it."""
+
+    def _lock_artifact(self, db: Connection, artifact_id: int) -> None:
+        """Serialize writers of one artifact (where the transaction does not already)."""
+
+    # -- writing --------------------------------------------------------------------------------
+    def log_version(
+        self,
+        project: str,
+        artifact: str,
+        manifest: Manifest,
+        *,
+        type: str,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        aliases: Sequence[str] = (),
+    ) -> LogResult:
+        digest, content_id = manifest.digest, manifest.content_id
+        metadata_json = json.dumps(dict(metadata or {}), sort_keys=True)
+        with self._write() as db:
+            artifact_id = self._ensure_artifact(db, project, artifact, type)
+            latest = self._alias_index(db, artifact_id, LATEST)
+            if latest is not None:
+                (latest_digest,) = db.execute(
+                    "SELECT digest FROM versions WHERE artifact_id = ? AND idx = ?", (artifact_id, latest)
+                ).fetchone()
+                if latest_digest == digest:
+                    for alias in aliases:
+                        self._put_alias(db, artifact_id, alias, latest)
+                    return LogResult(self._version(db, artifact_id, latest), created=False)
+            manifest_id = self._store_manifest(db, manifest, content_id, digest)
+            (index,) = db.execute(
+                "SELECT COALESCE(MAX(idx) + 1, 0) FROM versions WHERE artifact_id = ?", (artifact_id,)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO versions (artifact_id, idx, manifest_id, digest, created_at, description, metadata)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (artifact_id, index, manifest_id, digest, time.time(), description, metadata_json),
+            )
+            for alias in (LATEST, *aliases):
+                self._put_alias(db, artifact_id, alias, index)
+            return LogResult(self._version(db, artifact_id, index), created=True)
+
+    def set_alias(self, project: str, artifact: str, alias: str, index: int) -> None:
+        with self._write() as db:
+            artifact_id = self._artifact_id(db, project, artifact)
+            if not db.execute(
+                "SELECT 1 FROM versions WHERE artifact_id = ? AND idx = ?", (artifact_id, index)
+            ).fetchone():
+                raise NotFound(f"{project}/{artifact} has no version v{index}")
+            self._put_alias(db, artifact_id, alias, index)
+
+    def delete_alias(self, project: str, artifact: str, alias: str) -> None:
+        with self._write() as db:
+            artifact_id = self._artifact_id(db, project, artifact)
+            if (
+                db.execute("DELETE FROM aliases WHERE artifact_id = ? AND alias = ?", (artifact_id, alias)).rowcount
+                == 0
+            ):
+                raise NotFound(f"{project}/{artifact} has no alias {alias!r}")
+
+    def _ensure_artifact(self, db: Connection, project: str, artifact: str, type: str) -> int:
+        """The artifact's id, creating project and artifact if needed; holds the artifact's write lock."""
+        db.execute("INSERT INTO projects (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (project,))
+        (project_id,) = db.execute("SELECT id FROM projects WHERE name = ?", (project,)).fetchone()
+        db.execute(
+            "INSERT INTO artifacts (project_id, name, type) VALUES (?, ?, ?) ON CONFLICT (project_id, name) DO NOTHING",
+            (project_id, artifact, type),
+        )
+        artifact_id, existing_type = db.execute(
+            "SELECT id, type FROM artifacts WHERE project_id = ? AND name = ?", (project_id, artifact)
+        ).fetchone()
+        if existing_type != type:
+            raise InvalidInput(f"{project}/{artifact} has type {existing_type!r}, not {type!r}")
+        self._lock_artifact(db, artifact_id)
+        return artifact_id
+
+    @staticmethod
+    def _put_alias(db: Connection, artifact_id: int, alias: str, index: int) -> None:
+        db.execute(
+            "INSERT INTO aliases (artifact_id, alias, idx) VALUES (?, ?, ?)"
+            " ON CONFLICT (artifact_id, alias) DO UPDATE SET idx = excluded.idx",
+            (artifact_id, alias, index),
+        )
+
+    @staticmethod
+    def _store_manifest(db: Connection, manifest: Manifest, content_id: str, digest: str) -> int:
+        """Insert the manifest as a node tree, unless identical content is stored already."""
+        # ON CONFLICT waits for a concurrent insert of the same content and then skips ours.
+        row = db.execute(
+            "INSERT INTO manifests (content_id, digest, file_count, total_size) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (content_id) DO NOTHING RETURNING id",
+            (content_id, digest, len(manifest), manifest.total_size),
+        ).fetchone()
+        if row is None:
+            return db.execute("SELECT id FROM manifests WHERE content_id = ?", (content_id,)).fetchone()[0]
+        manifest_id = row[0]
+        dir_ids: dict[str, int] = {}
+
+        def dir_id(path: str) -> int:
+            if path not in dir_ids:
+                parent = dir_id(parent_dir(path)) if path else None
+                dir_ids[path] = db.execute(
+                    "INSERT INTO nodes (manifest_id, parent, name, path, is_dir) VALUES (?, ?, ?, ?, 1) RETURNING id",
+                    (manifest_id, parent, path.rpartition("/")[2], path),
+                ).fetchone()[0]
+            return dir_ids[path]
+
+        db.execute("UPDATE manifests SET root_node = ? WHERE id = ?", (dir_id(""), manifest_id))
+        batch: list[tuple[Any, ...]] = []
+        for e in manifest:
+            extra = json.dumps(dict(e.extra), sort_keys=True) if e.extra else None
+            batch.append(
+                (
+                    manifest_id,
+                    dir_id(parent_dir(e.path)),
+                    e.path.rpartition("/")[2],
+                    e.path,
+                    e.size,
+                    e.digest,
+                    e.ref,
+                    extra,
+                )
+            )
+            if len(batch) >= _INSERT_BATCH:
+                _insert_files(db, batch)
+        _insert_files(db, batch)
+        return manifest_id
+
+    # -- reading --------------------------------------------------------------------------------
+    def projects(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT name FROM projects ORDER BY name")]
+
+    def artifacts(self, project: str) -> list[ArtifactInfo]:
+        db = self._db
+        (project_id,) = self._one(db, "SELECT id FROM projects WHERE name = ?", (project,), f"no project {project!r}")
+        rows = db.execute(
+            "SELECT a.name, a.type, (SELECT COUNT(*) FROM versions v WHERE v.artifact_id = a.id),"
+            " (SELECT idx FROM aliases l WHERE l.artifact_id = a.id AND l.alias = ?)"
+            " FROM artifacts a WHERE a.project_id = ? ORDER BY a.name",
+            (LATEST, project_id),
+        )
+        return [ArtifactInfo(project, name, type_, count, latest) for name, type_, count, latest in rows]
+
+    def versions(self, project: str, artifact: str) -> list[VersionInfo]:
+        db = self._db
+        artifact_id = self._artifact_id(db, project, artifact)
+        rows = db.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM {_VERSION_FROM} WHERE v.artifact_id = ? ORDER BY v.idx", (artifact_id,)
+        ).fetchall()
+        by_index = self._aliases_by_index(db, artifact_id)
+        return [_version_info(row, by_index.get(row[3], ())) for row in rows]
+
+    def resolve(self, project: str, artifact: str, label: str) -> VersionInfo:
+        db = self._db
+        artifact_id = self._artifact_id(db, project, artifact)
+        index = version_index(label)
+        if index is None:
+            index = self._alias_index(db, artifact_id, label)
+            if index is None:
+                raise NotFound(f"{project}/{artifact} has no alias {label!r}")
+        return self._version(db, artifact_id, index)
+
+    def aliases(self, project: str, artifact: str) -> dict[str, int]:
+        db = self._db
+        artifact_id = self._artifact_id(db, project, artifact)
+        return dict(db.execute("SELECT alias, idx FROM aliases WHERE artifact_id = ? ORDER BY alias", (artifact_id,)))
+
+    def iter_entries(self, manifest_id: str) -> Iterator[Entry]:
+        db = self._db
+        (mid,) = self._one(
+            db, "SELECT id FROM manifests WHERE content_id = ?", (manifest_id,), f"no stored manifest {manifest_id}"
+        )
+        cursor = db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE manifest_id = ? AND is_dir = 0 ORDER BY path", (mid,)
+        )
+        for row in cursor:
+            yield _node(row).entry  # type: ignore[misc]
+
+    def manifest_index(self, manifest_id: str) -> ManifestIndex:
+        db = self._db
+        mid, root = self._one(
+            db,
+            "SELECT id, root_node FROM manifests WHERE content_id = ?",
+            (manifest_id,),
+            f"no stored manifest {manifest_id}",
+        )
+        return _SQLManifestIndex(self, mid, root)
+
+    # -- helpers --------------------------------------------------------------------------------
+    @staticmethod
+    def _one(db: Connection, sql: str, args: tuple[Any, ...], missing: str) -> tuple[Any, ...]:
+        row = db.execute(sql, args).fetchone()
+        if row is None:
+            raise NotFound(missing)
+        return row
+
+    def _artifact_id(self, db: Connection, project: str, artifact: str) -> int:
+        return self._one(
+            db,
+            "SELECT a.id FROM artifacts a JOIN projects p ON p.id = a.project_id WHERE p.name = ? AND a.name = ?",
+            (project, artifact),
+            f"no artifact {project}/{artifact}",
+        )[0]
+
+    @staticmethod
+    def _alias_index(db: Connection, artifact_id: int, alias: str) -> int | None:
+        row = db.execute("SELECT idx FROM aliases WHERE artifact_id = ? AND alias = ?", (artifact_id, alias)).fetchone()
+        return None if row is None else row[0]
+
+    @staticmethod
+    def _aliases_by_index(db: Connection, artifact_id: int) -> dict[int, tuple[str, ...]]:
+        by_index: dict[int, tuple[str, ...]] = {}
+        for alias, index in db.execute(
+            "SELECT alias, idx FROM aliases WHERE artifact_id = ? ORDER BY alias", (artifact_id,)
+        ):
+            by_index[index] = (*by_index.get(index, ()), alias)
+        return by_index
+
+    def _version(self, db: Connection, artifact_id: int, index: int) -> VersionInfo:
+        row = db.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM {_VERSION_FROM} WHERE v.artifact_id = ? AND v.idx = ?",
+            (artifact_id, index),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"version v{index} does not exist")
+        return _version_info(row, self._aliases_by_index(db, artifact_id).get(index, ()))
+
+
+class _SQLManifestIndex(ManifestIndex):
+    def __init__(self, registry: SQLRegistry, manifest_db_id: int, root: int):
+        self._registry, self._mid, self._root = registry, manifest_db_id, root
+
+    @property
+    def root_id(self) -> int:
+        return self._root
+
+    def child(self, parent_id: int, name: str) -> Node | None:
+        row = self._registry._db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? AND name = ?", (parent_id, name)
+        ).fetchone()
+        return None if row is None else _node(row)
+
+    def children(self, parent_id: int, after_id: int = 0, limit: int = 1000) -> list[Node]:
+        rows = self._registry._db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? AND id > ? ORDER BY id LIMIT ?",
+            (parent_id, after_id, limit),
+        )
+        return [_node(row) for row in rows]
+
+    def node(self, node_id: int) -> Node | None:
+        row = self._registry._db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = ? AND manifest_id = ?", (node_id, self._mid)
+        ).fetchone()
+        return None if row is None else _node(row)
+
+    def entry(self, path: str) -> Entry | None:
+        row = self._registry._db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE manifest_id = ? AND path = ? AND is_dir = 0", (self._mid, path)
+        ).fetchone()
+        return None if row is None else _node(row).entry
+
+
+def _insert_files(db: Connection, batch: list[tuple[Any, ...]]) -> None:
+    db.executemany(
+        "INSERT INTO nodes (manifest_id, parent, name, path, is_dir, size, digest, ref, extra)"
+        " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
+        batch,
+    )
+    batch.clear()
+
+
+def _node(row: tuple[Any, ...]) -> Node:
+    node_id, name, is_dir, path, size, digest, ref, extra = row
+    if is_dir:
+        return Node(node_id, name, True)
+    entry = Entry(path=path, ref=ref, digest=digest, size=size, extra=json.loads(extra) if extra else {})
+    return Node(node_id, name, False, entry)
+
+
+def _version_info(row: tuple[Any, ...], aliases: tuple[str, ...]) -> VersionInfo:
+    project, artifact, type_, index, digest, content_id, created, files, size, description, metadata, _ = row
+    return VersionInfo(
+        project=project,
+        artifact=artifact,
+        type=type_,
+        index=index,
+        digest=digest,
+        manifest_id=content_id,
+        created_at=created,
+        file_count=files,
+        total_size=size,
+        description=description,
+        metadata=json.loads(metadata),
+        aliases=aliases,
+    )
