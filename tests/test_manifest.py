@@ -4,7 +4,7 @@ import json
 import pytest
 
 from refmount.errors import InvalidInput
-from refmount.manifest import Entry, Manifest, artifact_digest, validate_path
+from refmount.manifest import Entry, Manifest, validate_path
 from refmount.names import ArtifactRef, validate_alias, validate_name, version_index
 from refmount.uri import parse_ref
 
@@ -55,7 +55,9 @@ def test_duplicate_and_clashing_paths_are_refused() -> None:
         Manifest([entry("a"), entry("a")])
     with pytest.raises(InvalidInput, match="both a file and the directory"):
         Manifest([entry("a"), entry("a/b")])
-    text = '{"version": 1, "contents": {"a": {"digest": "1", "ref": "s3://b/a"}, "a": {"digest": "2", "ref": "s3://b/a"}}}'
+    text = (
+        '{"version": 1, "contents": {"a": {"digest": "1", "ref": "s3://b/a"}, "a": {"digest": "2", "ref": "s3://b/a"}}}'
+    )
     with pytest.raises(InvalidInput, match="duplicate key"):
         Manifest.loads(text)
 

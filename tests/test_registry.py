@@ -12,17 +12,30 @@ import pytest
 from refmount.errors import InvalidInput, NotFound
 from refmount.manifest import Entry, Manifest
 from refmount.registry import Registry, open_registry
+from refmount.registry.postgres import PostgresRegistry
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every registry test runs on the embedded and on the shared backend."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path / 'registry.db'}"
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    reg = open_registry(f"sqlite:///{tmp_path / 'registry.db'}")
+def registry(any_registry_url: str, tmp_path: Path) -> Iterator[Registry]:
+    reg = open_registry(any_registry_url)
+    if isinstance(reg, PostgresRegistry):
+        reg.index_dir = tmp_path / "index"
     yield reg
     reg.close()
 
 
 def manifest(*digests: str, prefix: str = "f") -> Manifest:
-    return Manifest(Entry(f"{prefix}{i}.bin", f"s3://b/{prefix}{i}.bin", d, 10, {"etag": d}) for i, d in enumerate(digests))
+    return Manifest(
+        Entry(f"{prefix}{i}.bin", f"s3://b/{prefix}{i}.bin", d, 10, {"etag": d}) for i, d in enumerate(digests)
+    )
 
 
 def test_log_unchanged_changed(registry: Registry) -> None:
@@ -110,25 +123,27 @@ def test_manifest_index_walks_directories_without_loading_all(registry: Registry
     assert [e.path for e in registry.iter_entries(version.manifest_id)] == sorted(e.path for e in entries)
 
 
-def _log_one(url: str, worker: int, start_at: float) -> int:
+def _log_some(url: str, worker: int, count: int, start_at: float) -> list[int]:
     reg = open_registry(url)
     time.sleep(max(0.0, start_at - time.time()))  # all workers hit the registry together
     try:
-        return reg.log_version("p", "race", manifest(f"w{worker}"), type="dataset").version.index
+        return [reg.log_version("p", "race", manifest(f"w{worker}.{n}"), type="dataset").version.index
+                for n in range(count)]  # fmt: skip
     finally:
         reg.close()
 
 
-def test_concurrent_loggers_get_distinct_contiguous_versions(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'race.db'}"
-    open_registry(url).close()
-    with multiprocessing.get_context("spawn").Pool(8) as pool:
+@pytest.mark.parametrize("workers, each", [(8, 1), (16, 5)])
+def test_concurrent_loggers_get_distinct_contiguous_versions(any_registry_url: str, workers: int, each: int) -> None:
+    open_registry(any_registry_url).close()
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
         start_at = time.time() + 3
-        indices = pool.starmap(_log_one, [(url, w, start_at) for w in range(8)])
-    assert sorted(indices) == list(range(8))
-    reg = open_registry(url)
+        results = pool.starmap(_log_some, [(any_registry_url, w, each, start_at) for w in range(workers)])
+    total = workers * each
+    assert sorted(i for indices in results for i in indices) == list(range(total))
+    reg = open_registry(any_registry_url)
     versions = reg.versions("p", "race")
-    assert [v.index for v in versions] == list(range(8))
-    assert len({v.digest for v in versions}) == 8
-    assert reg.aliases("p", "race") == {"latest": 7}
+    assert [v.index for v in versions] == list(range(total))
+    assert len({v.digest for v in versions}) == total
+    assert reg.aliases("p", "race") == {"latest": total - 1}  # the last committed
     reg.close()

@@ -1,4 +1,5 @@
-"""Registry backends, chosen by URL: ``sqlite:///path/registry.db`` (embedded default)."""
+"""Registry backends, chosen by URL: ``sqlite:///path/registry.db`` (embedded default) or
+``postgresql://user@host:port/db`` (shared by a cluster)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,13 @@ def open_registry(url: str | None = None) -> Registry:
         if not path.startswith("/"):
             raise InvalidInput(f"registry URL {url!r} must name an absolute path, e.g. sqlite:///home/me/registry.db")
         return SQLiteRegistry(path)
-    raise InvalidInput(f"unsupported registry URL {url!r} (expected sqlite:///ABSOLUTE/PATH)")
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresRegistry
+
+        return PostgresRegistry(url)
+    raise InvalidInput(
+        f"unsupported registry URL {url!r} (expected sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DB)"
+    )
 
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -19,7 +19,17 @@ from ..names import LATEST, version_index
 from .base import ArtifactInfo, LogResult, ManifestIndex, Node, Registry, VersionInfo
 
 SCHEMA_VERSION = 1
-# {id}, {int} and {real} are filled in per backend (SQLite and PostgreSQL spell them differently).
+# A manifest as a tree: the daemon looks names up by (parent, name) and lists by (parent, id).
+NODES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    id {id}, manifest_id {int} NOT NULL, parent {int}, name TEXT NOT NULL,
+    path TEXT NOT NULL, is_dir INTEGER NOT NULL, size {int}, digest TEXT, ref TEXT, extra TEXT);
+CREATE UNIQUE INDEX IF NOT EXISTS nodes_by_name ON nodes (parent, name);
+CREATE INDEX IF NOT EXISTS nodes_by_parent ON nodes (parent, id);
+CREATE INDEX IF NOT EXISTS files_by_path ON nodes (manifest_id, path) WHERE is_dir = 0;
+"""
+# {id}, {int} and {real} are filled in per backend (SQLite and PostgreSQL spell them differently);
+# use schema_ddl().
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS projects (id {id}, name TEXT NOT NULL UNIQUE);
@@ -29,13 +39,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
 CREATE TABLE IF NOT EXISTS manifests (
     id {id}, content_id TEXT NOT NULL UNIQUE, digest TEXT NOT NULL,
     file_count {int} NOT NULL, total_size {int} NOT NULL, root_node {int});
-CREATE TABLE IF NOT EXISTS nodes (
-    id {id}, manifest_id {int} NOT NULL, parent {int}, name TEXT NOT NULL,
-    path TEXT NOT NULL, is_dir INTEGER NOT NULL, size {int}, digest TEXT, ref TEXT, extra TEXT);
-CREATE UNIQUE INDEX IF NOT EXISTS nodes_by_name ON nodes (parent, name);
-CREATE INDEX IF NOT EXISTS nodes_by_parent ON nodes (parent, id);
-CREATE INDEX IF NOT EXISTS files_by_path ON nodes (manifest_id, path) WHERE is_dir = 0;
-CREATE TABLE IF NOT EXISTS versions (
+{nodes}CREATE TABLE IF NOT EXISTS versions (
     artifact_id {int} NOT NULL REFERENCES artifacts(id), idx INTEGER NOT NULL,
     manifest_id {int} NOT NULL REFERENCES manifests(id), digest TEXT NOT NULL,
     created_at {real} NOT NULL, description TEXT, metadata TEXT NOT NULL,
@@ -49,8 +53,13 @@ _VERSION_COLUMNS = """p.name, a.name, a.type, v.idx, v.digest, m.content_id, v.c
     m.total_size, v.description, v.metadata, v.artifact_id"""
 _VERSION_FROM = """versions v JOIN artifacts a ON a.id = v.artifact_id JOIN projects p ON p.id = a.project_id
     JOIN manifests m ON m.id = v.manifest_id"""
-_NODE_COLUMNS = "id, name, is_dir, path, size, digest, ref, extra"
+NODE_COLUMNS = "id, name, is_dir, path, size, digest, ref, extra"
 _INSERT_BATCH = 10_000
+
+
+def schema_ddl(*, id_type: str, int_type: str, real_type: str) -> str:
+    types = {"id": id_type, "int": int_type, "real": real_type}
+    return SCHEMA.format(nodes=NODES_SCHEMA.format(**types), **types)
 
 
 class Connection(Protocol):
@@ -72,6 +81,10 @@ class SQLRegistry(Registry):
     @abc.abstractmethod
     def _write(self) -> AbstractContextManager[Connection]:
         """A write transaction; concurrent writers of one artifact must serialize inside it."""
+
+    def _stream(self, db: Connection, sql: str, args: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        """Rows of a large result without holding them all (SQLite cursors already stream)."""
+        return iter(db.execute(sql, args))
 
     def _lock_artifact(self, db: Connection, artifact_id: int) -> None:
         """Serialize writers of one artifact (where the transaction does not already)."""
@@ -244,11 +257,10 @@ class SQLRegistry(Registry):
         (mid,) = self._one(
             db, "SELECT id FROM manifests WHERE content_id = ?", (manifest_id,), f"no stored manifest {manifest_id}"
         )
-        cursor = db.execute(
-            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE manifest_id = ? AND is_dir = 0 ORDER BY path", (mid,)
-        )
-        for row in cursor:
-            yield _node(row).entry  # type: ignore[misc]
+        for row in self._stream(
+            db, f"SELECT {NODE_COLUMNS} FROM nodes WHERE manifest_id = ? AND is_dir = 0 ORDER BY path", (mid,)
+        ):
+            yield node_from_row(row).entry  # type: ignore[misc]
 
     def manifest_index(self, manifest_id: str) -> ManifestIndex:
         db = self._db
@@ -258,7 +270,7 @@ class SQLRegistry(Registry):
             (manifest_id,),
             f"no stored manifest {manifest_id}",
         )
-        return _SQLManifestIndex(self, mid, root)
+        return SQLManifestIndex(lambda: self._db, mid, root)
 
     # -- helpers --------------------------------------------------------------------------------
     @staticmethod
@@ -300,38 +312,48 @@ class SQLRegistry(Registry):
         return _version_info(row, self._aliases_by_index(db, artifact_id).get(index, ()))
 
 
-class _SQLManifestIndex(ManifestIndex):
-    def __init__(self, registry: SQLRegistry, manifest_db_id: int, root: int):
-        self._registry, self._mid, self._root = registry, manifest_db_id, root
+class SQLManifestIndex(ManifestIndex):
+    """One manifest's node tree in a ``nodes`` table, through a per-thread connection getter."""
+
+    def __init__(self, db: Callable[[], Connection], manifest_db_id: int, root: int):
+        self._db, self._mid, self._root = db, manifest_db_id, root
 
     @property
     def root_id(self) -> int:
         return self._root
 
     def child(self, parent_id: int, name: str) -> Node | None:
-        row = self._registry._db.execute(
-            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? AND name = ?", (parent_id, name)
-        ).fetchone()
-        return None if row is None else _node(row)
+        row = (
+            self._db()
+            .execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE parent = ? AND name = ?", (parent_id, name))
+            .fetchone()
+        )
+        return None if row is None else node_from_row(row)
 
     def children(self, parent_id: int, after_id: int = 0, limit: int = 1000) -> list[Node]:
-        rows = self._registry._db.execute(
-            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? AND id > ? ORDER BY id LIMIT ?",
+        rows = self._db().execute(
+            f"SELECT {NODE_COLUMNS} FROM nodes WHERE parent = ? AND id > ? ORDER BY id LIMIT ?",
             (parent_id, after_id, limit),
         )
-        return [_node(row) for row in rows]
+        return [node_from_row(row) for row in rows]
 
     def node(self, node_id: int) -> Node | None:
-        row = self._registry._db.execute(
-            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id = ? AND manifest_id = ?", (node_id, self._mid)
-        ).fetchone()
-        return None if row is None else _node(row)
+        row = (
+            self._db()
+            .execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE id = ? AND manifest_id = ?", (node_id, self._mid))
+            .fetchone()
+        )
+        return None if row is None else node_from_row(row)
 
     def entry(self, path: str) -> Entry | None:
-        row = self._registry._db.execute(
-            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE manifest_id = ? AND path = ? AND is_dir = 0", (self._mid, path)
-        ).fetchone()
-        return None if row is None else _node(row).entry
+        row = (
+            self._db()
+            .execute(
+                f"SELECT {NODE_COLUMNS} FROM nodes WHERE manifest_id = ? AND path = ? AND is_dir = 0", (self._mid, path)
+            )
+            .fetchone()
+        )
+        return None if row is None else node_from_row(row).entry
 
 
 def _insert_files(db: Connection, batch: list[tuple[Any, ...]]) -> None:
@@ -343,7 +365,7 @@ def _insert_files(db: Connection, batch: list[tuple[Any, ...]]) -> None:
     batch.clear()
 
 
-def _node(row: tuple[Any, ...]) -> Node:
+def node_from_row(row: tuple[Any, ...]) -> Node:
     node_id, name, is_dir, path, size, digest, ref, extra = row
     if is_dir:
         return Node(node_id, name, True)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import InvalidInput
-from .sql import SCHEMA, SCHEMA_VERSION, SQLRegistry
+from .sql import SCHEMA_VERSION, SQLRegistry, schema_ddl
 
 
 class SQLiteRegistry(SQLRegistry):
@@ -28,7 +28,7 @@ class SQLiteRegistry(SQLRegistry):
         except OSError as exc:
             raise InvalidInput(f"cannot create the registry directory {self.path.parent}: {exc.strerror}") from exc
         # executescript commits on its own, so the whole schema set-up is one script.
-        ddl = SCHEMA.format(id="INTEGER PRIMARY KEY", int="INTEGER", real="REAL")
+        ddl = schema_ddl(id_type="INTEGER PRIMARY KEY", int_type="INTEGER", real_type="REAL")
         self._db.executescript(
             f"BEGIN IMMEDIATE; {ddl} INSERT INTO schema_version SELECT {SCHEMA_VERSION}"
             " WHERE NOT EXISTS (SELECT 1 FROM schema_version); COMMIT;"
