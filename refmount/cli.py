@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from . import __version__, stores
+from . import __version__, config, stores
 from .api import Artifact, log_artifact_result
 from .errors import InvalidInput, RefmountError
 from .manifest import Manifest
@@ -35,12 +35,21 @@ class _MainGroup(click.Group):
             args = [*args[:first], "mount", *args[first:]]
         return super().parse_args(ctx, args)
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        """Every error a user can fix, usage errors included, is one line and a non-zero exit."""
         try:
-            return super().invoke(ctx)
+            result = super().main(args, prog_name=prog_name or "refmount", standalone_mode=False, **extra)
         except RefmountError as exc:
             click.echo(f"refmount: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            click.echo(f"refmount: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("refmount: aborted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)  # click returns Exit codes when not standalone
 
 
 @click.group(cls=_MainGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,9 +71,9 @@ def registry_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--registry",
         "registry_url",
-        envvar=ENV_VAR,
         metavar="URL",
-        help=f"Registry URL, e.g. sqlite:///path/registry.db (env {ENV_VAR}; default: under $XDG_DATA_HOME/refmount).",
+        help=f"Registry URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB (default: env {ENV_VAR}, the config"
+        " files, else under $XDG_DATA_HOME/refmount; see `refmount config`).",
     )(fn)
 
 
@@ -359,6 +368,67 @@ def alias_cmd(target: str, alias: str, delete: bool, registry_url: str | None) -
         version = registry.resolve(ref.project, ref.artifact, ref.label)
         registry.set_alias(ref.project, ref.artifact, alias, version.index)
         click.echo(f"{ref.project}/{ref.artifact}:{alias} -> v{version.index}")
+
+
+# -- configuration and registries -----------------------------------------------------------------
+
+
+@main.command("config")
+@click.option("--json", "as_json", is_flag=True, help="Print {key: {value, source}} as JSON.")
+def config_cmd(as_json: bool) -> None:
+    """Print the effective settings and where each comes from (default, a file, env or flag).
+
+    Files read, later ones winning: /etc/refmount/config.toml, then $XDG_CONFIG_HOME/refmount/config.toml
+    ($REFMOUNT_CONFIG names a single file to use instead). Environment variables override files.
+    """
+    settings = config.load()
+    if as_json:
+        click.echo(json.dumps({k: {"value": v, "source": settings.sources[k]} for k, v in settings.values.items()},
+                              indent=2))  # fmt: skip
+        return
+    for key, value in settings.values.items():
+        shown = ",".join(value) if isinstance(value, tuple) else value
+        click.echo(f"{key:<13} {shown!s:<60} # {settings.sources[key]}")
+
+
+@main.group("registry")
+def registry_group() -> None:
+    """Create, migrate and copy registries."""
+
+
+@registry_group.command("init")
+@registry_option
+def registry_init_cmd(registry_url: str | None) -> None:
+    """Create (or migrate) the registry's schema; done automatically on first use too."""
+    with _open(registry_url) as registry:
+        click.echo(f"registry {_redact(registry.url)} is ready")
+
+
+@registry_group.command("copy")
+@click.argument("source", metavar="SOURCE_URL")
+@click.argument("target", metavar="TARGET_URL")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the summary line.")
+def registry_copy_cmd(source: str, target: str, quiet: bool) -> None:
+    """Copy every project, version (same vN, created time, metadata) and alias from SOURCE to TARGET.
+
+    Typical use: move a laptop's SQLite registry to the cluster's PostgreSQL one. Safe to re-run;
+    a version that exists in TARGET with other content stops the copy before anything is written.
+    """
+    from .registry.copy import copy_registry
+
+    def show(version: VersionInfo, created: bool) -> None:
+        if not quiet:
+            click.echo(f"{'copied' if created else 'already present'}: {version.qualified_name}", err=True)
+
+    with _open(source) as src, _open(target) as dst:
+        report = copy_registry(src, dst, on_version=show)
+    click.echo(f"copied {report.copied} versions ({report.present} already present), {report.aliases} aliases")
+
+
+def _redact(url: str) -> str:
+    from .registry.postgres import redact
+
+    return redact(url)
 
 
 def _size(n: int) -> str:

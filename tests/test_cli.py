@@ -105,7 +105,9 @@ def test_bad_input_is_one_line_nonzero_and_changes_nothing(cli: Cli, data: Path,
         ("show", "nope"): "PROJECT/ARTIFACT",
         ("ls", "nope"): "no project",
         ("import", str(hostile), "p/h"): "'..' component",
-        ("--registry", "postgres://x/y", "ls"): "unsupported registry URL",
+        ("ls", "--registry", "mysql://x/y"): "unsupported registry URL",
+        ("ls", "--no-such-flag"): "No such option",
+        ("log", "p/a"): "Missing argument",
     }
     hostile.write_text(json.dumps({"version": 1, "contents": {"../etc/passwd": {"digest": "x", "ref": "s3://b/k"}}}))
     for args, message in bad_calls.items():
@@ -126,3 +128,26 @@ def test_help_explains_every_option(cli: Cli) -> None:
                 assert param.help, f"refmount {name} {param.opts[0]} has no help text"
         assert "Usage:" in cli(name, "--help").out
     assert "refmount" in cli("--version").out
+
+
+def test_registry_copy_to_postgres_and_back(cli: Cli, data: Path, postgres_url: str, tmp_path: Path) -> None:
+    cli("log", "vision/mnist", file_uri(data), "--metadata", "k=1")
+    (data / "labels.csv").write_text("changed\n")
+    cli("log", "vision/mnist", file_uri(data), "--alias", "best")
+    cli("registry", "init", "--registry", postgres_url)
+    assert (
+        "copied 2 versions (0 already present), 2 aliases"
+        in cli("registry", "copy", cli.registry_url, postgres_url).out
+    )
+    assert "copied 0 versions (2 already present)" in cli("registry", "copy", cli.registry_url, postgres_url).out
+    here = cli("ls", "vision/mnist", "--json").json()
+    there = cli("ls", "vision/mnist", "--json", "--registry", postgres_url).json()
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "manifest_id"} for r in rows]  # noqa: E731
+    assert strip(there) == strip(here)
+    assert cli("export", "vision/mnist:v0", "--registry", postgres_url).out == cli("export", "vision/mnist:v0").out
+
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    cli("log", "vision/mnist", file_uri(data / "train"), "--registry", other)  # v0 with other content
+    before = cli("ls", "vision/mnist", "--json", "--registry", other).out
+    assert "other content; nothing copied" in cli("registry", "copy", postgres_url, other, ok=False).err
+    assert cli("ls", "vision/mnist", "--json", "--registry", other).out == before

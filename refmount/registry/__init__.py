@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import InvalidInput
@@ -14,11 +12,10 @@ ENV_VAR = "REFMOUNT_REGISTRY"
 
 
 def default_url() -> str:
-    """``$REFMOUNT_REGISTRY``, else a SQLite file under the XDG data directory."""
-    if os.environ.get(ENV_VAR):
-        return os.environ[ENV_VAR]
-    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return f"sqlite:///{data_home / 'refmount' / 'registry.db'}"
+    """From the config files and ``$REFMOUNT_REGISTRY``, else a SQLite file under the XDG data directory."""
+    from ..config import load
+
+    return load().registry
 
 
 def open_registry(url: str | None = None) -> Registry:
@@ -27,10 +24,10 @@ def open_registry(url: str | None = None) -> Registry:
     if scheme == "sqlite":
         from .sqlite import SQLiteRegistry
 
-        path = url.removeprefix("sqlite://")
+        path = url.removeprefix("sqlite://")  # sqlite:///abs/path (sqlite:////abs/path works too)
         if not path.startswith("/"):
             raise InvalidInput(f"registry URL {url!r} must name an absolute path, e.g. sqlite:///home/me/registry.db")
-        return SQLiteRegistry(path)
+        return SQLiteRegistry("/" + path.lstrip("/"))
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresRegistry
 

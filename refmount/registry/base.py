@@ -124,6 +124,11 @@ class Registry(abc.ABC):
         digest equals the current latest's (then only ``aliases`` are applied to it)."""
 
     @abc.abstractmethod
+    def copy_version(self, version: VersionInfo, manifest: Manifest) -> bool:
+        """Store ``version`` (from another registry) under its own index, with its created time and
+        metadata; False if it is already here with the same digest, InvalidInput if with another."""
+
+    @abc.abstractmethod
     def set_alias(self, project: str, artifact: str, alias: str, index: int) -> None: ...
 
     @abc.abstractmethod

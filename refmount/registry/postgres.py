@@ -81,7 +81,7 @@ class PostgresRegistry(SQLRegistry):
             try:
                 conn = psycopg.connect(self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
             except psycopg.OperationalError as exc:
-                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                reason = " ".join(str(exc).split()) or type(exc).__name__
                 raise RegistryUnavailable(f"cannot connect to registry {self._redacted}: {reason}") from exc
             db = self._local.db = _PgConnection(conn)
         return db

@@ -127,6 +127,25 @@ class SQLRegistry(Registry):
                 self._put_alias(db, artifact_id, alias, index)
             return LogResult(self._version(db, artifact_id, index), created=True)
 
+    def copy_version(self, version: VersionInfo, manifest: Manifest) -> bool:
+        with self._write() as db:
+            artifact_id = self._ensure_artifact(db, version.project, version.artifact, version.type)
+            row = db.execute(
+                "SELECT digest FROM versions WHERE artifact_id = ? AND idx = ?", (artifact_id, version.index)
+            ).fetchone()
+            if row is not None:
+                if row[0] != version.digest:
+                    raise InvalidInput(f"{version.qualified_name} already exists here with other content")
+                return False
+            manifest_id = self._store_manifest(db, manifest, manifest.content_id, manifest.digest)
+            db.execute(
+                "INSERT INTO versions (artifact_id, idx, manifest_id, digest, created_at, description, metadata)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (artifact_id, version.index, manifest_id, version.digest, version.created_at, version.description,
+                 json.dumps(dict(version.metadata), sort_keys=True)),
+            )  # fmt: skip
+            return True
+
     def set_alias(self, project: str, artifact: str, alias: str, index: int) -> None:
         with self._write() as db:
             artifact_id = self._artifact_id(db, project, artifact)
@@ -245,7 +264,10 @@ class SQLRegistry(Registry):
             index = self._alias_index(db, artifact_id, label)
             if index is None:
                 raise NotFound(f"{project}/{artifact} has no alias {label!r}")
-        return self._version(db, artifact_id, index)
+        try:
+            return self._version(db, artifact_id, index)
+        except NotFound:
+            raise NotFound(f"{project}/{artifact} has no version v{index}") from None
 
     def aliases(self, project: str, artifact: str) -> dict[str, int]:
         db = self._db

@@ -20,7 +20,7 @@ from .sql import SCHEMA_VERSION, SQLRegistry, schema_ddl
 class SQLiteRegistry(SQLRegistry):
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 120.0):
         self.path = Path(path).expanduser()
-        self.url = f"sqlite:///{self.path}"
+        self.url = f"sqlite://{self.path}"
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         try:
