@@ -8,6 +8,8 @@ want_tests=0
 [ "${1:-}" = "--test" ] && want_tests=1
 
 packages=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv attr)
+# Tests also start real servers: PostgreSQL for the shared registry; systemd-analyze checks the units.
+[ "$want_tests" = 1 ] && packages+=(postgresql systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -29,4 +31,5 @@ if [ "$want_tests" = 1 ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
+ln -sf "$(pwd)/.venv/bin/refmount" /usr/local/bin/refmount  # the path systemd units and fstab use
 echo "setup: refmount installed in $(pwd)/.venv ($(.venv/bin/refmount --version))" >&2
