@@ -37,4 +37,10 @@ def store_for(ref: RefURI | str) -> Store:
         return _instances[scheme]
 
 
+def reset() -> None:
+    """Forget store instances, so the next use reads credentials and endpoints from the environment again."""
+    with _lock:
+        _instances.clear()
+
+
 __all__ = ["DEFAULT_MAX_OBJECTS", "SCHEMES", "Store", "parse", "store_for"]

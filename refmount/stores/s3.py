@@ -1,0 +1,225 @@
+"""``s3://`` references through boto3, on AWS or any S3-compatible server.
+
+Scanning lists (``ListObjectVersions`` on versioned buckets, else ``ListObjectsV2``): one request
+per 1,000 objects and never a request per object. Reads name the logged ``VersionId`` and send
+``If-Match: <ETag>``, so an overwritten object in an unversioned bucket fails instead of
+returning other bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from ..errors import InvalidInput, NotFound, RefmountError, StoreError
+from ..manifest import Entry, join_path, validate_path
+from ..uri import RefURI, parse_ref
+from .base import (
+    CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_OBJECTS,
+    MAX_ATTEMPTS,
+    READ_TIMEOUT_S,
+    Store,
+    changed,
+    limit,
+    location_entry,
+    with_retries,
+)  # fmt: skip
+
+_PAGE_SIZE = 1000  # the S3 maximum: one listing request per 1,000 objects
+_ENDPOINT_VARS = ("AWS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+# Errors while streaming a body are not retried by botocore itself (only the request is).
+_STREAM_ERRORS = (
+    botocore.exceptions.ReadTimeoutError, botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.IncompleteReadError, botocore.exceptions.ConnectionClosedError,
+)  # fmt: skip
+
+
+class S3Store(Store):
+    schemes = ("s3",)
+
+    def __init__(self) -> None:
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """One boto3 client for all threads (boto3 clients are thread-safe)."""
+        with self._lock:
+            if self._client is None:
+                endpoint = os.environ.get("AWS_S3_ENDPOINT_URL") or None  # boto3 reads the other two itself
+                local_server = any(os.environ.get(v) for v in _ENDPOINT_VARS)
+                config = Config(
+                    connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
+                    retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"}, max_pool_connections=64,
+                    s3={"addressing_style": "path"} if local_server else None,
+                )  # fmt: skip
+                session = boto3.session.Session(profile_name=os.environ.get("AWS_PROFILE") or None)
+                self._client = session.client("s3", endpoint_url=endpoint, config=config)
+            return self._client
+
+    # -- scanning -------------------------------------------------------------------------------------
+    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
+             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
+        bucket, key = _bucket_key(ref)
+        unknown = [k for k, _ in ref.query if k != "versionId"]
+        if unknown:
+            raise InvalidInput(f"{ref.raw}: unsupported query parameter {unknown[0]!r} (only versionId)")
+        if not checksum:
+            return iter([location_entry(ref, name)])
+        version_id = ref.query_value("versionId")
+        if version_id is not None or (key and not key.endswith("/") and self._is_object(ref, bucket, key)):
+            return iter([self._single(ref, bucket, key, version_id, name)])
+        prefix = key if not key or key.endswith("/") else key + "/"
+        return limit(self._list(ref, bucket, prefix, name), max_objects, ref)
+
+    def _is_object(self, ref: RefURI, bucket: str, key: str) -> bool:
+        """Is ``key`` itself an object? (Then it wins over a directory of the same name.)"""
+        page = self._call(ref, self.client.list_objects_v2, Bucket=bucket, Prefix=key, MaxKeys=1)
+        return any(item["Key"] == key for item in page.get("Contents", []))
+
+    def _single(self, ref: RefURI, bucket: str, key: str, version_id: str | None, name: str | None) -> Entry:
+        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if version_id is not None:
+            args["VersionId"] = version_id
+        try:
+            head = self.client.head_object(**args)
+        except botocore.exceptions.ClientError as exc:
+            # HEAD has no error body: a bad version id comes back as a bare 400 or 404.
+            if version_id is not None and _code(exc) in ("400", "404", "NoSuchVersion", "NotFound"):
+                raise NotFound(f"{ref.raw}: no such object version") from exc
+            raise _store_error(exc, ref.raw, self.client) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _store_error(exc, ref.raw, self.client) from exc
+        path = name or key.rpartition("/")[2]
+        return _entry(ref, bucket, key, path, head["ETag"], head["ContentLength"], head.get("VersionId"))
+
+    def _list(self, ref: RefURI, bucket: str, prefix: str, name: str | None) -> Iterator[Entry]:
+        versioned = self._call(ref, self.client.get_bucket_versioning, Bucket=bucket).get("Status") in (
+            "Enabled", "Suspended")  # fmt: skip
+        operation, items_key = ("list_object_versions", "Versions") if versioned else ("list_objects_v2", "Contents")
+        pages = self.client.get_paginator(operation).paginate(
+            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": _PAGE_SIZE}
+        )
+        found = False
+        for page in self._pages(ref, pages):
+            for item in page.get(items_key, []):
+                if versioned and not item["IsLatest"]:
+                    continue  # older versions; a deleted key has only a delete marker as latest
+                key = item["Key"]
+                if key.endswith("/") and item["Size"] == 0:
+                    continue  # a "folder" marker made by consoles, not data
+                found = True
+                path = join_path(name, key[len(prefix) :])
+                yield _entry(ref, bucket, key, path, item["ETag"], item["Size"], item.get("VersionId"))
+        if not found:
+            raise NotFound(f"no objects under s3://{bucket}/{prefix}")
+
+    def _pages(self, ref: RefURI, pages: Any) -> Iterator[dict[str, Any]]:
+        try:
+            yield from pages
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _store_error(exc, ref.raw, self.client) from exc
+        except botocore.exceptions.ClientError as exc:
+            raise _store_error(exc, ref.raw, self.client) from exc
+
+    def _call(self, ref: RefURI, method: Any, **args: Any) -> dict[str, Any]:
+        try:
+            return method(**args)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise _store_error(exc, ref.raw, self.client) from exc
+
+    # -- reading --------------------------------------------------------------------------------------
+    def read(self, entry: Entry, offset: int, length: int) -> bytes:
+        if length <= 0 or (entry.size is not None and offset >= entry.size):
+            return b""
+        args = self._pinned(entry)
+        if not (offset == 0 and entry.size is not None and length >= entry.size):
+            args["Range"] = f"bytes={offset}-{offset + length - 1}"
+
+        def fetch() -> bytes:
+            try:
+                return self.client.get_object(**args)["Body"].read()
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) in ("InvalidRange", "416"):
+                    return b""
+                raise self._read_error(entry, exc) from exc
+
+        return with_retries(fetch, what=f"reading {entry.ref}", retryable=lambda e: isinstance(e, _STREAM_ERRORS))
+
+    def check(self, entry: Entry) -> None:
+        try:
+            self.client.head_object(**self._pinned(entry))
+        except botocore.exceptions.ClientError as exc:
+            raise self._read_error(entry, exc) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _store_error(exc, entry.ref, self.client) from exc
+
+    def _pinned(self, entry: Entry) -> dict[str, Any]:
+        bucket, key = _bucket_key(parse_ref(entry.ref))
+        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if entry.version_id and entry.version_id != "null":
+            args["VersionId"] = entry.version_id
+        if entry.is_snapshot:
+            args["IfMatch"] = f'"{entry.etag or entry.digest}"'
+        return args
+
+    def _read_error(self, entry: Entry, exc: botocore.exceptions.ClientError) -> RefmountError:
+        code = _code(exc)
+        if code in ("PreconditionFailed", "412"):
+            return changed(entry, "the object was overwritten (ETag differs)")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return changed(entry, "the object was deleted")
+        if code in ("NoSuchVersion", "InvalidArgument") and entry.version_id:
+            return changed(entry, "the logged object version no longer exists")
+        return _store_error(exc, entry.ref, self.client)
+
+
+def _bucket_key(ref: RefURI) -> tuple[str, str]:
+    if not ref.netloc:
+        raise InvalidInput(f"{ref.raw}: no bucket name (expected s3://BUCKET/KEY)")
+    return ref.netloc, ref.path
+
+
+def _entry(ref: RefURI, bucket: str, key: str, path: str, etag: str, size: int, version_id: str | None) -> Entry:
+    try:
+        validate_path(path)
+    except InvalidInput as exc:
+        raise InvalidInput(f"object key {key!r} under {ref.raw} cannot be an artifact path: {exc}") from None
+    digest = etag.strip('"')
+    extra: dict[str, Any] = {"etag": digest}
+    if version_id and version_id != "null":  # "null": written while versioning was off; nothing to pin
+        extra["versionID"] = version_id
+    return Entry(path=path, ref=f"s3://{bucket}/{key}", digest=digest, size=size, extra=extra)
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _store_error(exc: Exception, uri: str, client: Any) -> RefmountError:
+    """One line a person can act on, for any boto failure."""
+    endpoint = client.meta.endpoint_url
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return StoreError(f"{uri}: no AWS credentials found (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+                          "AWS_SECRET_ACCESS_KEY, or an instance role)")  # fmt: skip
+    if isinstance(exc, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+                        botocore.exceptions.ReadTimeoutError)):  # fmt: skip
+        return StoreError(f"{uri}: cannot reach the S3 endpoint {endpoint} ({exc})")
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code, message = _code(exc), exc.response.get("Error", {}).get("Message", "")
+        bucket = parse_ref(uri).netloc
+        if code == "NoSuchBucket":
+            return NotFound(f"{uri}: bucket {bucket!r} does not exist at {endpoint}")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return NotFound(f"{uri}: no such object")
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return StoreError(f"{uri}: access denied ({code}); check the credentials and bucket policy")
+        return StoreError(f"{uri}: S3 error {code}: {message}")
+    return StoreError(f"{uri}: {exc}")

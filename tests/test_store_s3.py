@@ -1,0 +1,175 @@
+"""s3:// references against a real moto_server: listing, pinning, failures, request counts."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+
+import pytest
+
+from refmount.errors import ChangedObject, InvalidInput, NotFound, StoreError, TooManyObjects
+from refmount.manifest import Entry, Manifest
+from refmount.stores import parse, store_for
+from refmount.stores.s3 import S3Store
+from tests.servers import S3Env
+
+
+def scan(uri: str, **kw) -> list[Entry]:
+    return list(store_for("s3").scan(parse(uri), **kw))
+
+
+def by_path(uri: str, **kw) -> dict[str, Entry]:
+    return {e.path: e for e in scan(uri, **kw)}
+
+
+@pytest.fixture
+def store(s3_env: S3Env) -> S3Store:
+    s = store_for("s3")
+    assert isinstance(s, S3Store)
+    return s
+
+
+@pytest.fixture
+def requests(store: S3Store) -> Iterator[collections.Counter[str]]:
+    """Counts S3 operations the store sends (a botocore hook on its real client)."""
+    counts: collections.Counter[str] = collections.Counter()
+
+    def count(model, **_: object) -> None:
+        counts[model.name] += 1
+
+    store.client.meta.events.register("before-call.s3", count)
+    yield counts
+    store.client.meta.events.unregister("before-call.s3", count)
+
+
+@pytest.mark.parametrize("versioned", [False, True])
+def test_prefix_scan(s3_env: S3Env, versioned: bool) -> None:
+    b = s3_env.bucket(versioned=versioned)
+    for key, body in {"data/a.txt": b"a", "data/sub/deep/b.bin": b"bb", "data/empty": b"", "data/folder/": b"",
+                      "data2/x": b"sibling", "other": b"o"}.items():  # fmt: skip
+        s3_env.put(b, key, body)
+    put = s3_env.put(b, "data/a.txt", b"a2")  # overwritten: the latest version is what gets logged
+    for uri in (f"s3://{b}/data", f"s3://{b}/data/"):
+        entries = by_path(uri)
+        assert set(entries) == {"a.txt", "sub/deep/b.bin", "empty"}  # no folder marker, no data2/
+    a = entries["a.txt"]
+    assert a.digest == put["ETag"].strip('"') == a.etag and a.size == 2 and a.ref == f"s3://{b}/data/a.txt"
+    assert (a.version_id == put["VersionId"]) if versioned else a.version_id is None
+    assert entries["empty"].size == 0
+    assert set(by_path(f"s3://{b}")) == {"data/a.txt", "data/sub/deep/b.bin", "data/empty", "data2/x", "other"}
+    assert set(by_path(f"s3://{b}/data", name="imgs")) == {"imgs/a.txt", "imgs/sub/deep/b.bin", "imgs/empty"}
+
+
+def test_single_object_and_pinned_version(s3_env: S3Env) -> None:
+    b = s3_env.bucket(versioned=True)
+    first = s3_env.put(b, "models/cnn/model.h5", b"weights-1")
+    s3_env.put(b, "models/cnn/model.h5", b"weights-two")
+    (latest,) = scan(f"s3://{b}/models/cnn/model.h5")
+    assert latest.path == "model.h5" and latest.size == len(b"weights-two")
+    (old,) = scan(f"s3://{b}/models/cnn/model.h5?versionId={first['VersionId']}", name="ckpt/old.h5")
+    assert old.path == "ckpt/old.h5" and old.size == 9 and old.digest == first["ETag"].strip('"')
+    assert old.version_id == first["VersionId"] and old.ref == f"s3://{b}/models/cnn/model.h5"
+    assert store_for("s3").read(old, 0, 100) == b"weights-1"
+
+
+def test_object_wins_over_directory_of_same_name(s3_env: S3Env) -> None:
+    b = s3_env.bucket()
+    s3_env.put(b, "data", b"file")
+    s3_env.put(b, "data/child", b"child")
+    (only,) = scan(f"s3://{b}/data")
+    assert only.path == "data" and only.size == 4
+    assert set(by_path(f"s3://{b}/data/")) == {"child"}
+
+
+def test_multipart_etag(s3_env: S3Env) -> None:
+    b = s3_env.bucket()
+    part = b"x" * (5 << 20)
+    upload = s3_env.client.create_multipart_upload(Bucket=b, Key="big.bin")
+    parts = [{"PartNumber": n, "ETag": s3_env.client.upload_part(Bucket=b, Key="big.bin", PartNumber=n, Body=part,
+              UploadId=upload["UploadId"])["ETag"]} for n in (1, 2)]  # fmt: skip
+    s3_env.client.complete_multipart_upload(Bucket=b, Key="big.bin", UploadId=upload["UploadId"],
+                                            MultipartUpload={"Parts": parts})  # fmt: skip
+    (entry,) = scan(f"s3://{b}/big.bin")
+    assert entry.digest.endswith("-2") and entry.size == 10 << 20
+    assert store_for("s3").read(entry, (5 << 20) - 2, 4) == b"xxxx"
+
+
+def test_reads_are_exact_and_pinned(s3_env: S3Env, store: S3Store) -> None:
+    versioned, plain = s3_env.bucket(versioned=True), s3_env.bucket()
+    body = bytes(range(256)) * 40
+    for b in (versioned, plain):
+        s3_env.put(b, "k", body)
+    pinned, unpinned = scan(f"s3://{versioned}/k")[0], scan(f"s3://{plain}/k")[0]
+    assert store.read(pinned, 0, len(body)) == body
+    assert store.read(pinned, 1000, 17) == body[1000:1017]
+    assert store.read(pinned, len(body) - 5, 100) == body[-5:]
+    assert store.read(pinned, len(body), 10) == b"" and store.read(pinned, 3, 0) == b""
+    for b in (versioned, plain):
+        s3_env.put(b, "k", b"overwritten")
+    assert store.read(pinned, 0, 10) == body[:10]  # the logged version, still there
+    store.check(pinned)
+    with pytest.raises(ChangedObject, match="overwritten") as info:
+        store.read(unpinned, 0, 10)
+    assert unpinned.ref in str(info.value)
+    with pytest.raises(ChangedObject):
+        store.check(unpinned)
+    s3_env.client.delete_object(Bucket=plain, Key="k")
+    with pytest.raises(ChangedObject, match="deleted"):
+        store.read(unpinned, 0, 10)
+
+
+def test_deleted_version_is_an_error_not_other_bytes(s3_env: S3Env, store: S3Store) -> None:
+    b = s3_env.bucket(versioned=True)
+    s3_env.put(b, "k", b"one")
+    (entry,) = scan(f"s3://{b}/k")
+    s3_env.put(b, "k", b"two")
+    s3_env.client.delete_object(Bucket=b, Key="k", VersionId=entry.version_id)
+    with pytest.raises(ChangedObject):
+        store.read(entry, 0, 3)
+
+
+def test_checksum_false_and_limits(s3_env: S3Env) -> None:
+    b = s3_env.bucket()
+    for i in range(5):
+        s3_env.put(b, f"p/{i}", b"x")
+    (loc,) = scan(f"s3://{b}/p/", checksum=False)
+    assert loc.digest == loc.ref == f"s3://{b}/p/" and loc.path == "p"
+    with pytest.raises(TooManyObjects, match="max_objects=4"):
+        scan(f"s3://{b}/p/", max_objects=4)
+    assert len(scan(f"s3://{b}/p/", max_objects=5)) == 5
+
+
+def test_errors_are_clear(s3_env: S3Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    b = s3_env.bucket()
+    s3_env.put(b, "x", b"x")
+    s3_env.put(b, "bad//key", b"x")
+    with pytest.raises(NotFound, match="bucket 'no-such-bucket' does not exist"):
+        scan("s3://no-such-bucket/data/")
+    with pytest.raises(NotFound, match="no objects under"):
+        scan(f"s3://{b}/missing/")
+    with pytest.raises(NotFound):
+        scan(f"s3://{b}/x?versionId=nope")
+    with pytest.raises(InvalidInput, match="cannot be an artifact path"):
+        scan(f"s3://{b}/bad/")
+    with pytest.raises(InvalidInput, match="unsupported query parameter"):
+        scan(f"s3://{b}/x?partNumber=1")
+    with pytest.raises(InvalidInput, match="no bucket"):
+        scan("s3:///x")
+    monkeypatch.setenv("AWS_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    import refmount.stores
+
+    refmount.stores.reset()
+    with pytest.raises(StoreError, match="cannot reach the S3 endpoint"):
+        scan(f"s3://{b}/x")
+
+
+def test_listing_makes_one_request_per_thousand_objects(s3_env: S3Env, store: S3Store,
+                                                        requests: collections.Counter[str]) -> None:  # fmt: skip
+    b = s3_env.bucket()
+    keys = [f"many/{i:05}" for i in range(2500)]
+    for key in keys:
+        s3_env.client.put_object(Bucket=b, Key=key, Body=b"")
+    requests.clear()
+    manifest = Manifest(scan(f"s3://{b}/many/"))
+    assert len(manifest) == 2500
+    assert requests == {"GetBucketVersioning": 1, "ListObjectsV2": 3}
