@@ -12,9 +12,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
+import trio
 
 from . import __version__, config, stores
 from .api import Artifact, log_artifact_result
@@ -368,6 +370,152 @@ def alias_cmd(target: str, alias: str, delete: bool, registry_url: str | None) -
         version = registry.resolve(ref.project, ref.artifact, ref.label)
         registry.set_alias(ref.project, ref.artifact, alias, version.index)
         click.echo(f"{ref.project}/{ref.artifact}:{alias} -> v{version.index}")
+
+
+# -- the mount -------------------------------------------------------------------------------------
+
+
+@main.command("mount")
+@click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-f", "--foreground", is_flag=True, help="Stay attached and log to stderr (systemd units use this).")
+@registry_option
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Block cache directory, shared by mounts on this node (default: $XDG_CACHE_HOME/refmount).",
+)
+@click.option("--cache-size", metavar="SIZE", help="Cache size limit, e.g. 50G; least recently used blocks go first.")
+@click.option(
+    "--alias-ttl",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="How soon new versions and moved aliases show (default 5).",
+)
+@click.option(
+    "--allow-other",
+    is_flag=True,
+    default=None,
+    help="Let other users read the mount (non-root needs user_allow_other in /etc/fuse.conf).",
+)
+@click.option("--uid", type=click.IntRange(min=0), help="Owner uid of everything on the mount (default: yours).")
+@click.option("--gid", type=click.IntRange(min=0), help="Owner gid of everything on the mount (default: yours).")
+@click.option("-o", "fuse_options", multiple=True, metavar="OPT[,OPT...]", help="Extra FUSE mount options.")
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Daemon log file (default: mount-<mountpoint>.log in the cache dir; stderr with -f).",
+)
+def mount_cmd(mountpoint: Path, foreground: bool, registry_url: str | None, cache_dir: Path | None,
+              cache_size: str | None, alias_ttl: float | None, allow_other: bool | None, uid: int | None,
+              gid: int | None, fuse_options: tuple[str, ...], log_file: Path | None) -> None:  # fmt: skip
+    """Mount every artifact version read-only at MOUNTPOINT: <project>/<artifact>/<vN or alias>/<path>.
+
+    Bytes are fetched on first read, pinned to the logged object versions, through the block cache.
+    Returns once the mount answers (the daemon keeps running); `refmount umount MOUNTPOINT` ends it.
+    """
+    from .fs.mount import MountOptions, run
+
+    options = ",".join(fuse_options) if fuse_options else None
+    settings = config.load({"registry": registry_url, "cache_dir": cache_dir, "cache_size": cache_size,
+                            "alias_ttl": alias_ttl, "allow_other": allow_other, "uid": uid, "gid": gid,
+                            "fuse_options": options})  # fmt: skip
+    code = run(MountOptions(
+        mountpoint=mountpoint, registry_url=settings.registry, cache_dir=Path(settings.cache_dir),
+        cache_size_bytes=settings.cache_size, alias_ttl_s=settings.alias_ttl, allow_other=settings.allow_other,
+        uid=settings.uid, gid=settings.gid, fuse_options=settings.fuse_options, foreground=foreground,
+        log_file=log_file,
+    ))  # fmt: skip
+    sys.exit(code)
+
+
+@main.command("umount")
+@click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--lazy", is_flag=True, help="Detach now even if files are open (they are released on close).")
+def umount_cmd(mountpoint: Path, lazy: bool) -> None:
+    """Unmount a refmount mount (same as `fusermount3 -u`; SIGTERM to the daemon works too)."""
+    from .fs.mount import unmount
+
+    unmount(mountpoint, lazy=lazy)
+
+
+@main.command("download")
+@click.argument("target", metavar="PROJECT/ARTIFACT[:VERSION]")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=8, show_default=True, help="Files fetched at once.")
+@click.option("--no-cache", is_flag=True, help="Do not read from or add to the block cache.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@registry_option
+def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, quiet: bool, registry_url: str | None) -> None:
+    """Write every file of a version under DEST, verified, in parallel.
+
+    Resumable: files already present with the right size (and MD5, where the digest is one) are kept.
+    """
+    from .download import download
+
+    with _open(registry_url) as registry, _reader(no_cache) as reader:
+        version = _resolve(registry, target)
+        with _progress_bar(f"downloading {version.qualified_name}", version.total_size, enabled=not quiet) as bar:
+            report = trio.run(lambda: download(registry, version, dest, reader, jobs=jobs, progress=bar))
+    _finish(report, f"{report.written} written ({_size(report.bytes)}), {report.kept} already there")
+
+
+@main.command("verify")
+@click.argument("target", metavar="PROJECT/ARTIFACT[:VERSION]")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=16, show_default=True, help="Checks at once.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@registry_option
+def verify_cmd(target: str, jobs: int, quiet: bool, registry_url: str | None) -> None:
+    """Check that every reference still resolves to the logged object version (no data is read)."""
+    from .download import verify
+
+    with _open(registry_url) as registry:
+        version = _resolve(registry, target)
+        with _progress_bar(f"verifying {version.qualified_name}", version.file_count, enabled=not quiet) as bar:
+            report = trio.run(lambda: verify(registry, version, jobs=jobs, progress=bar))
+    _finish(report, f"{report.kept} of {report.files} references resolve to their logged versions")
+
+
+def _resolve(registry: Registry, target: str) -> VersionInfo:
+    ref = ArtifactRef.parse(target)
+    return registry.resolve(ref.project, ref.artifact, ref.label)
+
+
+@contextmanager
+def _reader(no_cache: bool) -> Iterator[Any]:
+    from .cache import BlockCache
+    from .reader import Reader
+
+    settings = config.load()
+    cache = None if no_cache else BlockCache(settings.cache_dir, settings.cache_size)
+    try:
+        yield Reader(cache)
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def _finish(report: Any, summary: str) -> None:
+    for failure in report.failures:
+        click.echo(f"refmount: error: {failure}", err=True)
+    skipped = f", {report.skipped} location-only entries skipped" if report.skipped else ""
+    click.echo(f"{summary}{skipped}" + (f"; {len(report.failures)} FAILED" if report.failures else ""))
+    if report.failures:
+        sys.exit(4)
+
+
+@contextmanager
+def _progress_bar(description: str, total: int, *, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr when it is a terminal; the callback adds done units."""
+    if not (enabled and sys.stderr.isatty()):
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
+
+    with Progress(*Progress.get_default_columns()[:1], BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True)) as bar:  # fmt: skip
+        task = bar.add_task(description, total=total)
+        yield lambda done: bar.advance(task, done)
 
 
 # -- configuration and registries -----------------------------------------------------------------

@@ -1,0 +1,83 @@
+"""The persistent block cache: checksummed blocks of pinned objects on local disk, via diskcache.
+
+A block is keyed by the object's pinned identity (reference + version id or digest) and its index,
+so a block can never be served for another version of the object. diskcache keeps its index in
+SQLite and large values as plain files, is safe for several processes (two mounts on one node may
+share a directory), and evicts least-recently-used blocks past the size limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import zlib
+from pathlib import Path
+
+import diskcache
+
+from .manifest import Entry
+
+log = logging.getLogger(__name__)
+
+_CRC_BYTES = 4
+
+
+def block_key(entry: Entry, block_size: int, index: int) -> str:
+    """Same object version and block geometry -> same key, whatever artifact or mount asks."""
+    identity = f"{entry.ref}\0{entry.version_id or ''}\0{entry.digest}\0{block_size}\0{index}"
+    return hashlib.sha256(identity.encode()).hexdigest()
+
+
+class BlockCache:
+    def __init__(self, directory: str | Path, size_limit: int):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.directory, 0o700)  # cached bytes may be private data: owner only
+        self._cache = diskcache.Cache(
+            str(self.directory / "blocks"),
+            size_limit=size_limit,
+            eviction_policy="least-recently-used",
+            disk_min_file_size=0,  # every block is its own file: no megabytes inside SQLite pages
+            timeout=60,
+        )
+        self.corrupt_blocks = 0
+
+    def get(self, key: str) -> bytes | None:
+        """The block's bytes if cached and intact; a block that fails its checksum is dropped."""
+        try:
+            stored = self._cache.get(key)
+        except (OSError, diskcache.Timeout) as exc:
+            log.warning("block cache read failed (%s); fetching from the store instead", exc)
+            return None
+        if stored is None:
+            return None
+        view = memoryview(stored)
+        body, crc = view[:-_CRC_BYTES], int.from_bytes(view[-_CRC_BYTES:], "big")
+        if len(view) < _CRC_BYTES or zlib.crc32(body) != crc:
+            self.corrupt_blocks += 1
+            log.warning("dropping corrupt cache block %s (checksum mismatch); fetching it again", key)
+            self._cache.delete(key)
+            return None
+        return body.tobytes()
+
+    def put(self, key: str, data: bytes) -> None:
+        try:
+            self._cache.set(key, data + zlib.crc32(data).to_bytes(_CRC_BYTES, "big"))
+        except (OSError, diskcache.Timeout) as exc:
+            log.warning("could not store a block in the cache (%s); serving it anyway", exc)
+
+    def block_file(self, key: str) -> Path | None:
+        """Where a block lives on disk (for tests and benchmarks that inspect or damage it)."""
+        handle = self._cache.get(key, read=True)
+        if handle is None:
+            return None
+        with handle:
+            return Path(handle.name)
+
+    @property
+    def volume(self) -> int:
+        return self._cache.volume()
+
+    def close(self) -> None:
+        self._cache.close()

@@ -1,0 +1,146 @@
+"""Materializing a version on local disk, and checking that its references still resolve.
+
+Both go through the same pinned fetch path as the mount (Reader, block cache, stores), in
+parallel. Downloads are resumable: files already present and correct are kept, new ones are
+written under a temporary name and renamed only once complete and verified.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from . import stores
+from .errors import InvalidInput, RefmountError
+from .manifest import Entry
+from .reader import Reader
+from .registry import Registry, VersionInfo
+
+ProgressFn = Callable[[int], None]  # bytes done since the last call
+
+
+@dataclass
+class Report:
+    files: int = 0
+    written: int = 0
+    kept: int = 0
+    skipped: int = 0  # checksum=False entries: locations without pinned bytes
+    bytes: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def expected_md5(entry: Entry) -> bytes | None:
+    """The MD5 a digest promises, when it is one (file:// and ETag-less HTTP digests are base64 MD5)."""
+    if len(entry.digest) != 24 or not entry.digest.endswith("=="):
+        return None
+    try:
+        raw = base64.b64decode(entry.digest, validate=True)
+    except binascii.Error:
+        return None
+    return raw if len(raw) == 16 else None
+
+
+async def download(registry: Registry, version: VersionInfo, dest: Path, reader: Reader, *, jobs: int = 8,
+                   progress: ProgressFn | None = None) -> Report:  # fmt: skip
+    entries = await trio.to_thread.run_sync(lambda: list(registry.iter_entries(version.manifest_id)))
+    root = dest.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    report = Report(files=len(entries))
+    limiter = trio.CapacityLimiter(jobs)
+
+    async def one(entry: Entry) -> None:
+        async with limiter:
+            try:
+                await _download_entry(entry, root, reader, report, progress)
+            except RefmountError as exc:
+                report.failures.append(f"{entry.path}: {exc}")
+
+    async with trio.open_nursery() as nursery:
+        reader.attach(nursery)
+        for entry in entries:
+            if entry.size is None:
+                report.skipped += 1
+                continue
+            nursery.start_soon(one, entry)
+    return report
+
+
+async def _download_entry(entry: Entry, root: Path, reader: Reader, report: Report,
+                          progress: ProgressFn | None) -> None:  # fmt: skip
+    target = root / entry.path
+    if not target.parent.resolve().is_relative_to(root):  # a symlink inside dest must not lead out of it
+        raise InvalidInput(f"refusing to write outside {root}")
+    if await trio.to_thread.run_sync(_already_correct, entry, target):
+        report.kept += 1
+        if progress:
+            progress(entry.size or 0)
+        return
+    await trio.to_thread.run_sync(lambda: target.parent.mkdir(parents=True, exist_ok=True))
+    partial = target.with_name(f".{target.name}.refmount-part")
+    md5 = hashlib.md5()
+    with open(partial, "wb") as out:
+        offset = 0
+        while offset < (entry.size or 0):
+            reader.prefetch(entry, offset // reader.block_size + 1, 2)  # keep the next blocks coming
+            data = await reader.read(entry, offset, reader.block_size)
+            await trio.to_thread.run_sync(out.write, data)
+            md5.update(data)
+            offset += len(data)
+            if progress:
+                progress(len(data))
+    want = expected_md5(entry)
+    if offset != entry.size or (want is not None and md5.digest() != want):
+        partial.unlink(missing_ok=True)
+        raise RefmountError(f"downloaded bytes do not match the logged {'MD5' if want else 'size'}")
+    os.replace(partial, target)
+    report.written += 1
+    report.bytes += offset
+
+
+def _already_correct(entry: Entry, target: Path) -> bool:
+    """Resume: keep a file of the right size (and MD5, where the digest is an MD5)."""
+    try:
+        if not target.is_file() or target.stat().st_size != entry.size:
+            return False
+    except OSError:
+        return False
+    want = expected_md5(entry)
+    if want is None:
+        return True
+    h = hashlib.md5()
+    with open(target, "rb") as f:
+        while chunk := f.read(4 << 20):
+            h.update(chunk)
+    return h.digest() == want
+
+
+async def verify(registry: Registry, version: VersionInfo, *, jobs: int = 16,
+                 progress: ProgressFn | None = None) -> Report:  # fmt: skip
+    """Check every pinned reference still resolves to the logged object version (no data read)."""
+    entries = await trio.to_thread.run_sync(lambda: list(registry.iter_entries(version.manifest_id)))
+    report = Report(files=len(entries))
+    limiter = trio.CapacityLimiter(jobs)
+
+    async def one(entry: Entry) -> None:
+        try:
+            await trio.to_thread.run_sync(stores.store_for(entry.ref).check, entry, limiter=limiter)
+            report.kept += 1
+        except RefmountError as exc:
+            report.failures.append(str(exc))
+        if progress:
+            progress(1)
+
+    async with trio.open_nursery() as nursery:
+        for entry in entries:
+            if not entry.is_snapshot:
+                report.skipped += 1
+                continue
+            nursery.start_soon(one, entry)
+    return report

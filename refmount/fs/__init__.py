@@ -1,0 +1,1 @@
+"""The FUSE daemon: namespace (inodes), request handlers, and the mount lifecycle."""

@@ -1,0 +1,209 @@
+"""Mount lifecycle: checks, daemonizing, serving until unmounted or signalled, unmounting.
+
+By default the command returns once the mount answers (the daemon runs on, logging to a file);
+``foreground`` keeps it attached (what systemd's ``Type=notify`` unit uses). Either way the
+daemon reports readiness only after a real request through the kernel succeeded.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from .. import sdnotify
+from ..cache import BlockCache
+from ..errors import InvalidInput, RefmountError
+from ..reader import Reader
+from ..registry import open_registry
+from .namespace import Namespace
+from .operations import Operations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MountOptions:
+    mountpoint: Path
+    registry_url: str
+    cache_dir: Path
+    cache_size_bytes: int
+    alias_ttl_s: float = 5.0
+    allow_other: bool = False
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+    fuse_options: tuple[str, ...] = ()
+    foreground: bool = False
+    log_file: Path | None = None
+
+    @property
+    def default_log_file(self) -> Path:
+        escaped = str(self.mountpoint.resolve()).strip("/").replace("/", "-") or "root"
+        return self.cache_dir / f"mount-{escaped}.log"
+
+
+def run(options: MountOptions) -> int:
+    """Mount and serve until unmounted or signalled; returns the exit status."""
+    prepare_mountpoint(options.mountpoint)
+    open_registry(options.registry_url).close()  # fail here, on the user's terminal, if it is unusable
+    BlockCache(options.cache_dir, options.cache_size_bytes).close()
+    if options.foreground:
+        _log_to(options.log_file)
+        return _serve_until_done(options, on_ready=None)
+    return _daemonize(options)
+
+
+def prepare_mountpoint(mountpoint: Path) -> None:
+    """Refuse unusable mountpoints with one line; recover a stale one left by a crashed daemon."""
+    try:
+        os.stat(mountpoint)
+    except FileNotFoundError:
+        raise InvalidInput(f"mountpoint {mountpoint} does not exist (mkdir -p {mountpoint})") from None
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise InvalidInput(f"mountpoint {mountpoint}: {exc.strerror}") from None
+        log.warning("recovering stale mount at %s (its daemon is gone)", mountpoint)
+        _fusermount(mountpoint, lazy=True)
+    if not mountpoint.is_dir():
+        raise InvalidInput(f"mountpoint {mountpoint} is not a directory")
+    if os.path.ismount(mountpoint):
+        raise InvalidInput(f"{mountpoint} is already a mount point (refmount umount {mountpoint} first)")
+    if any(mountpoint.iterdir()):
+        raise InvalidInput(f"mountpoint {mountpoint} is not empty")
+
+
+def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
+    if not os.path.ismount(mountpoint):
+        try:
+            os.stat(mountpoint)
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:
+                raise InvalidInput(f"{mountpoint}: {exc.strerror}") from None
+        else:
+            raise InvalidInput(f"{mountpoint} is not mounted")
+    _fusermount(mountpoint, lazy=lazy)
+
+
+def _fusermount(mountpoint: Path, *, lazy: bool) -> None:
+    argv = ["fusermount3", "-u", *(["-z"] if lazy else []), str(mountpoint)]
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = result.stderr.strip().rpartition(": ")[2] or f"exit {result.returncode}"
+        hint = " (files are open on it; use --lazy to detach now)" if "busy" in reason.lower() else ""
+        raise RefmountError(f"cannot unmount {mountpoint}: {reason}{hint}")
+
+
+def _log_to(log_file: Path | None) -> None:
+    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(min(root.getEffectiveLevel(), logging.INFO))
+
+
+def _daemonize(options: MountOptions) -> int:
+    """Fork; the child mounts and serves, the parent waits for its first word (ok or an error)."""
+    log_file = options.log_file or options.default_log_file
+    read_end, write_end = os.pipe()
+    if os.fork() > 0:
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            word = pipe.read().strip()
+        if word == "ok":
+            return 0
+        print(f"refmount: error: {word or 'the daemon exited before mounting'} (log: {log_file})", file=sys.stderr)
+        return 1
+    os.close(read_end)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    _log_to(log_file)
+    reply = os.fdopen(write_end, "w")
+
+    def ready() -> None:
+        reply.write("ok\n")
+        reply.close()
+
+    try:
+        code = _serve_until_done(options, on_ready=ready)
+    except BaseException as exc:
+        log.exception("daemon failed")
+        if not reply.closed:
+            reply.write(f"{exc}\n")
+        code = 1
+    os._exit(code)
+
+
+def _serve_until_done(options: MountOptions, on_ready: object) -> int:
+    registry = open_registry(options.registry_url)
+    cache = BlockCache(options.cache_dir, options.cache_size_bytes)
+    namespace = Namespace(registry, options.alias_ttl_s)
+    reader = Reader(cache)
+    ops = Operations(namespace, reader, uid=options.uid, gid=options.gid)
+    fuse_options = {"fsname=refmount", "subtype=refmount", "ro", "default_permissions", *options.fuse_options}
+    if options.allow_other:
+        fuse_options.add("allow_other")
+    pyfuse3.init(ops, str(options.mountpoint), fuse_options)
+    log.info("mounted %s at %s (cache %s)", registry.url, options.mountpoint, options.cache_dir)
+    try:
+        trio.run(_serve, options.mountpoint, reader, on_ready)
+    finally:
+        pyfuse3.close(unmount=True)
+        cache.close()
+        registry.close()
+        log.info("unmounted %s", options.mountpoint)
+    return 0
+
+
+async def _serve(mountpoint: Path, reader: Reader, on_ready: object) -> None:
+    async with trio.open_nursery() as nursery:
+        reader.attach(nursery)
+        nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
+        nursery.start_soon(_announce_ready, mountpoint, on_ready)
+        await pyfuse3.main()  # returns when the file system is unmounted or terminate() is called
+        nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signals(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("%s: unmounting", signal.Signals(signum).name)
+            sdnotify.notify("STOPPING=1")
+            pyfuse3.terminate()
+            return
+
+
+async def _announce_ready(mountpoint: Path, on_ready: object) -> None:
+    """Tell the waiting parent and systemd only once a request through the kernel came back."""
+    await trio.to_thread.run_sync(os.stat, mountpoint)
+    _tune_kernel(mountpoint)
+    sdnotify.notify("READY=1")
+    if callable(on_ready):
+        on_ready()
+
+
+def _tune_kernel(mountpoint: Path) -> None:
+    """1 MiB kernel read requests and more requests in flight (root only; best effort)."""
+    dev = os.stat(mountpoint).st_dev
+    tunables = {
+        Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"): "1024",
+        Path(f"/sys/fs/fuse/connections/{dev}/max_background"): "64",
+        Path(f"/sys/fs/fuse/connections/{dev}/congestion_threshold"): "48",
+    }
+    connections = Path("/sys/fs/fuse/connections")
+    if connections.is_dir() and not os.path.ismount(connections):
+        subprocess.run(["mount", "-t", "fusectl", "fusectl", str(connections)], capture_output=True)
+    for path, value in tunables.items():
+        try:
+            path.write_text(value)
+        except OSError as exc:
+            log.debug("could not set %s to %s: %s", path, value, exc)

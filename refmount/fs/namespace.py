@@ -1,0 +1,168 @@
+"""What the mount shows: projects, artifacts, versions and aliases, and the inode numbers for them.
+
+Two kinds of inodes:
+- the namespace above versions (projects, artifacts, alias symlinks): few, numbered from a counter;
+- everything inside a version: ``slot << 40 | node id``, where the slot is a small per-mount number
+  for a version and the node id comes from the registry's manifest index. Nothing is kept per entry,
+  so memory does not grow with the files of a version, only with the versions that were opened.
+
+Registry answers are cached for ``alias_ttl`` seconds; registry calls run in worker threads so a
+slow or unreachable database never blocks the daemon's event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import trio
+
+from ..errors import NotFound
+from ..names import version_index
+from ..registry import ManifestIndex, Node, Registry, VersionInfo
+
+log = logging.getLogger(__name__)
+
+SLOT_SHIFT = 40
+NODE_MASK = (1 << SLOT_SHIFT) - 1
+ROOT_INODE = 1
+
+T = TypeVar("T")
+
+
+class RegistryDown(Exception):
+    """The registry could not answer; the operation fails with EIO, the daemon carries on."""
+
+
+@dataclass(frozen=True)
+class ArtifactView:
+    versions: dict[int, VersionInfo]
+    aliases: dict[str, int]
+
+
+@dataclass(frozen=True)
+class VersionSlot:
+    """A version the mount has resolved: its manifest index is local, so it keeps working offline."""
+
+    slot: int
+    version: VersionInfo
+    index: ManifestIndex
+
+    @property
+    def root_inode(self) -> int:
+        return self.inode(self.index.root_id)
+
+    def inode(self, node_id: int) -> int:
+        return self.slot << SLOT_SHIFT | node_id
+
+
+class Namespace:
+    def __init__(self, registry: Registry, alias_ttl: float):
+        self.registry = registry
+        self.alias_ttl = alias_ttl
+        self._paths: dict[int, tuple[str, ...]] = {ROOT_INODE: ()}
+        self._inodes: dict[tuple[str, ...], int] = {(): ROOT_INODE}
+        self._answers: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        self._slots: dict[int, VersionSlot] = {}
+        self._slot_of: dict[tuple[str, str, int], int] = {}
+        self._registry_ok = True
+
+    # -- inode numbers ----------------------------------------------------------------------------
+    def inode_of(self, path: tuple[str, ...]) -> int:
+        inode = self._inodes.get(path)
+        if inode is None:
+            inode = self._inodes[path] = len(self._inodes) + 1
+            self._paths[inode] = path
+        return inode
+
+    def path_of(self, inode: int) -> tuple[str, ...] | None:
+        return self._paths.get(inode)
+
+    def slot_of(self, inode: int) -> VersionSlot | None:
+        return self._slots.get(inode >> SLOT_SHIFT)
+
+    @staticmethod
+    def node_id(inode: int) -> int:
+        return inode & NODE_MASK
+
+    @staticmethod
+    def in_version(inode: int) -> bool:
+        return inode >> SLOT_SHIFT > 0
+
+    def node(self, inode: int) -> tuple[VersionSlot, Node] | None:
+        slot = self.slot_of(inode)
+        if slot is None:
+            return None
+        node = slot.index.node(self.node_id(inode))
+        return None if node is None else (slot, node)
+
+    # -- registry answers, cached for alias_ttl ------------------------------------------------------
+    async def projects(self) -> list[str]:
+        return await self._cached(("projects",), self.registry.projects)
+
+    async def artifacts(self, project: str) -> list[str]:
+        def names() -> list[str]:
+            try:
+                return [a.name for a in self.registry.artifacts(project)]
+            except NotFound:
+                return []
+
+        return await self._cached(("artifacts", project), names)
+
+    async def artifact(self, project: str, artifact: str) -> ArtifactView | None:
+        def view() -> ArtifactView | None:
+            try:
+                versions = self.registry.versions(project, artifact)
+            except NotFound:
+                return None
+            return ArtifactView({v.index: v for v in versions}, self.registry.aliases(project, artifact))
+
+        return await self._cached(("artifact", project, artifact), view)
+
+    async def version_slot(self, version: VersionInfo) -> VersionSlot:
+        key = (version.project, version.artifact, version.index)
+        number = self._slot_of.get(key)
+        if number is None:
+            index = await self._ask(lambda: self.registry.manifest_index(version.manifest_id))
+            number = self._slot_of.get(key)  # another request may have resolved it meanwhile
+            if number is None:
+                number = self._slot_of[key] = len(self._slot_of) + 1
+                self._slots[number] = VersionSlot(number, version, index)
+        return self._slots[number]
+
+    async def resolve_label(self, project: str, artifact: str, label: str) -> VersionInfo | str | None:
+        """``vN`` -> the version; an alias -> its target label (``v2``); else None."""
+        view = await self.artifact(project, artifact)
+        if view is None:
+            return None
+        index = version_index(label)
+        if index is not None:
+            return view.versions.get(index)
+        target = view.aliases.get(label)
+        return None if target is None else f"v{target}"
+
+    async def _cached(self, key: tuple[Any, ...], fetch: Callable[[], T]) -> T:
+        now = time.monotonic()
+        hit = self._answers.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = await self._ask(fetch)
+        self._answers[key] = (now + self.alias_ttl, value)
+        return value
+
+    async def _ask(self, fetch: Callable[[], T]) -> T:
+        try:
+            value = await trio.to_thread.run_sync(fetch)
+        except Exception as exc:  # any registry failure (driver errors included) is an outage here
+            if self._registry_ok:
+                log.error("registry %s is unavailable, new lookups fail with EIO until it is back: %s",
+                          self.registry.url, exc)  # fmt: skip
+                self._registry_ok = False
+            raise RegistryDown(str(exc)) from exc
+        if not self._registry_ok:
+            log.warning("registry %s is reachable again", self.registry.url)
+            self._registry_ok = True
+        return value
