@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["tests.servers", "tests.server_postgres"]
+pytest_plugins = ["tests.servers", "tests.server_postgres", "tests.mounts"]
 
 
 @dataclass

@@ -63,15 +63,11 @@ def run(options: MountOptions) -> int:
 
 def prepare_mountpoint(mountpoint: Path) -> None:
     """Refuse unusable mountpoints with one line; recover a stale one left by a crashed daemon."""
-    try:
-        os.stat(mountpoint)
-    except FileNotFoundError:
-        raise InvalidInput(f"mountpoint {mountpoint} does not exist (mkdir -p {mountpoint})") from None
-    except OSError as exc:
-        if exc.errno != errno.ENOTCONN:
-            raise InvalidInput(f"mountpoint {mountpoint}: {exc.strerror}") from None
+    if _is_stale(mountpoint):
         log.warning("recovering stale mount at %s (its daemon is gone)", mountpoint)
         _fusermount(mountpoint, lazy=True)
+    if not mountpoint.exists():
+        raise InvalidInput(f"mountpoint {mountpoint} does not exist (mkdir -p {mountpoint})")
     if not mountpoint.is_dir():
         raise InvalidInput(f"mountpoint {mountpoint} is not a directory")
     if os.path.ismount(mountpoint):
@@ -80,15 +76,21 @@ def prepare_mountpoint(mountpoint: Path) -> None:
         raise InvalidInput(f"mountpoint {mountpoint} is not empty")
 
 
-def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
-    if not os.path.ismount(mountpoint):
-        try:
-            os.stat(mountpoint)
-        except OSError as exc:
-            if exc.errno != errno.ENOTCONN:
-                raise InvalidInput(f"{mountpoint}: {exc.strerror}") from None
+def _is_stale(mountpoint: Path) -> bool:
+    """A FUSE mount whose daemon died answers ENOTCONN (stat may still hit the kernel's cache: list it)."""
+    try:
+        if os.path.ismount(mountpoint):
+            os.listdir(mountpoint)
         else:
-            raise InvalidInput(f"{mountpoint} is not mounted")
+            os.stat(mountpoint)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
+    if not (os.path.ismount(mountpoint) or _is_stale(mountpoint)):
+        raise InvalidInput(f"{mountpoint} is not mounted")
     _fusermount(mountpoint, lazy=lazy)
 
 

@@ -1,0 +1,94 @@
+"""Real refmount mounts for tests: a foreground daemon in a subprocess, always unmounted at teardown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def is_mounted(path: Path) -> bool:
+    return any(line.split()[1] == str(path) for line in Path("/proc/mounts").read_text().splitlines())
+
+
+@dataclass
+class MountedFS:
+    path: Path
+    registry_url: str
+    cache_dir: Path
+    log_file: Path
+    alias_ttl: float = 1.0
+    extra_args: tuple[str, ...] = ()
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> MountedFS:
+        argv = [sys.executable, "-m", "refmount", "mount", str(self.path), "--foreground", "--registry",
+                self.registry_url, "--cache-dir", str(self.cache_dir), "--alias-ttl", str(self.alias_ttl),
+                "--log-file", str(self.log_file), *self.extra_args]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+        deadline = time.monotonic() + 30
+        while not self._answers():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"refmount exited {self.proc.returncode}: {self.proc.stderr.read().decode()}"  # type: ignore[union-attr]
+                                   f"\n{self.log()}")  # fmt: skip
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mount did not come up:\n{self.log()}")
+            time.sleep(0.05)
+        return self
+
+    def _answers(self) -> bool:
+        if not is_mounted(self.path):
+            return False
+        try:
+            self.stats()  # xattrs are never cached by the kernel: this reaches the new daemon
+            return True
+        except OSError:
+            return False
+
+    def stats(self) -> dict[str, Any]:
+        return json.loads(os.getxattr(self.path, "user.refmount.stats"))
+
+    def log(self) -> str:
+        return self.log_file.read_text() if self.log_file.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if is_mounted(self.path):
+            subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
+        return None if self.proc is None else self.proc.returncode
+
+
+@pytest.fixture
+def mount_factory(tmp_path: Path, registry_url: str) -> Iterator[Any]:
+    """``mount_factory(**overrides)`` mounts a fresh directory; every mount is undone at teardown."""
+    mounts: list[MountedFS] = []
+
+    def make(**overrides: Any) -> MountedFS:
+        n = len(mounts)
+        path = tmp_path / f"mnt{n}"
+        path.mkdir(exist_ok=True)
+        settings: dict[str, Any] = {"path": path, "registry_url": registry_url, "cache_dir": tmp_path / "cache",
+                                    "log_file": tmp_path / f"mount{n}.log"}  # fmt: skip
+        settings.update(overrides)
+        mounted = MountedFS(**settings)
+        mounts.append(mounted)
+        return mounted.start()
+
+    yield make
+    for mounted in mounts:
+        mounted.stop()

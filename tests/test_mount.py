@@ -1,0 +1,306 @@
+"""The FUSE daemon through the real kernel: namespace, bytes, pinning, caching, lifecycle."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import refmount
+from refmount.cache import BlockCache, block_key
+from refmount.reader import BLOCK_SIZE
+from refmount.registry import open_registry
+from refmount.stores.file import file_uri
+from tests.conftest import Cli
+from tests.mounts import is_mounted
+from tests.servers import S3Env
+
+
+def make_tree(root: Path, seed: int) -> dict[str, bytes]:
+    files = {
+        "train/0001.png": b"png-%d" % seed,
+        "train/deep/er/x.bin": os.urandom(3000),
+        "empty": b"",
+        "labels.csv": b"a,b\n%d\n" % seed,
+        "big.bin": os.urandom(2 * BLOCK_SIZE + 12345),  # three blocks, the last one short
+    }
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def log(registry_url: str, target: str, uri: str, **kw: Any) -> str:
+    project, name = target.split("/")
+    art = refmount.Artifact(name, type="dataset")
+    art.add_reference(uri)
+    return refmount.log_artifact(art, project=project, registry=registry_url, **kw)
+
+
+@pytest.fixture
+def two_versions(tmp_path: Path, registry_url: str) -> list[dict[str, bytes]]:
+    trees = []
+    for seed in range(2):
+        root = tmp_path / f"src{seed}"
+        trees.append(make_tree(root, seed))
+        log(registry_url, "vision/mnist", file_uri(root))
+    return trees
+
+
+def test_namespace_and_every_byte(two_versions: list[dict[str, bytes]], mount_factory: Any) -> None:
+    m = mount_factory()
+    assert os.listdir(m.path) == ["vision"]
+    assert os.listdir(m.path / "vision") == ["mnist"]
+    assert sorted(os.listdir(m.path / "vision" / "mnist")) == ["latest", "v0", "v1"]
+    assert os.readlink(m.path / "vision" / "mnist" / "latest") == "v1"
+    for index, tree in enumerate(two_versions):
+        version = m.path / "vision" / "mnist" / f"v{index}"
+        found = {p.relative_to(version).as_posix() for p in version.rglob("*") if p.is_file()}
+        assert found == set(tree)
+        for rel, data in tree.items():
+            assert (version / rel).read_bytes() == data, rel
+            st = (version / rel).stat()
+            assert st.st_size == len(data) and st.st_mode & 0o777 == 0o444
+    assert (m.path / "vision/mnist/latest/labels.csv").read_bytes() == two_versions[1]["labels.csv"]
+    assert os.path.realpath(m.path / "vision/mnist/latest") == str(m.path / "vision/mnist/v1")
+    with open(m.path / "vision/mnist/v1/big.bin", "rb") as f:  # random access across block boundaries
+        f.seek(BLOCK_SIZE - 10)
+        assert f.read(20) == two_versions[1]["big.bin"][BLOCK_SIZE - 10 : BLOCK_SIZE + 10]
+
+
+def test_second_walk_and_reread_stay_in_the_kernel(two_versions: list[dict[str, bytes]], mount_factory: Any) -> None:
+    m = mount_factory()
+    version = m.path / "vision" / "mnist" / "v0"
+    walk = lambda: [(p, p.stat().st_size) for p in sorted(version.rglob("*"))]  # noqa: E731
+    first = walk()
+    data = (version / "big.bin").read_bytes()
+    before = m.stats()
+    assert walk() == first
+    assert (version / "big.bin").read_bytes() == data
+    after = m.stats()
+    assert after["lookups"] == before["lookups"] and after["getattrs"] == before["getattrs"]
+    assert after["reads"] == before["reads"]  # keep_cache: the page cache served the re-read
+
+
+def test_alias_moves_and_open_files_keep_their_version(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:
+    first = make_tree(tmp_path / "a", 1)
+    log(registry_url, "p/ds", file_uri(tmp_path / "a"))
+    m = mount_factory(alias_ttl=0.5)
+    held = open(m.path / "p/ds/latest/labels.csv", "rb")  # noqa: SIM115 - held open across the alias move
+    second = make_tree(tmp_path / "b", 2)
+    log(registry_url, "p/ds", file_uri(tmp_path / "b"), aliases=["best"])
+    deadline = time.monotonic() + 5
+    while os.readlink(m.path / "p/ds/latest") != "v1":
+        assert time.monotonic() < deadline, "the new version never showed"
+        time.sleep(0.1)
+    assert os.readlink(m.path / "p/ds/best") == "v1"
+    assert (m.path / "p/ds/latest/labels.csv").read_bytes() == second["labels.csv"]
+    assert held.read() == first["labels.csv"]  # opened through the old alias: still v0
+    held.close()
+    open_registry(registry_url).set_alias("p", "ds", "best", 0)
+    time.sleep(1.0)
+    assert os.readlink(m.path / "p/ds/best") == "v0"
+
+
+def test_changed_source_is_eio_never_new_bytes(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:
+    make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    m = mount_factory()
+    (tmp_path / "src" / "labels.csv").write_bytes(b"tampered")
+    with pytest.raises(OSError) as info:
+        (m.path / "p/ds/v0/labels.csv").read_bytes()
+    assert info.value.errno == errno.EIO
+    assert "p/ds:v0/labels.csv" in m.log() and file_uri(tmp_path / "src" / "labels.csv") in m.log()
+    assert (m.path / "p/ds/v0/train/0001.png").read_bytes() == b"png-0"  # the daemon carries on
+
+
+def test_read_only_and_missing(two_versions: list[dict[str, bytes]], mount_factory: Any) -> None:
+    m = mount_factory()
+    v0 = m.path / "vision/mnist/v0"
+    attempts = [
+        lambda: open(v0 / "labels.csv", "r+b"),  # noqa: SIM115
+        lambda: open(v0 / "new", "wb"),  # noqa: SIM115
+        lambda: (v0 / "d").mkdir(),
+        lambda: (v0 / "labels.csv").unlink(), lambda: (v0 / "labels.csv").rename(v0 / "x"),
+        lambda: os.chmod(v0 / "labels.csv", 0o777), lambda: os.truncate(v0 / "labels.csv", 0),
+        lambda: os.symlink("x", v0 / "link"), lambda: os.setxattr(v0 / "labels.csv", "user.x", b"1"),
+        lambda: shutil.rmtree(v0 / "train"), lambda: (m.path / "newproject").mkdir(),
+    ]  # fmt: skip
+    for attempt in attempts:
+        with pytest.raises(OSError) as info:
+            attempt()
+        assert info.value.errno == errno.EROFS
+    for missing in ("nope", "vision/nope", "vision/mnist/v7", "vision/mnist/nope", "vision/mnist/v0/nope"):
+        assert not (m.path / missing).exists()
+    assert (v0 / "labels.csv").read_bytes() == two_versions[0]["labels.csv"]
+
+
+def test_xattrs(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:
+    make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    m = mount_factory()
+    path = m.path / "p/ds/v0/labels.csv"
+    assert os.getxattr(path, "user.refmount.ref").decode() == file_uri(tmp_path / "src" / "labels.csv")
+    assert len(os.getxattr(path, "user.refmount.digest")) == 24
+    assert set(os.listxattr(path)) == {"user.refmount.ref", "user.refmount.digest"}
+    with pytest.raises(OSError):
+        os.getxattr(path, "user.refmount.etag")  # file:// entries have no ETag
+    out = subprocess.run(["getfattr", "-d", str(path)], capture_output=True, text=True, check=True).stdout
+    assert "user.refmount.ref=" in out
+
+
+def test_s3_pinned_reads_and_eio_after_overwrite(s3_env: S3Env, cli: Cli, mount_factory: Any) -> None:
+    versioned, plain = s3_env.bucket(versioned=True), s3_env.bucket()
+    for b in (versioned, plain):
+        s3_env.put(b, "ds/a.bin", b"logged bytes")
+        s3_env.put(b, "ds/sub/b.bin", os.urandom(1000))
+        cli("log", f"p/{b}", f"s3://{b}/ds/")
+    m = mount_factory()
+    for b in (versioned, plain):
+        s3_env.put(b, "ds/a.bin", b"NEW BYTES!!!")  # same size, other bytes
+    assert (m.path / f"p/{versioned}/v0/a.bin").read_bytes() == b"logged bytes"
+    with pytest.raises(OSError) as info:
+        (m.path / f"p/{plain}/v0/a.bin").read_bytes()
+    assert info.value.errno == errno.EIO
+    assert "overwritten" in m.log()
+    assert os.getxattr(m.path / f"p/{versioned}/v0/a.bin", "user.refmount.version")
+
+
+def test_cache_survives_remount_and_recovers_corrupt_blocks(tmp_path: Path, registry_url: str,
+                                                            mount_factory: Any) -> None:  # fmt: skip
+    tree = make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    first = mount_factory()
+    assert (first.path / "p/ds/v0/big.bin").read_bytes() == tree["big.bin"]
+    assert first.stats()["fetches"] == 3
+    first.stop()
+
+    second = mount_factory()  # a new daemon, same cache directory
+    assert (second.path / "p/ds/v0/big.bin").read_bytes() == tree["big.bin"]
+    stats = second.stats()
+    assert stats["fetches"] == 0 and stats["disk_hits"] == 3
+    second.stop()
+
+    entry = open_registry(registry_url).manifest_index(refmount.use_artifact("p/ds:v0", registry=registry_url)
+                                                        .manifest_id).entry("big.bin")  # fmt: skip
+    assert entry is not None
+    cache = BlockCache(tmp_path / "cache", 1 << 30)
+    block = cache.block_file(block_key(entry, BLOCK_SIZE, 1))
+    cache.close()
+    assert block is not None
+    damaged = bytearray(block.read_bytes())
+    damaged[100] ^= 0xFF
+    block.write_bytes(bytes(damaged))
+    third = mount_factory()
+    assert (third.path / "p/ds/v0/big.bin").read_bytes() == tree["big.bin"]
+    stats = third.stats()
+    assert stats["fetches"] == 1 and stats["disk_hits"] == 2
+    assert "corrupt cache block" in third.log()
+
+
+def test_concurrent_reads_of_one_block_fetch_once(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:
+    make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    m = mount_factory()
+    path = m.path / "p/ds/v0/train/deep/er/x.bin"
+    expected = (tmp_path / "src/train/deep/er/x.bin").read_bytes()
+    results: list[bytes] = []
+    start = threading.Barrier(8)
+
+    def reader() -> None:
+        start.wait()
+        with open(path, "rb", buffering=0) as f:
+            results.append(f.read())
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [expected] * 8
+    assert m.stats()["fetches"] == 1
+
+
+def test_sigterm_unmounts_cleanly(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:
+    make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    m = mount_factory()
+    assert m.stop(signal.SIGTERM) == 0
+    assert not is_mounted(m.path)
+    assert "unmounted" in m.log()
+
+
+def test_stale_mount_is_recovered(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:
+    make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    crashed = mount_factory()
+    assert crashed.proc is not None
+    crashed.proc.kill()  # no unmount: the kernel mount stays, with nobody behind it
+    crashed.proc.wait()
+    with pytest.raises(OSError) as info:
+        os.listdir(crashed.path)
+    assert info.value.errno == errno.ENOTCONN
+    again = mount_factory(path=crashed.path, log_file=tmp_path / "again.log")
+    assert (again.path / "p/ds/v0/labels.csv").read_bytes() == b"a,b\n0\n"
+
+
+def test_daemon_mode_and_umount_command(tmp_path: Path, registry_url: str, cli: Cli) -> None:
+    make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    mnt = tmp_path / "daemon-mnt"
+    mnt.mkdir()
+    try:
+        cli("mount", str(mnt), "--cache-dir", str(tmp_path / "cache"))  # returns once the mount answers
+        assert (mnt / "p/ds/v0/labels.csv").read_bytes() == b"a,b\n0\n"
+        assert "already a mount point" in cli("mount", str(mnt), ok=False).err
+        cli("umount", str(mnt))
+        assert not is_mounted(mnt)
+        assert "is not mounted" in cli("umount", str(mnt), ok=False).err
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+
+
+def test_mount_errors_are_one_line(tmp_path: Path, cli: Cli) -> None:
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("x")
+    (tmp_path / "file").write_text("x")
+    for args, message in {
+        ("mount", str(tmp_path / "missing")): "does not exist",
+        ("mount", str(full)): "is not empty",
+        ("mount", str(tmp_path / "file")): "is a file",
+        ("mount", str(full), "--cache-size", "lots"): "invalid cache_size",
+        (str(tmp_path / "missing"),): "does not exist",  # the bare `refmount MOUNTPOINT` form
+    }.items():
+        result = cli(*args, ok=False)
+        assert message in result.err and len(result.err.strip().splitlines()) == 1, result.err
+
+
+def test_memory_does_not_hold_entries(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:
+    """Walking a 20,000-entry version leaves the daemon small (inodes are computed, not stored)."""
+    from refmount.manifest import Entry, Manifest
+
+    entries = [Entry(f"d{i % 50}/f{i}.bin", f"s3://bucket/k{i}", f"etag{i}", 1, {"etag": f"etag{i}"})
+               for i in range(20_000)]  # fmt: skip
+    open_registry(registry_url).log_version("p", "big", Manifest(entries), type="dataset")
+    m = mount_factory()
+    assert m.proc is not None
+    rss_before = _rss_kib(m.proc.pid)
+    count = sum(1 for _ in (m.path / "p/big/v0").rglob("*.bin"))
+    assert count == 20_000
+    assert _rss_kib(m.proc.pid) - rss_before < 30_000, "memory grew with the entries walked"
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
