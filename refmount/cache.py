@@ -9,6 +9,7 @@ share a directory), and evicts least-recently-used blocks past the size limit.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import zlib
@@ -19,8 +20,6 @@ import diskcache
 from .manifest import Entry
 
 log = logging.getLogger(__name__)
-
-_CRC_BYTES = 4
 
 
 def block_key(entry: Entry, block_size: int, index: int) -> str:
@@ -46,24 +45,29 @@ class BlockCache:
     def get(self, key: str) -> bytes | None:
         """The block's bytes if cached and intact; a block that fails its checksum is dropped."""
         try:
-            stored = self._cache.get(key)
+            # read=True hands back the open block file, so the (long) read happens outside
+            # diskcache's transaction and several blocks can be read from disk at once.
+            handle, crc = self._cache.get(key, read=True, tag=True)
+            if handle is None:
+                return None
+            with handle:
+                data = handle.read()
         except (OSError, diskcache.Timeout) as exc:
             log.warning("block cache read failed (%s); fetching from the store instead", exc)
             return None
-        if stored is None:
-            return None
-        view = memoryview(stored)
-        body, crc = view[:-_CRC_BYTES], int.from_bytes(view[-_CRC_BYTES:], "big")
-        if len(view) < _CRC_BYTES or zlib.crc32(body) != crc:
+        if not isinstance(data, bytes) or zlib.crc32(data) != crc:
             self.corrupt_blocks += 1
             log.warning("dropping corrupt cache block %s (checksum mismatch); fetching it again", key)
             self._cache.delete(key)
             return None
-        return body.tobytes()
+        return data
 
     def put(self, key: str, data: bytes) -> None:
         try:
-            self._cache.set(key, data + zlib.crc32(data).to_bytes(_CRC_BYTES, "big"))
+            # The checksum rides in diskcache's tag column (no copy of the block to append it), and the
+            # block goes in as a stream: diskcache writes a bytes value line by line, which for binary
+            # data means thousands of tiny writes.
+            self._cache.set(key, io.BytesIO(data), read=True, tag=zlib.crc32(data))
         except (OSError, diskcache.Timeout) as exc:
             log.warning("could not store a block in the cache (%s); serving it anyway", exc)
 

@@ -25,6 +25,7 @@ BLOCK_SIZE = 8 << 20
 MEMORY_BLOCKS = 12  # recently used blocks kept decoded in memory: a sequential reader hits them
 MAX_FETCHES = 16  # concurrent store requests (threads)
 MAX_READAHEAD_BLOCKS = 4
+MAX_PENDING_CACHE_WRITES = 8  # blocks handed to the disk cache but not yet written
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Reader:
         self._memory_blocks = memory_blocks
         self._flights: dict[str, _Flight] = {}
         self._nursery: trio.Nursery | None = None
+        self._cache_writes = trio.Semaphore(MAX_PENDING_CACHE_WRITES)
 
     def attach(self, nursery: trio.Nursery) -> None:
         """Background readahead runs in ``nursery`` (without one, readahead is skipped)."""
@@ -109,8 +111,12 @@ class Reader:
         if flight is None:
             flight = self._flights[key] = _Flight()
             try:
-                flight.data = await trio.to_thread.run_sync(self._load, entry, index, key, limiter=self._limiter)
+                flight.data, fetched = await trio.to_thread.run_sync(
+                    self._load, entry, index, key, limiter=self._limiter
+                )
                 self._remember(key, flight.data)
+                if fetched:
+                    await self._store_later(key, flight.data)
             except BaseException as exc:
                 flight.error = exc
                 self.stats.errors += 1
@@ -130,13 +136,34 @@ class Reader:
         while len(self._memory) > self._memory_blocks:
             self._memory.popitem(last=False)
 
-    def _load(self, entry: Entry, index: int, key: str) -> bytes:
-        """In a worker thread: the disk cache, else one ranged read from the store."""
+    async def _store_later(self, key: str, data: bytes) -> None:
+        """Write a fetched block to the disk cache without making the reader wait for the disk.
+
+        Past MAX_PENDING_CACHE_WRITES outstanding writes the reader does wait: memory stays bounded
+        when the network is faster than the local disk.
+        """
+        if self.cache is None:
+            return
+        await self._cache_writes.acquire()
+
+        async def write() -> None:
+            try:
+                await trio.to_thread.run_sync(self.cache.put, key, data)  # type: ignore[union-attr]
+            finally:
+                self._cache_writes.release()
+
+        if self._nursery is None:
+            await write()
+        else:
+            self._nursery.start_soon(write)
+
+    def _load(self, entry: Entry, index: int, key: str) -> tuple[bytes, bool]:
+        """In a worker thread: the disk cache, else one ranged read from the store (fetched=True)."""
         if self.cache is not None:
             cached = self.cache.get(key)
             if cached is not None:
                 self.stats.disk_hits += 1
-                return cached
+                return cached, False
         offset = index * self.block_size
         expected = max(0, min(self.block_size, (entry.size or 0) - offset))
         data = stores.store_for(entry.ref).read(entry, offset, expected)
@@ -145,6 +172,4 @@ class Reader:
                              f"expected {expected}")  # fmt: skip
         self.stats.fetches += 1
         self.stats.fetched_bytes += len(data)
-        if self.cache is not None:
-            self.cache.put(key, data)
-        return data
+        return data, True

@@ -236,7 +236,7 @@ class Operations(pyfuse3.Operations):
         handle = self._files[fh]
         entry = handle.entry
         self._read_ahead(handle, off)
-        handle.next_offset = off + size
+        handle.next_offset = max(handle.next_offset, off + size)
         try:
             data = await self.reader.read(entry, off, size)
         except ChangedObject as exc:
@@ -252,11 +252,16 @@ class Operations(pyfuse3.Operations):
         return data
 
     def _read_ahead(self, handle: OpenFile, off: int) -> None:
-        """Sequential readers get the next blocks fetched in the background, in a growing window."""
-        if off != handle.next_offset:
-            handle.window, handle.prefetched_to = 1, 0  # a seek: start over
+        """Sequential readers get the next blocks fetched in the background, in a growing window.
+
+        The kernel's own readahead sends several requests at once and they may arrive slightly out
+        of order, so "sequential" means "near where the last request ended", not "exactly there".
+        """
+        block_size = self.reader.block_size
+        if abs(off - handle.next_offset) > block_size:
+            handle.window, handle.prefetched_to, handle.next_offset = 1, 0, off  # a real seek: start over
             return
-        block = off // self.reader.block_size
+        block = off // block_size
         wanted = block + 1 + handle.window
         if handle.prefetched_to < wanted:
             first = max(block + 1, handle.prefetched_to)

@@ -1,0 +1,157 @@
+"""Sequential read of one large S3 object through the mount, cold and warm, against its peers.
+
+    python bench/read_throughput.py [--size-mib 1024] [--peers rclone,s3fs]
+
+Starts SeaweedFS (`weed mini`) on 127.0.0.1, uploads the object, logs it, mounts refmount, and
+reads the file with 1 MiB reads: cold (empty caches), from the disk cache (page cache dropped) and
+from the page cache (counting the read requests that still reach the daemon). Peers in the same
+run: boto3's `download_file` of the object, a plain read of the same bytes from a local file with
+a cold page cache, and optionally `rclone mount` / `s3fs` on the same bucket. Needs root (it
+writes /proc/sys/vm/drop_caches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import refmount
+import refmount.stores
+from tests.mounts import MountedFS, is_mounted
+from tests.servers import SeaweedFS, s3_client
+
+MIB = 1 << 20
+
+
+def drop_caches() -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def read_all(path: Path) -> int:
+    fd = os.open(path, os.O_RDONLY)
+    total = 0
+    try:
+        while chunk := os.read(fd, MIB):
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    return total
+
+
+def rate(size: int, fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return size / MIB / (time.perf_counter() - start)
+
+
+@contextmanager
+def peer_mount(kind: str, endpoint: str, bucket: str, mnt: Path) -> Iterator[Path]:
+    """rclone or s3fs mounting the same bucket (each with its own cache)."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    cache = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
+    if kind == "rclone":
+        argv = ["rclone", "mount", f":s3,provider=Other,endpoint={endpoint},access_key_id=bench,"
+                f"secret_access_key=bench:{bucket}", str(mnt), "--vfs-cache-mode", "full", "--cache-dir",
+                str(cache), "--daemon"]  # fmt: skip
+    else:
+        passwd = cache / "passwd"
+        passwd.write_text("bench:bench\n")
+        passwd.chmod(0o600)
+        argv = ["s3fs", bucket, str(mnt), "-o", f"url={endpoint},use_path_request_style,passwd_file={passwd},"
+                f"use_cache={cache}"]  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
+    try:
+        deadline = time.monotonic() + 30
+        while not is_mounted(mnt):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{kind} did not mount")
+            time.sleep(0.1)
+        yield mnt
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="object size in MiB (default 1024)")
+    parser.add_argument("--peers", default="", help="comma-separated extra peers to run: rclone, s3fs")
+    args = parser.parse_args()
+    size = args.size_mib * MIB
+    work = Path(tempfile.mkdtemp(prefix="refmount-bench-", dir="/var/tmp"))
+    source = work / "object.bin"
+    with open(source, "wb") as f:
+        for _ in range(args.size_mib):
+            f.write(os.urandom(MIB))
+    rows: list[tuple[str, float, str]] = []
+    try:
+        with SeaweedFS() as endpoint:
+            os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
+                              AWS_S3_ENDPOINT_URL=endpoint)  # fmt: skip
+            refmount.stores.reset()
+            client = s3_client(endpoint)
+            client.create_bucket(Bucket="bench")
+            client.upload_file(str(source), "bench", "data/object.bin")
+            registry = f"sqlite:///{work / 'registry.db'}"
+            art = refmount.Artifact("big", type="dataset")
+            art.add_reference("s3://bench/data/object.bin")
+            refmount.log_artifact(art, project="bench", registry=registry)
+
+            drop_caches()
+            rows.append(("boto3 download_file", rate(size, lambda: client.download_file(
+                "bench", "data/object.bin", str(work / "download.bin"))), "to a local file"))  # fmt: skip
+            (work / "download.bin").unlink()
+            drop_caches()
+            rows.append(("plain local read (cold)", rate(size, lambda: read_all(source)), "page cache dropped"))
+
+            (work / "mnt").mkdir()
+            mount = MountedFS(work / "mnt", registry, work / "cache", work / "mount.log").start()
+            try:
+                path = work / "mnt" / "bench" / "big" / "v0" / "object.bin"
+                drop_caches()
+                rows.append(("refmount cold", rate(size, lambda: read_all(path)), "empty disk cache"))
+                drop_caches()
+                before = mount.stats()["reads"]
+                rows.append(("refmount warm (disk cache)", rate(size, lambda: read_all(path)),
+                             f"{mount.stats()['reads'] - before:,} daemon reads"))  # fmt: skip
+                before = mount.stats()["reads"]
+                rows.append(("refmount warm (page cache)", rate(size, lambda: read_all(path)),
+                             f"{mount.stats()['reads'] - before:,} daemon reads"))  # fmt: skip
+            finally:
+                mount.stop()
+            for kind in filter(None, args.peers.split(",")):
+                with peer_mount(kind, endpoint, "bench", work / f"mnt-{kind}") as mnt:
+                    drop_caches()
+                    rows.append((f"{kind} cold", rate(size, lambda: read_all(mnt / "data/object.bin")), ""))
+                    drop_caches()
+                    rows.append((f"{kind} warm (its disk cache)", rate(size, lambda: read_all(
+                        mnt / "data/object.bin")), "page cache dropped"))  # fmt: skip
+                    rows.append((f"{kind} warm (page cache)", rate(size, lambda: read_all(mnt / "data/object.bin")),
+                                 ""))  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nsequential read of a {args.size_mib} MiB object, SeaweedFS on loopback, 2 cores\n")
+    print(f"{'reader':<30}{'MB/s':>9}  note")
+    for label, mbs, note in rows:
+        print(f"{label:<30}{mbs:>9,.0f}  {note}")
+    by = dict((label, mbs) for label, mbs, _ in rows)
+    print(f"\ncold / boto3: {by['refmount cold'] / by['boto3 download_file']:.2f}x (target >= 0.9)")
+    print(f"disk-cache warm / plain local read: {by['refmount warm (disk cache)'] / by['plain local read (cold)']:.2f}x"
+          " (target >= 0.8)")  # fmt: skip
+    page_vs_disk = by["refmount warm (page cache)"] / by["refmount warm (disk cache)"]
+    print(f"page-cache warm / disk-cache warm: {page_vs_disk:.1f}x (target >= 3)")
+
+
+if __name__ == "__main__":
+    main()
