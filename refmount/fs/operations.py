@@ -206,16 +206,18 @@ class Operations(pyfuse3.Operations):
         if found is None:
             raise _fail(errno.ENOENT)
         slot, directory = found
+        mtime = int(slot.version.created_at * 1e9)
         after = start_id
-        while True:
-            children = slot.index.children(directory.id, after_id=after, limit=500)
-            if not children:
-                return
-            for child in children:
-                after = child.id
-                if not self._visible(child):
-                    continue
-                if not pyfuse3.readdir_reply(token, os.fsencode(child.name), self._version_node(slot, child), child.id):
+        while rows := slot.index.listing(directory.id, after_id=after, limit=1000):
+            for node_id, name, is_dir, size in rows:
+                after = node_id
+                if is_dir:
+                    attr = self._attrs(slot.inode(node_id), stat.S_IFDIR | 0o555, 0, mtime, IMMUTABLE_TTL)
+                elif size is None:
+                    continue  # a checksum=False location: nothing pinned to show
+                else:
+                    attr = self._attrs(slot.inode(node_id), stat.S_IFREG | 0o444, size, mtime, IMMUTABLE_TTL)
+                if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, node_id):
                     return
 
     # -- files ----------------------------------------------------------------------------------------

@@ -98,6 +98,10 @@ class ManifestIndex(abc.ABC):
         """Children in ascending id order with id > ``after_id`` (a readdir cursor)."""
 
     @abc.abstractmethod
+    def listing(self, parent_id: int, after_id: int = 0, limit: int = 1000) -> list[tuple[int, str, bool, int | None]]:
+        """Like :meth:`children`, but only (id, name, is_dir, size): what a directory listing needs."""
+
+    @abc.abstractmethod
     def node(self, node_id: int) -> Node | None: ...
 
     @abc.abstractmethod

@@ -359,6 +359,16 @@ class SQLManifestIndex(ManifestIndex):
         )
         return [node_from_row(row) for row in rows]
 
+    def listing(self, parent_id: int, after_id: int = 0, limit: int = 1000) -> list[tuple[int, str, bool, int | None]]:
+        return (
+            self._db()
+            .execute(
+                "SELECT id, name, is_dir, size FROM nodes WHERE parent = ? AND id > ? ORDER BY id LIMIT ?",
+                (parent_id, after_id, limit),
+            )
+            .fetchall()
+        )
+
     def node(self, node_id: int) -> Node | None:
         row = (
             self._db()
