@@ -77,7 +77,7 @@ def test_namespace_and_every_byte(two_versions: list[dict[str, bytes]], mount_fa
 
 
 def test_second_walk_and_reread_stay_in_the_kernel(two_versions: list[dict[str, bytes]], mount_factory: Any) -> None:
-    m = mount_factory()
+    m = mount_factory(alias_ttl=300)  # so that the path down to v0 (namespace entries) stays cached too
     version = m.path / "vision" / "mnist" / "v0"
     walk = lambda: [(p, p.stat().st_size) for p in sorted(version.rglob("*"))]  # noqa: E731
     first = walk()
