@@ -146,7 +146,7 @@ def _daemonize(options: MountOptions) -> int:
 
 
 def _serve_until_done(options: MountOptions, on_ready: object) -> int:
-    registry = open_registry(options.registry_url)
+    registry = open_registry(options.registry_url, index_dir=options.cache_dir / "manifests")
     cache = BlockCache(options.cache_dir, options.cache_size_bytes)
     namespace = Namespace(registry, options.alias_ttl_s)
     reader = Reader(cache)

@@ -7,7 +7,8 @@ Two kinds of inodes:
   so memory does not grow with the files of a version, only with the versions that were opened.
 
 Registry answers are cached for ``alias_ttl`` seconds; registry calls run in worker threads so a
-slow or unreachable database never blocks the daemon's event loop.
+slow or unreachable database never blocks the daemon's event loop. While the registry is down,
+answers obtained before keep being served and only lookups never made before fail (EIO).
 """
 
 from __future__ import annotations
@@ -149,7 +150,12 @@ class Namespace:
         hit = self._answers.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        value = await self._ask(fetch)
+        try:
+            value = await self._ask(fetch)
+        except RegistryDown:
+            if hit is None:
+                raise
+            return hit[1]  # keep serving what was resolved before the outage
         self._answers[key] = (now + self.alias_ttl, value)
         return value
 

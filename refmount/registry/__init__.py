@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import InvalidInput
@@ -18,7 +19,8 @@ def default_url() -> str:
     return load().registry
 
 
-def open_registry(url: str | None = None) -> Registry:
+def open_registry(url: str | None = None, *, index_dir: Path | None = None) -> Registry:
+    """``index_dir``: where a shared (network) registry keeps local copies of manifest indexes."""
     url = url or default_url()
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
@@ -31,7 +33,7 @@ def open_registry(url: str | None = None) -> Registry:
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresRegistry
 
-        return PostgresRegistry(url)
+        return PostgresRegistry(url, index_dir=index_dir)
     raise InvalidInput(
         f"unsupported registry URL {url!r} (expected sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DB)"
     )

@@ -75,7 +75,7 @@ class PostgresRegistry(SQLRegistry):
     @property
     def _db(self) -> _PgConnection:
         db = getattr(self._local, "db", None)
-        if db is None or db.conn.closed:
+        if db is None or db.conn.closed or db.conn.broken:
             import psycopg
 
             try:
