@@ -31,5 +31,6 @@ if [ "$want_tests" = 1 ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
-ln -sf "$(pwd)/.venv/bin/refmount" /usr/local/bin/refmount  # the path systemd units and fstab use
+ln -sf "$(pwd)/.venv/bin/refmount" /usr/local/bin/refmount  # the path systemd units use
+ln -sf "$(pwd)/.venv/bin/mount.fuse.refmount" /sbin/mount.fuse.refmount  # mount -t fuse.refmount, fstab
 echo "setup: refmount installed in $(pwd)/.venv ($(.venv/bin/refmount --version))" >&2
