@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import use_s3  # also puts the repo on sys.path
 
 import refmount.stores
 from refmount.manifest import Entry, Manifest
@@ -72,9 +70,7 @@ def main() -> None:
     parser.add_argument("--server", choices=["seaweedfs", "moto"], default="seaweedfs", help="S3 server to start")
     args = parser.parse_args()
     with server(args.server) as endpoint:
-        os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
-                          AWS_S3_ENDPOINT_URL=endpoint)  # fmt: skip
-        refmount.stores.reset()
+        use_s3(endpoint)
         client = s3_client(endpoint)
         bucket = "bench-log-scan"
         client.create_bucket(Bucket=bucket)

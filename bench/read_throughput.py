@@ -16,14 +16,13 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import drop_caches, use_s3
 
 import refmount
 import refmount.stores
@@ -31,11 +30,6 @@ from tests.mounts import MountedFS, is_mounted
 from tests.servers import SeaweedFS, s3_client
 
 MIB = 1 << 20
-
-
-def drop_caches() -> None:
-    os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def read_all(path: Path) -> int:
@@ -61,7 +55,7 @@ def peer_mount(kind: str, endpoint: str, bucket: str, mnt: Path) -> Iterator[Pat
     mnt.mkdir(parents=True, exist_ok=True)
     cache = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
     if kind == "rclone":
-        argv = ["rclone", "mount", f":s3,provider=Other,endpoint={endpoint},access_key_id=bench,"
+        argv = ["rclone", "mount", f":s3,provider=Other,endpoint='{endpoint}',access_key_id=bench,"
                 f"secret_access_key=bench:{bucket}", str(mnt), "--vfs-cache-mode", "full", "--cache-dir",
                 str(cache), "--daemon"]  # fmt: skip
     else:
@@ -97,9 +91,7 @@ def main() -> None:
     rows: list[tuple[str, float, str]] = []
     try:
         with SeaweedFS() as endpoint:
-            os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
-                              AWS_S3_ENDPOINT_URL=endpoint)  # fmt: skip
-            refmount.stores.reset()
+            use_s3(endpoint)
             client = s3_client(endpoint)
             client.create_bucket(Bucket="bench")
             client.upload_file(str(source), "bench", "data/object.bin")

@@ -19,17 +19,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import drop_caches, use_s3
 
 import refmount
 import refmount.stores
 from tests.mounts import MountedFS
 from tests.servers import SeaweedFS, s3_client
-
-
-def drop_caches() -> None:
-    os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def files_per_second(count: int, readers: int, read_one: Callable[[int], int]) -> float:
@@ -51,9 +46,7 @@ def main() -> None:
     rows: list[tuple[str, float]] = []
     try:
         with SeaweedFS() as endpoint:
-            os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
-                              AWS_S3_ENDPOINT_URL=endpoint)  # fmt: skip
-            refmount.stores.reset()
+            use_s3(endpoint)
             client = s3_client(endpoint)
             client.create_bucket(Bucket="bench")
             body = os.urandom(args.size_kib << 10)
