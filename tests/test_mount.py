@@ -304,3 +304,18 @@ def _rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def test_hostile_registry_names_are_not_shown(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:
+    import sqlite3
+
+    make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    db = sqlite3.connect(registry_url.removeprefix("sqlite://"))
+    db.execute("UPDATE nodes SET name = '../escape' WHERE name = 'labels.csv'")
+    db.execute("UPDATE nodes SET name = 'a/b' WHERE name = 'empty'")
+    db.commit()
+    db.close()
+    m = mount_factory()
+    assert sorted(os.listdir(m.path / "p/ds/v0")) == ["big.bin", "train"]
+    assert "invalid name" in m.log()

@@ -43,6 +43,14 @@ def _fail(code: int) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(code)
 
 
+def _showable(name: str) -> bool:
+    """A registry may be hostile or damaged: never hand the kernel a name it could misread as a path."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        log.warning("not showing the invalid name %r from the registry", name)
+        return False
+    return True
+
+
 @dataclass
 class OpenFile:
     slot: VersionSlot
@@ -187,6 +195,8 @@ class Operations(pyfuse3.Operations):
         assert path is not None
         names = await self._registry_call(self._namespace_children, path)
         for position, name in enumerate(names[start_id:], start_id + 1):
+            if not _showable(name):
+                continue
             attr = await self._registry_call(self._lookup_namespace, path, name)
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, position):
                 return
@@ -211,6 +221,8 @@ class Operations(pyfuse3.Operations):
         while rows := slot.index.listing(directory.id, after_id=after, limit=1000):
             for node_id, name, is_dir, size in rows:
                 after = node_id
+                if not _showable(name):
+                    continue
                 if is_dir:
                     attr = self._attrs(slot.inode(node_id), stat.S_IFDIR | 0o555, 0, mtime, IMMUTABLE_TTL)
                 elif size is None:
