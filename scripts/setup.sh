@@ -9,7 +9,11 @@ want_tests=0
 
 packages=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv attr)
 # Tests also start real servers: PostgreSQL for the shared registry; systemd-analyze checks the units.
-[ "$want_tests" = 1 ] && packages+=(postgresql systemd)
+# nginx serves HTTP references; npm installs Azurite (Azure Blob emulator).
+if [ "$want_tests" = 1 ]; then
+  packages+=(postgresql systemd nginx)
+  command -v npm >/dev/null || packages+=(nodejs npm)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -30,6 +34,10 @@ if [ "$want_tests" = 1 ]; then
   .venv/bin/python -m pip install -q -e '.[test]'
 else
   .venv/bin/python -m pip install -q -e .
+fi
+if [ "$want_tests" = 1 ] && [ ! -x /opt/refmount-test/azurite/node_modules/.bin/azurite-blob ]; then
+  echo "setup: installing Azurite 3.35 in /opt/refmount-test/azurite" >&2
+  npm install --silent --no-audit --no-fund --prefix /opt/refmount-test/azurite azurite@3.35 >/dev/null
 fi
 ln -sf "$(pwd)/.venv/bin/refmount" /usr/local/bin/refmount  # the path systemd units use
 ln -sf "$(pwd)/.venv/bin/mount.fuse.refmount" /sbin/mount.fuse.refmount  # mount -t fuse.refmount, fstab

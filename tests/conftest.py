@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["tests.servers", "tests.server_postgres", "tests.mounts"]
+pytest_plugins = [
+    "tests.servers",
+    "tests.server_postgres",
+    "tests.server_gcs",
+    "tests.server_http",
+    "tests.server_azure",
+    "tests.mounts",
+]
 
 
 @dataclass

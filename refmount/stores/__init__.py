@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from urllib.parse import urlsplit
 
 from ..errors import InvalidInput
 from ..uri import RefURI, parse_ref
@@ -13,8 +14,14 @@ from .base import DEFAULT_MAX_OBJECTS, Store
 _STORES = {
     "s3": "refmount.stores.s3:S3Store",
     "file": "refmount.stores.file:FileStore",
+    "gs": "refmount.stores.gcs:GCSStore",
+    "http": "refmount.stores.http:HTTPStore",
+    "https": "refmount.stores.http:HTTPStore",
+    "az": "refmount.stores.azure:AzureStore",
 }
 SCHEMES = frozenset(_STORES)
+# Azure Blob URLs share https:// with plain web servers: their host says which store serves them.
+_AZURE_BLOB_HOSTS = (".blob.core.windows.net", ".blob.core.chinacloudapi.cn", ".blob.core.usgovcloudapi.net")
 
 _instances: dict[str, Store] = {}
 _lock = threading.Lock()
@@ -27,14 +34,27 @@ def parse(uri: str) -> RefURI:
 
 def store_for(ref: RefURI | str) -> Store:
     """The (shared, thread-safe) store for a reference's scheme."""
-    scheme = ref.scheme if isinstance(ref, RefURI) else ref.partition("://")[0].lower()
+    scheme = _store_key(ref.raw if isinstance(ref, RefURI) else ref)
     if scheme not in _STORES:
         raise InvalidInput(f"unknown scheme {scheme!r} (supported: {', '.join(sorted(SCHEMES))})")
+    target = _STORES[scheme]  # http and https share one store (one connection pool)
     with _lock:
-        if scheme not in _instances:
-            module, cls = _STORES[scheme].split(":")
-            _instances[scheme] = getattr(importlib.import_module(module), cls)()
-        return _instances[scheme]
+        if target not in _instances:
+            module, cls = target.split(":")
+            _instances[target] = getattr(importlib.import_module(module), cls)()
+        return _instances[target]
+
+
+def _store_key(uri: str) -> str:
+    scheme = uri.partition("://")[0].lower()
+    if scheme in ("http", "https"):
+        try:
+            host = urlsplit(uri).hostname or ""
+        except ValueError:  # a malformed URL: the HTTP store reports it
+            return scheme
+        if host.endswith(_AZURE_BLOB_HOSTS):
+            return "az"
+    return scheme
 
 
 def reset() -> None:

@@ -1,0 +1,253 @@
+"""Azure Blob references: ``az://container/prefix`` and ``https://<account>.blob.core.windows.net/container/prefix``.
+
+``az://`` names no account: it comes from ``AZURE_STORAGE_CONNECTION_STRING`` or
+``AZURE_STORAGE_ACCOUNT``. An ``https://`` URL names its account in the host; the connection
+string is used for it when it is for that account, so an emulator or a private endpoint can
+stand in for the public one.
+
+Credentials: the connection string, else ``AZURE_STORAGE_KEY``, else azure-identity's
+DefaultAzureCredential. Scanning lists blobs (one request per 5,000) and records the ETag as the
+digest and, when the account keeps versions, the version id as ``extra.versionID``. Reads name
+that version and send ``If-Match: <ETag>``, so an overwritten blob fails instead of returning
+other bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)  # fmt: skip
+from azure.storage.blob import BlobProperties, BlobServiceClient, LinearRetry
+
+from ..errors import InvalidInput, NotFound, RefmountError, StoreError
+from ..manifest import Entry, join_path, validate_path
+from ..uri import RefURI, parse_ref
+from . import _AZURE_BLOB_HOSTS
+from .base import (
+    CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_OBJECTS,
+    MAX_ATTEMPTS,
+    READ_TIMEOUT_S,
+    Store,
+    changed,
+    limit,
+    location_entry,
+)  # fmt: skip
+
+_PAGE_SIZE = 5000  # the List Blobs maximum
+_KEY_SAFE = "/!$&'()*+,;=:@ ~"  # refs stay readable; quoted only what would change the URI's meaning
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Location:
+    account: str | None  # None: the environment's account (az://)
+    container: str
+    key: str
+
+    def ref(self, ref: RefURI, key: str) -> str:
+        """How an entry's ref is written: in the form the user gave (az:// or the https URL)."""
+        base = f"az://{self.container}" if ref.scheme == "az" else f"{ref.scheme}://{ref.netloc}/{self.container}"
+        return f"{base}/{quote(key, safe=_KEY_SAFE)}"
+
+
+class AzureStore(Store):
+    schemes = ("az",)
+
+    def __init__(self) -> None:
+        self._clients: dict[str | None, BlobServiceClient] = {}
+        self._lock = threading.Lock()
+
+    def client(self, account: str | None, uri: str) -> BlobServiceClient:
+        """One client per account, shared by all threads (the SDK's clients are thread-safe)."""
+        with self._lock:
+            if account not in self._clients:
+                self._clients[account] = _connect(account, uri)
+            return self._clients[account]
+
+    # -- scanning -------------------------------------------------------------------------------------
+    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
+             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
+        where = _locate(ref)
+        if ref.query:
+            raise InvalidInput(f"{ref.raw}: query parameters are not supported (SAS tokens are never stored)")
+        if not checksum:
+            return iter([location_entry(ref, name)])
+        container = self.client(where.account, ref.raw).get_container_client(where.container)
+        if where.key and not where.key.endswith("/"):
+            try:
+                blob = _mapped(lambda: container.get_blob_client(where.key).get_blob_properties(), ref.raw)
+            except NotFound:
+                blob = None  # not a blob: a prefix ("directory")
+            if blob is not None and not _is_folder(blob):
+                return iter([_entry(ref, where, blob, name or where.key.rpartition("/")[2])])
+        prefix = where.key if not where.key or where.key.endswith("/") else where.key + "/"
+        return limit(self._list(ref, where, container, prefix, name), max_objects, ref)
+
+    def _list(self, ref: RefURI, where: _Location, container: Any, prefix: str, name: str | None) -> Iterator[Entry]:
+        blobs = container.list_blobs(name_starts_with=prefix or None, include=["metadata"],
+                                     results_per_page=_PAGE_SIZE)  # fmt: skip
+        found = False
+        try:
+            for blob in _paged(blobs, ref.raw):
+                if _is_folder(blob):
+                    continue
+                found = True
+                yield _entry(ref, where, blob, join_path(name, blob.name[len(prefix) :]))
+        except NotFound:
+            account = where.account or _environment_account() or "the configured account"
+            raise NotFound(f"{ref.raw}: container {where.container!r} does not exist in {account!r}") from None
+        if not found:
+            raise NotFound(f"no blobs under {where.ref(ref, prefix)}")
+
+    # -- reading --------------------------------------------------------------------------------------
+    def read(self, entry: Entry, offset: int, length: int) -> bytes:
+        if length <= 0 or (entry.size is not None and offset >= entry.size):
+            return b""
+        if entry.size is not None:
+            length = min(length, entry.size - offset)
+        blob = self._blob(entry)
+        return self._pinned(entry, lambda: blob.download_blob(offset=offset, length=length, max_concurrency=1,
+                                                              **_guard(entry)).readall())  # fmt: skip
+
+    def check(self, entry: Entry) -> None:
+        blob = self._blob(entry)
+        self._pinned(entry, lambda: blob.get_blob_properties(**_guard(entry)))
+
+    def _blob(self, entry: Entry) -> Any:
+        where = _locate(parse_ref(entry.ref))
+        container = self.client(where.account, entry.ref).get_container_client(where.container)
+        return container.get_blob_client(where.key, version_id=entry.version_id if entry.is_snapshot else None)
+
+    def _pinned(self, entry: Entry, call: Callable[[], T]) -> T:
+        try:
+            return _mapped(call, entry.ref)
+        except ResourceModifiedError:
+            raise changed(entry, "the blob was overwritten or deleted (If-Match failed)") from None
+        except NotFound:
+            raise changed(entry, "the blob or its logged version was deleted") from None
+
+
+def _is_folder(blob: BlobProperties) -> bool:
+    """A folder marker (made by consoles, or an ADLS Gen2 directory), not data."""
+    return blob.size == 0 and (blob.name.endswith("/") or (blob.metadata or {}).get("hdi_isfolder") == "true")
+
+
+def _guard(entry: Entry) -> dict[str, Any]:
+    if not entry.is_snapshot:
+        return {}
+    return {"etag": f'"{entry.etag or entry.digest}"', "match_condition": MatchConditions.IfNotModified}
+
+
+def _locate(ref: RefURI) -> _Location:
+    if ref.scheme == "az":
+        if not ref.netloc:
+            raise InvalidInput(f"{ref.raw}: no container name (expected az://CONTAINER/PREFIX)")
+        return _Location(None, ref.netloc, ref.path)
+    host = ref.netloc.partition(":")[0].lower()
+    if not host.endswith(_AZURE_BLOB_HOSTS):
+        raise InvalidInput(f"{ref.raw}: not an Azure Blob URL (expected https://ACCOUNT.blob.core.windows.net/...)")
+    container, _, key = ref.path.partition("/")
+    if not container:
+        raise InvalidInput(f"{ref.raw}: no container name (expected https://ACCOUNT.blob.core.windows.net/CONTAINER/)")
+    return _Location(host.partition(".")[0], container, key)
+
+
+def _connect(account: str | None, uri: str) -> BlobServiceClient:
+    options: dict[str, Any] = {
+        "connection_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S,
+        # The SDK's default waits 15 s, then 18 s, ... between attempts; keep retries bounded and brisk.
+        "retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=MAX_ATTEMPTS - 1),
+    }  # fmt: skip
+    connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    if connection_string and (account is None or _connection_account(connection_string) == account):
+        try:
+            return BlobServiceClient.from_connection_string(connection_string, **options)
+        except ValueError as exc:
+            raise StoreError(f"{uri}: AZURE_STORAGE_CONNECTION_STRING is malformed ({exc})") from None
+    account = account or _environment_account()
+    if not account:
+        raise StoreError(f"{uri}: no Azure storage account: set AZURE_STORAGE_CONNECTION_STRING or "
+                         "AZURE_STORAGE_ACCOUNT, or use an https://ACCOUNT.blob.core.windows.net/ URL")  # fmt: skip
+    credential: Any = os.environ.get("AZURE_STORAGE_KEY")
+    if not credential:
+        from azure.identity import DefaultAzureCredential  # slow to import; only when needed
+
+        credential = DefaultAzureCredential()
+    return BlobServiceClient(f"https://{account}.blob.core.windows.net", credential=credential, **options)
+
+
+def _environment_account() -> str | None:
+    """The account that ``az://`` means."""
+    connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    if connection_string:
+        return _connection_account(connection_string)
+    return os.environ.get("AZURE_STORAGE_ACCOUNT") or None
+
+
+def _connection_account(connection_string: str) -> str | None:
+    fields = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    return fields.get("AccountName")
+
+
+def _entry(ref: RefURI, where: _Location, blob: BlobProperties, path: str) -> Entry:
+    try:
+        validate_path(path)
+    except InvalidInput as exc:
+        raise InvalidInput(f"blob name {blob.name!r} under {ref.raw} cannot be an artifact path: {exc}") from None
+    etag = blob.etag.strip('"')
+    extra = {"etag": etag}
+    if blob.version_id:
+        extra["versionID"] = blob.version_id
+    return Entry(path=path, ref=where.ref(ref, blob.name), digest=etag, size=blob.size, extra=extra)
+
+
+def _mapped(call: Callable[[], T], uri: str) -> T:
+    """Run ``call``; turn SDK failures into one-line errors naming ``uri`` (412 passes through)."""
+    try:
+        return call()
+    except (RefmountError, ResourceModifiedError):
+        raise
+    except Exception as exc:
+        raise _error(exc, uri) from exc
+
+
+def _paged(blobs: Any, uri: str) -> Iterator[BlobProperties]:
+    """The SDK requests each page while it is iterated: map those failures too."""
+    try:
+        yield from blobs
+    except Exception as exc:
+        raise _error(exc, uri) from exc
+
+
+def _error(exc: Exception, uri: str) -> RefmountError:
+    if isinstance(exc, ResourceNotFoundError):
+        return NotFound(f"{uri}: no such blob ({getattr(exc, 'error_code', None) or 'not found'})")
+    if isinstance(exc, ClientAuthenticationError):
+        return StoreError(f"{uri}: Azure authentication failed ({_first_line(exc)}); set "
+                          "AZURE_STORAGE_CONNECTION_STRING, or sign in for DefaultAzureCredential")  # fmt: skip
+    if isinstance(exc, HttpResponseError) and exc.status_code == 403:
+        return StoreError(f"{uri}: access denied ({exc.error_code or 403}); check the credentials and the role")
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        return StoreError(f"{uri}: cannot reach the Azure endpoint ({_first_line(exc)})")
+    if isinstance(exc, HttpResponseError):
+        return StoreError(f"{uri}: Azure error {exc.status_code} {exc.error_code or ''}".rstrip())
+    return StoreError(f"{uri}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

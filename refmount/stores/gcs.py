@@ -1,0 +1,238 @@
+"""``gs://`` references through gcsfs, on Google Cloud Storage or an emulator.
+
+Scanning lists the prefix through the JSON API (one request per 1,000 objects, never a request
+per object) and records each object's etag as the digest and its generation as
+``extra.versionID``. Reads are ranged media GETs that name that generation, so they return the
+logged bytes or fail: an overwritten object in an unversioned bucket no longer has the logged
+generation and raises ChangedObject. The generation is sent as a request parameter, not in
+gcsfs's ``bucket/key#<generation>`` path syntax, which misreads object names containing ``#``
+or ``?`` (``a?b#1`` would become object ``a``).
+
+gcsfs 2026.x exports a subclass that asks each bucket for its storage layout over gRPC
+(``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT``, on by default); against an emulator or a restricted
+network every such probe waits a minute and is retried on every operation. refmount uses
+``gcsfs.core.GCSFileSystem`` itself, which only speaks the JSON API over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import google.auth
+import google.auth.exceptions
+from gcsfs.core import GCSFileSystem
+from gcsfs.retry import HttpError, is_retriable
+
+from ..errors import InvalidInput, NotFound, RefmountError, StoreError
+from ..manifest import Entry, join_path, validate_path
+from ..uri import RefURI, parse_ref
+from .base import (
+    CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_OBJECTS,
+    READ_TIMEOUT_S,
+    Store,
+    changed,
+    limit,
+    location_entry,
+    with_retries,
+)  # fmt: skip
+
+_PAGE_SIZE = 1000  # the JSON API maximum per listing request
+_LIST_FIELDS = "items(name,size,etag,generation),nextPageToken"
+_KEY_SAFE = "/!$&'()*+,;=:@ ~"  # refs stay readable; quoted only what would change the URI's meaning
+T = TypeVar("T")
+
+
+class _GCSFileSystem(GCSFileSystem):
+    """The plain JSON-API filesystem, with gcsfs's own retries taken out.
+
+    gcsfs retries each request six times with up to 32 s sleeps (about a minute against an
+    unreachable endpoint); refmount bounds attempts itself, like every other store.
+    """
+
+    _request = GCSFileSystem._request.__wrapped__  # type: ignore[attr-defined]
+
+
+class _Transient(StoreError):
+    """A failure worth another attempt (5xx, 429, connection reset, timeout)."""
+
+
+class GCSStore(Store):
+    schemes = ("gs",)
+
+    def __init__(self) -> None:
+        self._fs: GCSFileSystem | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def fs(self) -> GCSFileSystem:
+        """One filesystem for all threads (gcsfs runs its requests on fsspec's own event loop thread)."""
+        with self._lock:
+            if self._fs is None:
+                self._fs = _GCSFileSystem(
+                    token=_token(),
+                    requests_timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S),
+                    skip_instance_cache=True,  # a reset store must see a changed environment
+                )
+            return self._fs
+
+    # -- scanning -------------------------------------------------------------------------------------
+    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
+             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
+        bucket, key = _bucket_key(ref)
+        unknown = [k for k, _ in ref.query if k != "generation"]
+        if unknown:
+            raise InvalidInput(f"{ref.raw}: unsupported query parameter {unknown[0]!r} (only generation)")
+        if not checksum:
+            return iter([location_entry(ref, name)])
+        generation = ref.query_value("generation")
+        if generation is not None or (key and not key.endswith("/")):
+            single = self._object(ref, bucket, key, generation)
+            if single is not None:
+                return iter([_entry(ref, bucket, single, name or key.rpartition("/")[2])])
+            if generation is not None:
+                raise NotFound(f"{ref.raw}: no such object generation")
+        prefix = key if not key or key.endswith("/") else key + "/"
+        return limit(self._list(ref, bucket, prefix, name), max_objects, ref)
+
+    def _object(self, ref: RefURI, bucket: str, key: str, generation: str | None) -> dict[str, Any] | None:
+        """The metadata of ``key`` if it is an object (it wins over a directory of the same name)."""
+        try:
+            return self._call(ref.raw, "GET", "b/{}/o/{}", bucket, key, generation=generation)
+        except NotFound:
+            return None
+
+    def _list(self, ref: RefURI, bucket: str, prefix: str, name: str | None) -> Iterator[Entry]:
+        page_token: str | None = None
+        found = False
+        while True:
+            try:
+                page = self._call(ref.raw, "GET", "b/{}/o", bucket, prefix=prefix or None, pageToken=page_token,
+                                  maxResults=_PAGE_SIZE, fields=_LIST_FIELDS)  # fmt: skip
+            except NotFound:  # a listing is only "not found" without its bucket
+                raise NotFound(f"{ref.raw}: bucket {bucket!r} does not exist at {self.fs._location}") from None
+            for item in page.get("items", []):
+                if item["name"].endswith("/") and int(item["size"]) == 0:
+                    continue  # a "folder" marker made by consoles, not data
+                found = True
+                yield _entry(ref, bucket, item, join_path(name, item["name"][len(prefix) :]))
+            page_token = page.get("nextPageToken")
+            if not page_token:
+                break
+        if not found:
+            raise NotFound(f"no objects under gs://{bucket}/{prefix}")
+
+    # -- reading --------------------------------------------------------------------------------------
+    def read(self, entry: Entry, offset: int, length: int) -> bytes:
+        if length <= 0 or (entry.size is not None and offset >= entry.size):
+            return b""
+        bucket, key, generation = self._pin(entry)
+        end = offset + length if entry.size is None else min(offset + length, entry.size)
+
+        def get() -> bytes:
+            headers, body = self.fs.call("GET", "b/{}/o/{}", bucket, key, alt="media", generation=generation,
+                                         headers={"Range": f"bytes={offset}-{end - 1}"})  # fmt: skip
+            return body if "Content-Range" in headers else body[offset:end]  # 200: the whole object
+
+        return self._pinned(entry, get)
+
+    def check(self, entry: Entry) -> None:
+        bucket, key, generation = self._pin(entry)
+        self._pinned(entry, lambda: self.fs.call("GET", "b/{}/o/{}", bucket, key, json_out=True, generation=generation))
+
+    def _pin(self, entry: Entry) -> tuple[str, str, str | None]:
+        """Bucket, key and the generation to read. An entry logged without a generation (an imported
+        manifest) is pinned to the current one only if the object still has the logged etag."""
+        bucket, key = _bucket_key(parse_ref(entry.ref))
+        generation = entry.version_id
+        if generation is None and entry.is_snapshot:
+            meta = self._pinned(entry, lambda: self.fs.call("GET", "b/{}/o/{}", bucket, key, json_out=True))
+            if meta.get("etag") != (entry.etag or entry.digest):
+                raise changed(entry, "the object was overwritten (etag differs)")
+            generation = meta.get("generation")
+        return bucket, key, generation
+
+    def _pinned(self, entry: Entry, call: Callable[[], T]) -> T:
+        try:
+            return _retrying(call, entry.ref)
+        except NotFound:
+            raise changed(entry, "the logged generation no longer exists (overwritten or deleted)") from None
+
+    def _call(self, uri: str, method: str, path: str, *args: Any, **params: Any) -> Any:
+        """One JSON-API request (None parameters are left out); failures name ``uri``."""
+        return _retrying(lambda: self.fs.call(method, path, *args, json_out=True, **params), uri)
+
+
+def _retrying(call: Callable[[], T], uri: str) -> T:
+    """``call`` with refmount's bounded retries; every failure becomes a one-line error naming ``uri``."""
+    return with_retries(lambda: _mapped(call, uri), what=uri, retryable=lambda e: isinstance(e, _Transient))
+
+
+def _token() -> str:
+    """How gcsfs authenticates: google-auth's default chain, or anonymous when there is nothing to use.
+
+    gcsfs's own chain (``token=None``) ends with a GCE metadata probe that waits about 15 s off
+    Google Cloud; google-auth's default chain already covers GCE, so it is used on its own. With
+    no credentials at all, public buckets still work anonymously.
+    """
+    if os.environ.get("STORAGE_EMULATOR_HOST", "") not in ("", "default"):
+        return "anon"
+    if not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):  # a configured file must work, or fail loudly
+        try:
+            google.auth.default()
+        except google.auth.exceptions.DefaultCredentialsError:
+            return "anon"
+    return "google_default"
+
+
+def _mapped(call: Callable[[], T], uri: str) -> T:
+    """Run ``call``, turning gcsfs/aiohttp/google-auth failures into refmount's one-line errors."""
+    try:
+        return call()
+    except RefmountError:
+        raise
+    except FileNotFoundError:
+        raise NotFound(f"{uri}: no such object") from None
+    except google.auth.exceptions.GoogleAuthError as exc:
+        raise StoreError(f"{uri}: Google credentials failed ({exc}); set GOOGLE_APPLICATION_CREDENTIALS or run "
+                         "`gcloud auth application-default login`") from exc  # fmt: skip
+    except HttpError as exc:
+        if exc.code in (401, 403):
+            raise StoreError(f"{uri}: access denied ({exc.code}: {exc.message}); check GOOGLE_APPLICATION_CREDENTIALS "
+                             "or `gcloud auth application-default login`") from exc  # fmt: skip
+        cls = _Transient if is_retriable(exc) else StoreError
+        raise cls(f"{uri}: GCS error {exc.code}: {exc.message}") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise _Transient(f"{uri}: cannot reach the GCS endpoint ({exc})") from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise _Transient(f"{uri}: GCS request failed ({type(exc).__name__}: {exc})") from exc
+    except OSError as exc:  # gcsfs reports 403 as a bare OSError("Forbidden: ...")
+        if "Forbidden" in str(exc):
+            raise StoreError(f"{uri}: access denied; check the credentials and bucket permissions") from exc
+        raise StoreError(f"{uri}: {exc}") from exc
+    except ValueError as exc:  # gcsfs: "Bad Request" and requester-pays buckets
+        raise StoreError(f"{uri}: {str(exc).splitlines()[0]}") from exc
+
+
+def _bucket_key(ref: RefURI) -> tuple[str, str]:
+    if not ref.netloc:
+        raise InvalidInput(f"{ref.raw}: no bucket name (expected gs://BUCKET/KEY)")
+    return ref.netloc, ref.path
+
+
+def _entry(ref: RefURI, bucket: str, item: dict[str, Any], path: str) -> Entry:
+    key = item["name"]
+    try:
+        validate_path(path)
+    except InvalidInput as exc:
+        raise InvalidInput(f"object name {key!r} under {ref.raw} cannot be an artifact path: {exc}") from None
+    etag = item["etag"]
+    # W&B records the generation as a number; it is an int64 in the JSON API (sent as a string).
+    extra = {"etag": etag, "versionID": int(item["generation"])}
+    ref_uri = f"gs://{bucket}/{quote(key, safe=_KEY_SAFE)}"
+    return Entry(path=path, ref=ref_uri, digest=etag, size=int(item["size"]), extra=extra)

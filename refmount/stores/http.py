@@ -1,0 +1,291 @@
+"""``http://`` and ``https://`` references: one file per URL (there is no listing in HTTP).
+
+The version of a file is its ``ETag`` (the digest is the ETag without its quotes, as W&B records
+it; ``extra.etag`` keeps the header verbatim so it can be sent back). Reads are ``Range``
+requests guarded by ``If-Match``: a changed file answers 412, and a server that ignores the
+guard is caught by comparing the ETag it returns. A server that ignores ``Range`` answers 200
+with the whole body, which is sliced.
+
+Weak ETags (``W/"..."``) are kept as they are (W&B does the same, so digests agree). They
+cannot be sent in ``If-Match`` (the comparison is strong, RFC 9110), so such reads are
+checked only by the ETag and total size that the response reports.
+
+A file served without an ETag is hashed at log time (streamed; digest = base64 MD5, like
+``file://``) and every read fetches the whole body and verifies that MD5 before any byte is
+returned; the last few verified bodies are kept in memory so block-wise readers do not
+download a file once per block.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import requests
+import requests.adapters
+from urllib3.util.retry import Retry
+
+from ..errors import InvalidInput, NotFound, RefmountError, StoreError
+from ..manifest import Entry, b64_md5
+from ..uri import RefURI
+from .base import (
+    CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_OBJECTS,
+    MAX_ATTEMPTS,
+    READ_TIMEOUT_S,
+    Store,
+    changed,
+    location_entry,
+    with_retries,
+)  # fmt: skip
+
+_TIMEOUT = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
+_CHUNK = 1 << 20
+_VERIFIED_BYTES = 64 << 20  # memory kept for verified whole bodies of files without an ETag
+# Compression would change what Content-Length and byte ranges refer to.
+_HEADERS = {"Accept-Encoding": "identity", "User-Agent": "refmount"}
+T = TypeVar("T")
+
+
+class _Transient(StoreError):
+    """A body that broke off mid-transfer: worth another attempt. (Connecting and 5xx answers are
+    already retried with backoff by urllib3 inside each request.)"""
+
+
+class HTTPStore(Store):
+    schemes = ("http", "https")
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._verified: collections.OrderedDict[tuple[str, str], bytes] = collections.OrderedDict()
+        self._verified_bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> requests.Session:
+        """One session per thread (requests does not promise a shared Session is thread-safe)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            # Status retries only on idempotent GET/HEAD answers that say "try again"; connection
+            # errors are retried there too. TLS is verified (REQUESTS_CA_BUNDLE is honoured).
+            retry = Retry(total=MAX_ATTEMPTS - 1, backoff_factor=0.2, status_forcelist=(429, 502, 503, 504),
+                          allowed_methods=("GET", "HEAD"), raise_on_status=False,
+                          respect_retry_after_header=False)  # fmt: skip
+            adapter = requests.adapters.HTTPAdapter(max_retries=retry, pool_maxsize=32)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers.update(_HEADERS)
+        return session
+
+    # -- scanning -------------------------------------------------------------------------------------
+    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
+             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
+        if not ref.netloc:
+            raise InvalidInput(f"{ref.raw}: no host in the URL")
+        if not checksum:
+            return iter([location_entry(ref, name)])
+        digest, size, extra = self._identify(ref.raw)
+        path = name or ref.path.rstrip("/").rpartition("/")[2] or ref.netloc
+        return iter([Entry(path=path, ref=ref.raw, digest=digest, size=size, extra=extra)])
+
+    def _identify(self, url: str) -> tuple[str, int | None, dict[str, str]]:
+        """Digest, size and extra of the file: from HEAD when it gives an ETag and a length, else
+        from a streamed GET (which hashes the body when there is no ETag)."""
+        response = self._request(url, "HEAD", {})
+        if response.ok and response.headers.get("ETag") and _length(response) is not None:
+            return _digest(response.headers["ETag"]), _length(response), {"etag": response.headers["ETag"]}
+        if not response.ok and response.status_code not in (405, 501):
+            raise _status_error(response, url)
+
+        def get() -> tuple[str, int | None, dict[str, str]]:
+            with self._stream(url, {}) as body:
+                _raise_for(body, url)
+                etag, size = body.headers.get("ETag"), _length(body)
+                if etag and size is not None:
+                    return _digest(etag), size, {"etag": etag}
+                md5, size = hashlib.md5(), 0
+                for chunk in _chunks(body, url):
+                    md5.update(chunk)
+                    size += len(chunk)
+            return (_digest(etag), size, {"etag": etag}) if etag else (b64_md5(md5.digest()), size, {})
+
+        return _retrying(get, url)
+
+    # -- reading --------------------------------------------------------------------------------------
+    def read(self, entry: Entry, offset: int, length: int) -> bytes:
+        if length <= 0 or (entry.size is not None and offset >= entry.size):
+            return b""
+        if entry.is_snapshot and not entry.etag:
+            return self._verified_body(entry)[offset : offset + length]
+        end = offset + length - 1 if entry.size is None else min(offset + length, entry.size) - 1
+        headers = {"Range": f"bytes={offset}-{end}", **self._guard(entry)}
+
+        def get() -> bytes:
+            with self._stream(entry.ref, headers) as response:
+                if response.status_code == 416 and entry.size is None:
+                    return b""  # past the end of a file of unknown size
+                self._check_response(entry, response)
+                if response.status_code == 200:  # the server ignored Range: it sends everything
+                    return b"".join(_chunks(response, entry.ref))[offset : offset + length]
+                if _range_start(response) != offset:
+                    raise StoreError(f"{entry.ref}: asked for bytes from {offset}, the server sent "
+                                     f"{response.headers.get('Content-Range')!r}")  # fmt: skip
+                return b"".join(_chunks(response, entry.ref))
+
+        return _retrying(get, entry.ref)
+
+    def check(self, entry: Entry) -> None:
+        if entry.is_snapshot and not entry.etag:
+            self._verified_body(entry)
+            return
+        response = self._request(entry.ref, "HEAD", self._guard(entry))
+        if response.status_code in (405, 501):  # no HEAD: a one-byte guarded GET says the same
+            self.read(entry, 0, 1)
+            return
+        self._check_response(entry, response)
+
+    def _guard(self, entry: Entry) -> dict[str, str]:
+        etag = entry.etag
+        if not entry.is_snapshot or not etag or etag.startswith("W/"):
+            return {}
+        return {"If-Match": etag}
+
+    def _check_response(self, entry: Entry, response: requests.Response) -> None:
+        """Raise unless ``response`` is about the logged version of the file."""
+        if response.status_code == 412:
+            raise changed(entry, "the file changed (If-Match failed)")
+        if response.status_code in (404, 410, 416):  # 416: the logged range is no longer inside the file
+            raise changed(entry, f"the server answers {response.status_code} {response.reason}")
+        _raise_for(response, entry.ref)
+        if not entry.is_snapshot:
+            return
+        etag = response.headers.get("ETag")
+        if etag is not None and _opaque(etag) != _opaque(entry.etag or entry.digest):
+            raise changed(entry, f"the file changed (ETag is now {etag})")
+        total = _total_size(response)
+        if entry.size is not None and total is not None and total != entry.size:
+            raise changed(entry, f"the file changed (size is now {total}, logged {entry.size})")
+
+    def _verified_body(self, entry: Entry) -> bytes:
+        """The whole body of an ETag-less file, returned only if its MD5 is the logged one."""
+        key = (entry.ref, entry.digest)
+        with self._lock:
+            if key in self._verified:
+                self._verified.move_to_end(key)
+                return self._verified[key]
+
+        def get() -> bytes:
+            with self._stream(entry.ref, {}) as response:
+                self._check_response(entry, response)
+                return b"".join(_chunks(response, entry.ref))
+
+        body = _retrying(get, entry.ref)
+        if b64_md5(hashlib.md5(body).digest()) != entry.digest:
+            raise changed(entry, "its content changed (MD5 differs)")
+        self._remember(key, body)
+        return body
+
+    def _remember(self, key: tuple[str, str], body: bytes) -> None:
+        if len(body) > _VERIFIED_BYTES // 4:
+            return
+        with self._lock:
+            if key in self._verified:  # another thread verified it meanwhile
+                return
+            self._verified[key] = body
+            self._verified_bytes += len(body)
+            while self._verified_bytes > _VERIFIED_BYTES:
+                _, dropped = self._verified.popitem(last=False)
+                self._verified_bytes -= len(dropped)
+
+    # -- requests -------------------------------------------------------------------------------------
+    def _request(self, url: str, method: str, headers: dict[str, str]) -> requests.Response:
+        return _mapped(lambda: self.session.request(method, url, headers=headers, timeout=_TIMEOUT), url)
+
+    def _stream(self, url: str, headers: dict[str, str]) -> requests.Response:
+        return _mapped(lambda: self.session.get(url, headers=headers, timeout=_TIMEOUT, stream=True), url)
+
+
+def _retrying(call: Callable[[], T], url: str) -> T:
+    return with_retries(call, what=url, retryable=lambda e: isinstance(e, _Transient))
+
+
+def _mapped(call: Callable[[], T], url: str) -> T:
+    """Run ``call``; turn requests' failures into one-line errors naming ``url``."""
+    try:
+        return call()
+    except RefmountError:
+        raise
+    except requests.exceptions.SSLError as exc:
+        raise StoreError(f"{url}: TLS verification failed ({_reason(exc)}); set REQUESTS_CA_BUNDLE for a "
+                         "private CA") from exc  # fmt: skip
+    except requests.exceptions.TooManyRedirects as exc:
+        raise StoreError(f"{url}: too many redirects") from exc
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise StoreError(f"{url}: cannot reach the server ({_reason(exc)})") from exc
+    except requests.exceptions.RequestException as exc:
+        raise StoreError(f"{url}: {_reason(exc)}") from exc
+
+
+def _chunks(response: requests.Response, url: str) -> Iterator[bytes]:
+    try:
+        yield from response.iter_content(_CHUNK)
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout) as exc:  # fmt: skip
+        raise _Transient(f"{url}: the connection broke while reading ({_reason(exc)})") from exc
+
+
+def _raise_for(response: requests.Response, url: str) -> None:
+    if not response.ok:
+        raise _status_error(response, url)
+
+
+def _status_error(response: requests.Response, url: str) -> RefmountError:
+    status = f"{response.status_code} {response.reason}".strip()
+    if response.status_code in (404, 410):
+        return NotFound(f"{url}: no such file (HTTP {status})")
+    if response.status_code in (401, 403):
+        return StoreError(f"{url}: access denied (HTTP {status}); refmount sends no credentials to HTTP servers")
+    return StoreError(f"{url}: the server answered HTTP {status}")
+
+
+def _digest(etag: str) -> str:
+    """W&B's digest for an ETag: without surrounding quotes (a weak ``W/"x"`` stays as it is)."""
+    return etag[1:-1] if len(etag) >= 2 and etag[0] == etag[-1] == '"' else etag
+
+
+def _opaque(etag: str) -> str:
+    """The ETag's opaque part, for the weak comparison of a response's ETag with the logged one."""
+    return etag.removeprefix("W/").strip('"')
+
+
+def _length(response: requests.Response) -> int | None:
+    value = response.headers.get("Content-Length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _total_size(response: requests.Response) -> int | None:
+    """The full file size a response reports: ``Content-Range: bytes a-b/TOTAL`` or a 200's length."""
+    content_range = response.headers.get("Content-Range", "")
+    if content_range:
+        total = content_range.rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    return _length(response) if response.status_code == 200 else None
+
+
+def _range_start(response: requests.Response) -> int | None:
+    first = response.headers.get("Content-Range", "").removeprefix("bytes ").partition("-")[0]
+    return int(first) if first.isdigit() else None
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost, most specific message of a requests/urllib3 error chain, on one line."""
+    while True:
+        inner = getattr(exc, "reason", None) or (exc.args[0] if exc.args else None)
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return " ".join(str(exc).split()) or type(exc).__name__

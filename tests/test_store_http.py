@@ -1,0 +1,185 @@
+"""http(s):// references against real nginx (ETag, Range, If-Match) and a bare Python http.server."""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import json
+import os
+from typing import Any
+
+import pytest
+
+from refmount.errors import ChangedObject, InvalidInput, NotFound, StoreError
+from refmount.manifest import Entry
+from refmount.stores import parse, store_for
+from refmount.stores.http import HTTPStore
+from tests.conftest import Cli
+from tests.server_http import HTTPDir, Served, TLSServed, fresh_dir
+from tests.servers import free_port
+
+BODY = bytes(range(256)) * 40
+
+
+def b64md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def scan(uri: str, **kw) -> list[Entry]:
+    return list(store_for(uri).scan(parse(uri), **kw))
+
+
+@pytest.fixture
+def store() -> HTTPStore:
+    s = store_for("http")
+    assert isinstance(s, HTTPStore) and store_for("https") is s
+    return s
+
+
+def overwrite(directory: HTTPDir, name: str, body: bytes) -> None:
+    """Replace a file so that nginx's ETag (mtime seconds + size) surely changes."""
+    directory.put(name, body)
+    os.utime(directory.root / name, (1, 1))
+
+
+def test_scan_with_etag(nginx_dir: HTTPDir) -> None:
+    url = nginx_dir.put("sub/model.bin", BODY)
+    (entry,) = scan(url)
+    quoted = entry.extra["etag"]
+    assert quoted.startswith('"') and entry.digest == quoted.strip('"') and entry.etag == quoted
+    assert entry.path == "model.bin" and entry.size == len(BODY) and entry.ref == url
+    (named,) = scan(url, name="weights/best.bin", max_objects=1)
+    assert named.path == "weights/best.bin" and named.digest == entry.digest
+    (location,) = scan(url, checksum=False)
+    assert location.digest == location.ref == url and not location.is_snapshot
+
+
+def test_redirects_are_followed(nginx: Served, nginx_dir: HTTPDir) -> None:
+    url = nginx_dir.put("a.txt", b"moved here")
+    moved = url.replace(nginx.url, nginx.url + "/moved")
+    (entry,) = scan(moved)
+    assert entry.ref == moved and entry.size == 10 and entry.digest == scan(url)[0].digest
+    assert store_for(moved).read(entry, 0, 5) == b"moved"
+
+
+def test_scan_without_etag_hashes_the_content(plain_dir: HTTPDir) -> None:
+    url = plain_dir.put("data.csv", BODY)
+    (entry,) = scan(url)  # the server refuses HEAD: the size comes from the streamed GET
+    assert entry.digest == b64md5(BODY) and entry.size == len(BODY) and entry.extra == {}
+
+
+def test_reads_with_etag_are_ranged_and_guarded(nginx_dir: HTTPDir, store: HTTPStore) -> None:
+    url = nginx_dir.put("k.bin", BODY)
+    (entry,) = scan(url)
+    assert store.read(entry, 0, len(BODY)) == BODY
+    assert store.read(entry, 1000, 17) == BODY[1000:1017]
+    assert store.read(entry, len(BODY) - 5, 100) == BODY[-5:]
+    assert store.read(entry, len(BODY), 10) == b"" and store.read(entry, 3, 0) == b""
+    store.check(entry)
+    overwrite(nginx_dir, "k.bin", bytes(len(BODY)))  # same size, other bytes
+    with pytest.raises(ChangedObject, match="If-Match failed") as info:
+        store.read(entry, 0, 10)
+    assert entry.ref in str(info.value) and entry.path in str(info.value)
+    with pytest.raises(ChangedObject):
+        store.check(entry)
+    os.unlink(nginx_dir.root / "k.bin")
+    with pytest.raises(ChangedObject, match="404"):
+        store.read(entry, 0, 10)
+
+
+def test_reads_without_etag_or_range_verify_the_md5(plain_dir: HTTPDir) -> None:
+    store = HTTPStore()  # a fresh store: nothing verified yet
+    url = plain_dir.put("k.bin", BODY)
+    (entry,) = scan(url)
+    assert store.read(entry, 1000, 17) == BODY[1000:1017]  # the server answers 200: the body is sliced
+    assert store.read(entry, len(BODY) - 5, 100) == BODY[-5:]
+    store.check(entry)
+    plain_dir.put("k.bin", bytes(len(BODY)))
+    with pytest.raises(ChangedObject, match="MD5 differs"):
+        HTTPStore().read(entry, 0, 10)
+    with pytest.raises(ChangedObject, match="MD5 differs"):
+        HTTPStore().check(entry)
+
+
+def test_range_ignored_but_etag_sent(nginx: Served, nginx_dir: HTTPDir, plain_http: Served,
+                                     store: HTTPStore) -> None:  # fmt: skip
+    """An entry with an ETag read from a server that ignores Range and sends no ETag: still exact."""
+    url = nginx_dir.put("same.bin", BODY)
+    (entry,) = scan(url)
+    elsewhere = fresh_dir(plain_http)
+    moved = Entry(path=entry.path, ref=elsewhere.put("same.bin", BODY), digest=entry.digest, size=entry.size,
+                  extra=entry.extra)  # fmt: skip
+    assert store.read(moved, 100, 50) == BODY[100:150]
+    elsewhere.put("same.bin", BODY[:-1])  # the size gives the change away
+    with pytest.raises(ChangedObject, match="size is now"):
+        store.read(moved, 100, 50)
+
+
+def test_errors_are_one_line_and_name_the_url(nginx: Served, nginx_dir: HTTPDir) -> None:
+    cases = {
+        f"{nginx_dir.url}/nope": (NotFound, r"no such file \(HTTP 404"),
+        f"{nginx.url}/denied/x": (StoreError, r"access denied \(HTTP 403"),
+        f"http://127.0.0.1:{free_port()}/x": (StoreError, "cannot reach the server"),
+    }
+    for url, (error, message) in cases.items():
+        with pytest.raises(error, match=message) as info:
+            scan(url)
+        assert str(info.value).startswith(url) and "\n" not in str(info.value)
+    with pytest.raises(InvalidInput, match="no host"):
+        scan("http:///x")
+
+
+def test_tls_is_verified(self_signed_https: TLSServed, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = fresh_dir(self_signed_https).put("f.txt", b"secure")
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    with pytest.raises(StoreError, match="TLS verification failed"):
+        scan(url)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(self_signed_https.ca_bundle))  # trust it explicitly
+    (entry,) = scan(url)
+    assert entry.digest == b64md5(b"secure") and store_for(url).read(entry, 0, 6) == b"secure"
+
+
+def test_weak_etags_are_kept_and_checked(plain_http: Served, store: HTTPStore) -> None:
+    weak = HTTPDir(plain_http.root / "weak", f"{plain_http.url}/weak")
+    url = weak.put(f"w{os.getpid()}.bin", BODY)
+    (entry,) = scan(url)
+    assert entry.digest == entry.etag == f'W/"{hashlib.md5(BODY).hexdigest()}"'  # as W&B records it
+    assert store.read(entry, 100, 50) == BODY[100:150]  # no If-Match sent: it could never match
+    store.check(entry)
+    weak.put(url.rpartition("/")[2], BODY[::-1])
+    with pytest.raises(ChangedObject, match="ETag is now"):
+        store.read(entry, 100, 50)
+
+
+def test_cli_log_show_relog_and_change(nginx_dir: HTTPDir, plain_dir: HTTPDir, cli: Cli) -> None:
+    model = nginx_dir.put("model.bin", BODY)
+    labels = plain_dir.put("labels.csv", b"a,b\n")
+    args = ("log", "models/cnn", model, labels, "--name", "weights/model.bin", "--name", "labels.csv", "--json")
+    first = cli(*args).json()
+    assert first["name"] == "models/cnn:v0" and first["files"] == 2
+    contents = json.loads(cli("show", "models/cnn:v0", "--json").out)["contents"]
+    assert contents["labels.csv"] == {"digest": b64md5(b"a,b\n"), "ref": labels, "size": 4}
+    assert contents["weights/model.bin"]["extra"]["etag"].strip('"') == contents["weights/model.bin"]["digest"]
+    assert not cli(*args).json()["created"]
+    overwrite(nginx_dir, "model.bin", BODY[::-1])
+    assert cli(*args).json()["name"] == "models/cnn:v1"
+    plain_dir.put("labels.csv", b"a,c\n")
+    assert cli(*args).json()["name"] == "models/cnn:v2"
+    result = cli("log", "models/cnn", f"{nginx_dir.url}/missing.bin", ok=False)
+    assert "no such file" in result.err and len(result.err.strip().splitlines()) == 1, result.err
+
+
+def test_mount_reads_exact_bytes_and_fails_on_change(nginx_dir: HTTPDir, plain_dir: HTTPDir, cli: Cli,
+                                                     mount_factory: Any) -> None:  # fmt: skip
+    big = os.urandom((9 << 20) + 123)  # more than one 8 MiB block: ranged reads through the kernel
+    urls = [nginx_dir.put("big.bin", big), nginx_dir.put("small.bin", b"logged"), plain_dir.put("plain.bin", big)]
+    cli("log", "web/files", *urls)
+    m = mount_factory()
+    version = m.path / "web/files/v0"
+    assert (version / "big.bin").read_bytes() == big
+    assert (version / "plain.bin").read_bytes() == big  # no ETag, no Range: whole body, MD5-verified
+    overwrite(nginx_dir, "small.bin", b"LOGGED")
+    with pytest.raises(OSError) as info:
+        (version / "small.bin").read_bytes()
+    assert info.value.errno == errno.EIO and "If-Match failed" in m.log()
