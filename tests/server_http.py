@@ -8,6 +8,7 @@ self-signed certificate to show that TLS is verified.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import http.server
 import itertools
@@ -21,11 +22,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.servers import free_port, http_ok, start_process
 
+GCS_DENIAL = "tester@example.com does not have storage.objects.list access to the bucket."
 _NGINX_CONF = """\
 daemon off;
 user root;
@@ -47,6 +50,11 @@ http {{
         root {root};
         location /moved/ {{ rewrite ^/moved/(.*)$ /$1 redirect; }}
         location /denied/ {{ return 403; }}
+        # Answers every request the way GCS's JSON API refuses access (a GCS endpoint for error tests).
+        location /gcs-denied/ {{
+            default_type application/json;
+            return 403 '{{"error": {{"code": 403, "message": "{gcs_denial}"}}}}';
+        }}
     }}
 }}
 """
@@ -71,7 +79,7 @@ def nginx() -> Iterator[Served]:
         (prefix / sub).mkdir()
     port = free_port()
     conf = prefix / "nginx.conf"
-    conf.write_text(_NGINX_CONF.format(prefix=prefix, port=port, root=root))
+    conf.write_text(_NGINX_CONF.format(prefix=prefix, port=port, root=root, gcs_denial=GCS_DENIAL))
     url = f"http://127.0.0.1:{port}"
     try:
         with start_process([binary, "-p", str(prefix), "-c", str(conf)], http_ok(url + "/")):
@@ -81,16 +89,21 @@ def nginx() -> Iterator[Served]:
 
 
 class _PlainHandler(http.server.SimpleHTTPRequestHandler):
-    """http.server as it is (no ETag, no Range), minus HEAD.
+    """http.server as it is (no ETag, no Range), minus HEAD; it counts GETs per path.
 
     Files under ``/weak/`` get a weak ETag, and ``If-Match`` there always fails, as RFC 9110's
     strong comparison demands of a weak validator.
     """
 
+    def __init__(self, *args: Any, gets: collections.Counter[str], **kwargs: Any) -> None:
+        self.gets = gets
+        super().__init__(*args, **kwargs)
+
     def do_HEAD(self) -> None:
         self.send_error(501, "HEAD not supported")
 
     def do_GET(self) -> None:
+        self.gets[self.path] += 1
         if self.path.startswith("/weak/") and "If-Match" in self.headers:
             self.send_error(412, "a weak ETag never matches If-Match")
             return
@@ -106,16 +119,22 @@ class _PlainHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+@dataclass
+class PlainServed(Served):
+    gets: collections.Counter[str]  # GET requests per URL path, as the server saw them
+
+
 @contextmanager
-def _python_server(tls: ssl.SSLContext | None = None) -> Iterator[Served]:
+def _python_server(tls: ssl.SSLContext | None = None) -> Iterator[PlainServed]:
     root = Path(tempfile.mkdtemp(prefix="refmount-python-http-"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_PlainHandler, directory=str(root)))
+    gets: collections.Counter[str] = collections.Counter()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_PlainHandler, directory=str(root), gets=gets))
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, name="python-http", daemon=True)
     thread.start()
     try:
-        yield Served(root, f"{'https' if tls else 'http'}://127.0.0.1:{server.server_port}")
+        yield PlainServed(root, f"{'https' if tls else 'http'}://127.0.0.1:{server.server_port}", gets)
     finally:
         server.shutdown()
         server.server_close()
@@ -124,7 +143,7 @@ def _python_server(tls: ssl.SSLContext | None = None) -> Iterator[Served]:
 
 
 @pytest.fixture(scope="session")
-def plain_http() -> Iterator[Served]:
+def plain_http() -> Iterator[PlainServed]:
     with _python_server() as served:
         yield served
 
@@ -176,5 +195,5 @@ def nginx_dir(nginx: Served) -> HTTPDir:
 
 
 @pytest.fixture
-def plain_dir(plain_http: Served) -> HTTPDir:
+def plain_dir(plain_http: PlainServed) -> HTTPDir:
     return fresh_dir(plain_http)

@@ -22,7 +22,7 @@ from refmount.stores.azure import AzureStore
 from refmount.stores.file import file_uri
 from refmount.stores.http import HTTPStore
 from tests.conftest import Cli
-from tests.server_azure import ACCOUNT, AzureEnv
+from tests.server_azure import ACCOUNT, KEY, AzureEnv
 from tests.server_gcs import GCSEnv
 from tests.server_http import HTTPDir
 from tests.servers import free_port
@@ -89,9 +89,15 @@ def test_checksum_false_and_max_objects(azure_env: AzureEnv) -> None:
     assert len(scan(f"az://{c}/p/", max_objects=3)) == 3
 
 
-def test_https_blob_urls_route_to_azure(azure_env: AzureEnv) -> None:
+def test_https_blob_urls_route_to_azure(azure_env: AzureEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(store_for("https://acct.blob.core.windows.net/c/k"), AzureStore)
     assert isinstance(store_for("https://example.com/c/k"), HTTPStore)
+    with monkeypatch.context() as env:  # a national cloud's URL is served by that cloud's endpoint
+        env.delenv("AZURE_STORAGE_CONNECTION_STRING")
+        env.setenv("AZURE_STORAGE_KEY", KEY)
+        url = "https://acct.blob.core.chinacloudapi.cn/c/k"
+        client = AzureStore().client("acct.blob.core.chinacloudapi.cn", url)  # built only: nothing is sent
+        assert isinstance(store_for(url), AzureStore) and client.url == "https://acct.blob.core.chinacloudapi.cn/"
     c = azure_env.container()
     azure_env.put(c, "d/k.bin", BODY)
     # The connection string is for this account, so it says how to reach it (here: Azurite).
@@ -187,6 +193,21 @@ def test_one_manifest_mixes_every_scheme(azure_env: AzureEnv, gcs_env: GCSEnv, n
         entry = Entry.from_json(path, contents[path])
         assert store_for(entry.ref).read(entry, 0, 100) == body
     assert not cli(*args, "--json").json()["created"]
+
+
+def test_download_and_verify(azure_env: AzureEnv, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFMOUNT_CACHE_DIR", str(tmp_path / "cache"))
+    c = azure_env.container()
+    files = {"a.bin": os.urandom(20_000), "sub/b.bin": os.urandom(9 << 20), "empty": b""}
+    for key, body in files.items():
+        azure_env.put(c, f"ds/{key}", body)
+    cli("log", "p/dl", f"az://{c}/ds/")
+    cli("download", "p/dl", str(tmp_path / "out"), "--no-cache", "-q")
+    assert {k: (tmp_path / "out" / k).read_bytes() for k in files} == files
+    assert "3 of 3 references resolve" in cli("verify", "p/dl", "-q").out
+    azure_env.put(c, "ds/a.bin", b"overwritten")  # no versions in Azurite: If-Match is what catches it
+    result = cli("verify", "p/dl", "-q", ok=False)
+    assert "2 of 3" in result.out and f"az://{c}/ds/a.bin" in result.err and result.code == 4
 
 
 def test_mount_reads_exact_bytes_and_fails_on_overwrite(azure_env: AzureEnv, cli: Cli, mount_factory: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from refmount.stores import parse, store_for
 from refmount.stores.gcs import GCSStore
 from tests.conftest import Cli
 from tests.server_gcs import GCSEnv
+from tests.server_http import GCS_DENIAL, Served
 from tests.servers import free_port
 
 
@@ -90,7 +92,7 @@ def test_checksum_false_and_max_objects(gcs_env: GCSEnv) -> None:
     assert len(scan(f"gs://{b}/p/", max_objects=3)) == 3
 
 
-def test_errors_name_the_reference(gcs_env: GCSEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_errors_name_the_reference(gcs_env: GCSEnv, nginx: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     b = gcs_env.bucket()
     gcs_env.put(b, "p/x", b"x")
     with pytest.raises(NotFound, match=r"gs://no-such-bucket-x/p: bucket 'no-such-bucket-x' does not exist"):
@@ -101,11 +103,14 @@ def test_errors_name_the_reference(gcs_env: GCSEnv, monkeypatch: pytest.MonkeyPa
         scan("gs:///key")
     with pytest.raises(InvalidInput, match="unsupported query parameter"):
         scan(f"gs://{b}/p/x?alt=media")
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")  # nobody listens there
-    refmount.stores.reset()
-    with pytest.raises(StoreError, match=f"gs://{b}/p: cannot reach the GCS endpoint") as info:
-        scan(f"gs://{b}/p")
-    assert "\n" not in str(info.value)
+    endpoints = {f"{nginx.url}/gcs-denied": f"gs://{b}/p: access denied \\({re.escape(GCS_DENIAL)}\\)",
+                 f"http://127.0.0.1:{free_port()}": f"gs://{b}/p: cannot reach the GCS endpoint"}  # fmt: skip
+    for endpoint, message in endpoints.items():
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+        refmount.stores.reset()
+        with pytest.raises(StoreError, match=message) as info:
+            scan(f"gs://{b}/p")
+        assert "\n" not in str(info.value)
 
 
 def test_reads_are_exact_and_pinned(gcs_env: GCSEnv, store: GCSStore) -> None:
@@ -181,6 +186,22 @@ def test_cli_log_show_relog_and_change(gcs_env: GCSEnv, cli: Cli) -> None:
                      "extra": {"etag": put["etag"], "versionID": int(put["generation"])}}  # fmt: skip
     result = cli("log", "vision/mnist", "gs://no-such-bucket-y/x/", ok=False)
     assert "does not exist" in result.err and len(result.err.strip().splitlines()) == 1, result.err
+
+
+def test_download_and_verify(gcs_env: GCSEnv, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFMOUNT_CACHE_DIR", str(tmp_path / "cache"))
+    versioned, plain = gcs_env.bucket(versioned=True), gcs_env.bucket()
+    files = {"a.bin": os.urandom(20_000), "sub/b.bin": os.urandom(9 << 20), "empty": b""}
+    for b in (versioned, plain):
+        for key, body in files.items():
+            gcs_env.put(b, f"ds/{key}", body)
+        cli("log", f"p/{b}", f"gs://{b}/ds/")
+        gcs_env.put(b, "ds/a.bin", b"overwritten")
+    cli("download", f"p/{versioned}", str(tmp_path / "out"), "--no-cache", "-q")
+    assert {k: (tmp_path / "out" / k).read_bytes() for k in files} == files  # the logged generations
+    assert "3 of 3 references resolve" in cli("verify", f"p/{versioned}", "-q").out
+    result = cli("verify", f"p/{plain}", "-q", ok=False)
+    assert "2 of 3" in result.out and f"gs://{plain}/ds/a.bin" in result.err and result.code == 4
 
 
 def test_mount_reads_the_logged_generation(gcs_env: GCSEnv, cli: Cli, mount_factory: Any) -> None:

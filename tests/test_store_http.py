@@ -7,7 +7,10 @@ import errno
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -16,7 +19,7 @@ from refmount.manifest import Entry
 from refmount.stores import parse, store_for
 from refmount.stores.http import HTTPStore
 from tests.conftest import Cli
-from tests.server_http import HTTPDir, Served, TLSServed, fresh_dir
+from tests.server_http import HTTPDir, PlainServed, Served, TLSServed, fresh_dir
 from tests.servers import free_port
 
 BODY = bytes(range(256)) * 40
@@ -24,6 +27,11 @@ BODY = bytes(range(256)) * 40
 
 def b64md5(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def downloads(served: PlainServed, url: str) -> int:
+    """How many GETs of ``url`` the server has answered."""
+    return served.gets[urlsplit(url).path]
 
 
 def scan(uri: str, **kw) -> list[Entry]:
@@ -88,18 +96,48 @@ def test_reads_with_etag_are_ranged_and_guarded(nginx_dir: HTTPDir, store: HTTPS
         store.read(entry, 0, 10)
 
 
-def test_reads_without_etag_or_range_verify_the_md5(plain_dir: HTTPDir) -> None:
+def test_reads_without_etag_or_range_verify_the_md5(plain_http: PlainServed, plain_dir: HTTPDir) -> None:
     store = HTTPStore()  # a fresh store: nothing verified yet
     url = plain_dir.put("k.bin", BODY)
     (entry,) = scan(url)
+    gets = downloads(plain_http, url)
     assert store.read(entry, 1000, 17) == BODY[1000:1017]  # the server answers 200: the body is sliced
     assert store.read(entry, len(BODY) - 5, 100) == BODY[-5:]
+    assert store.read(entry, 0, len(BODY)) == BODY
     store.check(entry)
+    assert downloads(plain_http, url) == gets + 1  # verified once, then served from the spool
     plain_dir.put("k.bin", bytes(len(BODY)))
     with pytest.raises(ChangedObject, match="MD5 differs"):
         HTTPStore().read(entry, 0, 10)
     with pytest.raises(ChangedObject, match="MD5 differs"):
         HTTPStore().check(entry)
+
+
+def test_concurrent_reads_without_etag_share_one_download(plain_http: PlainServed, plain_dir: HTTPDir) -> None:
+    url = plain_dir.put("shared.bin", BODY)
+    (entry,) = scan(url)
+    store, before = HTTPStore(), downloads(plain_http, url)
+    with ThreadPoolExecutor(8) as pool:
+        parts = list(pool.map(lambda i: store.read(entry, i * 1024, 1024), range(10)))
+    assert b"".join(parts) == BODY and downloads(plain_http, url) == before + 1
+
+
+def test_spool_budget(plain_http: PlainServed, plain_dir: HTTPDir) -> None:
+    urls = [plain_dir.put(f"{i}.bin", BODY) for i in range(2)]
+    first, second = (scan(url)[0] for url in urls)
+    before = downloads(plain_http, urls[0])
+    store = HTTPStore(spool_bytes=len(BODY) + 1)  # room for one body: the least recently used one goes
+    assert store.read(first, 0, 10) == BODY[:10] and store.read(second, 0, 10) == BODY[:10]
+    assert store.read(first, 10, 10) == BODY[10:20] and downloads(plain_http, urls[0]) == before + 2
+    too_small = HTTPStore(spool_bytes=len(BODY) - 1)  # the body is bigger than the budget: streamed each time
+    before = downloads(plain_http, urls[0])
+    assert too_small.read(first, 1000, 17) == BODY[1000:1017]
+    assert too_small.read(first, len(BODY) - 5, 100) == BODY[-5:]
+    assert too_small.read(first, 0, len(BODY)) == BODY
+    assert downloads(plain_http, urls[0]) == before + 3  # nothing kept: each read verifies the whole body
+    plain_dir.put("0.bin", BODY[::-1])
+    with pytest.raises(ChangedObject, match="MD5 differs"):
+        too_small.read(first, 0, 10)
 
 
 def test_range_ignored_but_etag_sent(nginx: Served, nginx_dir: HTTPDir, plain_http: Served,
@@ -170,15 +208,34 @@ def test_cli_log_show_relog_and_change(nginx_dir: HTTPDir, plain_dir: HTTPDir, c
     assert "no such file" in result.err and len(result.err.strip().splitlines()) == 1, result.err
 
 
-def test_mount_reads_exact_bytes_and_fails_on_change(nginx_dir: HTTPDir, plain_dir: HTTPDir, cli: Cli,
-                                                     mount_factory: Any) -> None:  # fmt: skip
+def test_download_and_verify(nginx_dir: HTTPDir, plain_dir: HTTPDir, cli: Cli, tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("REFMOUNT_CACHE_DIR", str(tmp_path / "cache"))
+    big = os.urandom((9 << 20) + 5)
+    cli("log", "web/dl", nginx_dir.put("big.bin", big), plain_dir.put("plain.bin", big), "--name", "big.bin",
+        "--name", "plain.bin")  # fmt: skip
+    cli("download", "web/dl", str(tmp_path / "out"), "-q")
+    assert (tmp_path / "out/big.bin").read_bytes() == big and (tmp_path / "out/plain.bin").read_bytes() == big
+    assert "2 of 2 references resolve" in cli("verify", "web/dl", "-q").out
+    overwrite(nginx_dir, "big.bin", big[::-1])
+    plain_dir.put("plain.bin", big[::-1])
+    result = cli("verify", "web/dl", "-q", ok=False)
+    assert "0 of 2" in result.out and "If-Match failed" in result.err and "MD5 differs" in result.err
+    result = cli("download", "web/dl", str(tmp_path / "again"), "--no-cache", "-q", ok=False)
+    assert "FAILED" in result.out and not (tmp_path / "again/big.bin").exists()
+
+
+def test_mount_reads_exact_bytes_and_fails_on_change(nginx_dir: HTTPDir, plain_dir: HTTPDir, plain_http: PlainServed,
+                                                     cli: Cli, mount_factory: Any) -> None:  # fmt: skip
     big = os.urandom((9 << 20) + 123)  # more than one 8 MiB block: ranged reads through the kernel
     urls = [nginx_dir.put("big.bin", big), nginx_dir.put("small.bin", b"logged"), plain_dir.put("plain.bin", big)]
     cli("log", "web/files", *urls)
     m = mount_factory()
     version = m.path / "web/files/v0"
     assert (version / "big.bin").read_bytes() == big
+    before = downloads(plain_http, urls[2])
     assert (version / "plain.bin").read_bytes() == big  # no ETag, no Range: whole body, MD5-verified
+    assert downloads(plain_http, urls[2]) == before + 1  # once for both blocks, not once per block
     overwrite(nginx_dir, "small.bin", b"LOGGED")
     with pytest.raises(OSError) as info:
         (version / "small.bin").read_bytes()

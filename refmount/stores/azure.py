@@ -1,9 +1,10 @@
 """Azure Blob references: ``az://container/prefix`` and ``https://<account>.blob.core.windows.net/container/prefix``.
 
 ``az://`` names no account: it comes from ``AZURE_STORAGE_CONNECTION_STRING`` or
-``AZURE_STORAGE_ACCOUNT``. An ``https://`` URL names its account in the host; the connection
-string is used for it when it is for that account, so an emulator or a private endpoint can
-stand in for the public one.
+``AZURE_STORAGE_ACCOUNT``. An ``https://`` URL names its account and its cloud in the host (the
+national clouds' hosts too; DefaultAzureCredential then needs their ``AZURE_AUTHORITY_HOST``); the
+connection string is used for it when it is for that account, so an emulator or a private
+endpoint can stand in for the public one.
 
 Credentials: the connection string, else ``AZURE_STORAGE_KEY``, else azure-identity's
 DefaultAzureCredential. Scanning lists blobs (one request per 5,000) and records the ETag as the
@@ -54,7 +55,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class _Location:
-    account: str | None  # None: the environment's account (az://)
+    host: str | None  # the blob endpoint's host (ACCOUNT.blob.core.windows.net, ...); None: az://, from the environment
     container: str
     key: str
 
@@ -71,12 +72,12 @@ class AzureStore(Store):
         self._clients: dict[str | None, BlobServiceClient] = {}
         self._lock = threading.Lock()
 
-    def client(self, account: str | None, uri: str) -> BlobServiceClient:
-        """One client per account, shared by all threads (the SDK's clients are thread-safe)."""
+    def client(self, host: str | None, uri: str) -> BlobServiceClient:
+        """One client per endpoint, shared by all threads (the SDK's clients are thread-safe)."""
         with self._lock:
-            if account not in self._clients:
-                self._clients[account] = _connect(account, uri)
-            return self._clients[account]
+            if host not in self._clients:
+                self._clients[host] = _connect(host, uri)
+            return self._clients[host]
 
     # -- scanning -------------------------------------------------------------------------------------
     def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
@@ -86,7 +87,7 @@ class AzureStore(Store):
             raise InvalidInput(f"{ref.raw}: query parameters are not supported (SAS tokens are never stored)")
         if not checksum:
             return iter([location_entry(ref, name)])
-        container = self.client(where.account, ref.raw).get_container_client(where.container)
+        container = self.client(where.host, ref.raw).get_container_client(where.container)
         if where.key and not where.key.endswith("/"):
             try:
                 blob = _mapped(lambda: container.get_blob_client(where.key).get_blob_properties(), ref.raw)
@@ -108,7 +109,7 @@ class AzureStore(Store):
                 found = True
                 yield _entry(ref, where, blob, join_path(name, blob.name[len(prefix) :]))
         except NotFound:
-            account = where.account or _environment_account() or "the configured account"
+            account = _account(where.host) or _environment_account() or "the configured account"
             raise NotFound(f"{ref.raw}: container {where.container!r} does not exist in {account!r}") from None
         if not found:
             raise NotFound(f"no blobs under {where.ref(ref, prefix)}")
@@ -129,7 +130,7 @@ class AzureStore(Store):
 
     def _blob(self, entry: Entry) -> Any:
         where = _locate(parse_ref(entry.ref))
-        container = self.client(where.account, entry.ref).get_container_client(where.container)
+        container = self.client(where.host, entry.ref).get_container_client(where.container)
         return container.get_blob_client(where.key, version_id=entry.version_id if entry.is_snapshot else None)
 
     def _pinned(self, entry: Entry, call: Callable[[], T]) -> T:
@@ -163,31 +164,37 @@ def _locate(ref: RefURI) -> _Location:
     container, _, key = ref.path.partition("/")
     if not container:
         raise InvalidInput(f"{ref.raw}: no container name (expected https://ACCOUNT.blob.core.windows.net/CONTAINER/)")
-    return _Location(host.partition(".")[0], container, key)
+    return _Location(host, container, key)
 
 
-def _connect(account: str | None, uri: str) -> BlobServiceClient:
+def _account(host: str | None) -> str | None:
+    return host.partition(".")[0] if host else None
+
+
+def _connect(host: str | None, uri: str) -> BlobServiceClient:
     options: dict[str, Any] = {
         "connection_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S,
         # The SDK's default waits 15 s, then 18 s, ... between attempts; keep retries bounded and brisk.
         "retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=MAX_ATTEMPTS - 1),
     }  # fmt: skip
     connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-    if connection_string and (account is None or _connection_account(connection_string) == account):
+    if connection_string and (host is None or _connection_account(connection_string) == _account(host)):
         try:
             return BlobServiceClient.from_connection_string(connection_string, **options)
         except ValueError as exc:
             raise StoreError(f"{uri}: AZURE_STORAGE_CONNECTION_STRING is malformed ({exc})") from None
-    account = account or _environment_account()
-    if not account:
-        raise StoreError(f"{uri}: no Azure storage account: set AZURE_STORAGE_CONNECTION_STRING or "
-                         "AZURE_STORAGE_ACCOUNT, or use an https://ACCOUNT.blob.core.windows.net/ URL")  # fmt: skip
+    if host is None:
+        account = _environment_account()
+        if not account:
+            raise StoreError(f"{uri}: no Azure storage account: set AZURE_STORAGE_CONNECTION_STRING or "
+                             "AZURE_STORAGE_ACCOUNT, or use an https://ACCOUNT.blob.core.windows.net/ URL")  # fmt: skip
+        host = f"{account}.blob.core.windows.net"
     credential: Any = os.environ.get("AZURE_STORAGE_KEY")
     if not credential:
         from azure.identity import DefaultAzureCredential  # slow to import; only when needed
 
         credential = DefaultAzureCredential()
-    return BlobServiceClient(f"https://{account}.blob.core.windows.net", credential=credential, **options)
+    return BlobServiceClient(f"https://{host}", credential=credential, **options)
 
 
 def _environment_account() -> str | None:

@@ -25,6 +25,7 @@ from urllib.parse import quote
 import aiohttp
 import google.auth
 import google.auth.exceptions
+import requests.exceptions
 from gcsfs.core import GCSFileSystem
 from gcsfs.retry import HttpError, is_retriable
 
@@ -211,12 +212,22 @@ def _mapped(call: Callable[[], T], uri: str) -> T:
         raise _Transient(f"{uri}: cannot reach the GCS endpoint ({exc})") from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Transient(f"{uri}: GCS request failed ({type(exc).__name__}: {exc})") from exc
-    except OSError as exc:  # gcsfs reports 403 as a bare OSError("Forbidden: ...")
-        if "Forbidden" in str(exc):
-            raise StoreError(f"{uri}: access denied; check the credentials and bucket permissions") from exc
-        raise StoreError(f"{uri}: {exc}") from exc
+    except requests.exceptions.ProxyError as exc:  # gcsfs's way of reporting a 502
+        raise _Transient(f"{uri}: GCS error 502 (bad gateway)") from exc
+    except OSError as exc:  # gcsfs reports 403 as OSError("Forbidden: <path>\n<the server's message>")
+        reason, _, message = str(exc).partition("\n")
+        if reason.startswith("Forbidden"):
+            why = f" ({message.splitlines()[0]})" if message.strip() and not message.startswith("<") else ""
+            raise StoreError(f"{uri}: access denied{why}; check GOOGLE_APPLICATION_CREDENTIALS or the bucket's "
+                             "permissions") from exc  # fmt: skip
+        raise StoreError(f"{uri}: {_first_line(exc)}") from exc
     except ValueError as exc:  # gcsfs: "Bad Request" and requester-pays buckets
-        raise StoreError(f"{uri}: {str(exc).splitlines()[0]}") from exc
+        raise StoreError(f"{uri}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _bucket_key(ref: RefURI) -> tuple[str, str]:

@@ -11,17 +11,21 @@ cannot be sent in ``If-Match`` (the comparison is strong, RFC 9110), so such rea
 checked only by the ETag and total size that the response reports.
 
 A file served without an ETag is hashed at log time (streamed; digest = base64 MD5, like
-``file://``) and every read fetches the whole body and verifies that MD5 before any byte is
-returned; the last few verified bodies are kept in memory so block-wise readers do not
-download a file once per block.
+``file://``). It can only be verified whole, so a read downloads the whole body, checks that MD5
+and only then returns bytes. The verified body is kept in an unlinked temporary file (under
+TMPDIR, gone with the process) so that block-wise readers download it once, not once per block;
+concurrent readers share one download. Bodies larger than the spool budget are streamed again
+for each read, keeping only the requested bytes in memory.
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
+import os
+import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import requests
@@ -44,10 +48,11 @@ from .base import (
 
 _TIMEOUT = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
 _CHUNK = 1 << 20
-_VERIFIED_BYTES = 64 << 20  # memory kept for verified whole bodies of files without an ETag
+_SPOOL_BYTES = 1 << 30  # temporary disk kept for verified bodies of files without an ETag
 # Compression would change what Content-Length and byte ranges refer to.
 _HEADERS = {"Accept-Encoding": "identity", "User-Agent": "refmount"}
 T = TypeVar("T")
+Sink = TypeVar("Sink", "_Window", "_Body")  # where a streamed body goes: the requested bytes, or all of them
 
 
 class _Transient(StoreError):
@@ -58,11 +63,9 @@ class _Transient(StoreError):
 class HTTPStore(Store):
     schemes = ("http", "https")
 
-    def __init__(self) -> None:
+    def __init__(self, *, spool_bytes: int = _SPOOL_BYTES) -> None:
         self._local = threading.local()
-        self._verified: collections.OrderedDict[tuple[str, str], bytes] = collections.OrderedDict()
-        self._verified_bytes = 0
-        self._lock = threading.Lock()
+        self._spool = _Spool(spool_bytes)
 
     @property
     def session(self) -> requests.Session:
@@ -120,7 +123,7 @@ class HTTPStore(Store):
         if length <= 0 or (entry.size is not None and offset >= entry.size):
             return b""
         if entry.is_snapshot and not entry.etag:
-            return self._verified_body(entry)[offset : offset + length]
+            return self._read_verified(entry, offset, length)
         end = offset + length - 1 if entry.size is None else min(offset + length, entry.size) - 1
         headers = {"Range": f"bytes={offset}-{end}", **self._guard(entry)}
 
@@ -130,7 +133,7 @@ class HTTPStore(Store):
                     return b""  # past the end of a file of unknown size
                 self._check_response(entry, response)
                 if response.status_code == 200:  # the server ignored Range: it sends everything
-                    return b"".join(_chunks(response, entry.ref))[offset : offset + length]
+                    return _slice(_chunks(response, entry.ref), offset, length)
                 if _range_start(response) != offset:
                     raise StoreError(f"{entry.ref}: asked for bytes from {offset}, the server sent "
                                      f"{response.headers.get('Content-Range')!r}")  # fmt: skip
@@ -140,7 +143,7 @@ class HTTPStore(Store):
 
     def check(self, entry: Entry) -> None:
         if entry.is_snapshot and not entry.etag:
-            self._verified_body(entry)
+            self._read_verified(entry, 0, 0)
             return
         response = self._request(entry.ref, "HEAD", self._guard(entry))
         if response.status_code in (405, 501):  # no HEAD: a one-byte guarded GET says the same
@@ -170,36 +173,31 @@ class HTTPStore(Store):
         if entry.size is not None and total is not None and total != entry.size:
             raise changed(entry, f"the file changed (size is now {total}, logged {entry.size})")
 
-    def _verified_body(self, entry: Entry) -> bytes:
-        """The whole body of an ETag-less file, returned only if its MD5 is the logged one."""
-        key = (entry.ref, entry.digest)
-        with self._lock:
-            if key in self._verified:
-                self._verified.move_to_end(key)
-                return self._verified[key]
+    def _read_verified(self, entry: Entry, offset: int, length: int) -> bytes:
+        """Bytes of an ETag-less file, returned only once the whole body has the logged MD5."""
+        if entry.size is not None and entry.size > self._spool.budget:
+            wanted = min(length, entry.size - offset)
+            return bytes(self._fetch_verified(entry, lambda: _Window(offset, wanted)).data)
+        body = self._spool.get((entry.ref, entry.digest), lambda: self._fetch_verified(entry, _Body))
+        return body.pread(offset, length)
 
-        def get() -> bytes:
+    def _fetch_verified(self, entry: Entry, new_sink: Callable[[], Sink]) -> Sink:
+        """Stream the whole body into a new sink (one per attempt); return it only if the body has the
+        logged MD5, else raise ChangedObject."""
+
+        def get() -> Sink:
+            sink, md5, position = new_sink(), hashlib.md5(), 0
             with self._stream(entry.ref, {}) as response:
                 self._check_response(entry, response)
-                return b"".join(_chunks(response, entry.ref))
+                for chunk in _chunks(response, entry.ref):
+                    md5.update(chunk)
+                    sink.pwrite(position, chunk)
+                    position += len(chunk)
+            if b64_md5(md5.digest()) != entry.digest:
+                raise changed(entry, "its content changed (MD5 differs)")
+            return sink
 
-        body = _retrying(get, entry.ref)
-        if b64_md5(hashlib.md5(body).digest()) != entry.digest:
-            raise changed(entry, "its content changed (MD5 differs)")
-        self._remember(key, body)
-        return body
-
-    def _remember(self, key: tuple[str, str], body: bytes) -> None:
-        if len(body) > _VERIFIED_BYTES // 4:
-            return
-        with self._lock:
-            if key in self._verified:  # another thread verified it meanwhile
-                return
-            self._verified[key] = body
-            self._verified_bytes += len(body)
-            while self._verified_bytes > _VERIFIED_BYTES:
-                _, dropped = self._verified.popitem(last=False)
-                self._verified_bytes -= len(dropped)
+        return _retrying(get, entry.ref)
 
     # -- requests -------------------------------------------------------------------------------------
     def _request(self, url: str, method: str, headers: dict[str, str]) -> requests.Response:
@@ -211,6 +209,76 @@ class HTTPStore(Store):
 
 def _retrying(call: Callable[[], T], url: str) -> T:
     return with_retries(call, what=url, retryable=lambda e: isinstance(e, _Transient))
+
+
+class _Window:
+    """Keeps only bytes [offset, offset + length) of a body written through it (one too big to spool)."""
+
+    def __init__(self, offset: int, length: int) -> None:
+        self.offset, self.data = offset, bytearray(max(length, 0))
+
+    def pwrite(self, position: int, chunk: bytes) -> None:
+        part = _overlap(chunk, position, self.offset, len(self.data))
+        at = max(position - self.offset, 0)
+        self.data[at : at + len(part)] = part
+
+
+class _Body:
+    """A body in an unlinked temporary file; its descriptor closes with the last reference, so a
+    reader holding one never reads a descriptor number that was closed and reused."""
+
+    fd = -1
+
+    def __init__(self) -> None:
+        fd, path = tempfile.mkstemp(prefix="refmount-http-")
+        os.unlink(path)
+        self.fd, self.size = fd, 0
+
+    def pwrite(self, position: int, chunk: bytes) -> None:
+        os.pwrite(self.fd, chunk, position)
+        self.size = max(self.size, position + len(chunk))
+
+    def pread(self, offset: int, length: int) -> bytes:
+        return os.pread(self.fd, max(0, min(length, self.size - offset)), offset)
+
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:  # bound now: module globals go at exit
+        if self.fd >= 0:
+            _close(self.fd)
+
+
+class _Spool:
+    """Verified bodies by key, least recently used dropped first beyond ``budget`` bytes; one load per key
+    at a time (concurrent readers of a block of the same file wait for the first download)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._bodies: collections.OrderedDict[tuple[str, str], _Body] = collections.OrderedDict()
+        self._bytes = 0
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str], load: Callable[[], _Body]) -> _Body:
+        with self._lock:
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                if key in self._bodies:
+                    self._bodies.move_to_end(key)
+                    return self._bodies[key]
+            try:
+                body = load()
+            except BaseException:
+                with self._lock:
+                    self._loading.pop(key, None)
+                raise
+            with self._lock:  # published and ungated at once: a newcomer either waits or finds the body
+                self._loading.pop(key, None)
+                self._bodies[key] = body
+                self._bytes += body.size
+                while self._bytes > self.budget and len(self._bodies) > 1:
+                    _, dropped = self._bodies.popitem(last=False)
+                    self._bytes -= dropped.size
+            return body
 
 
 def _mapped(call: Callable[[], T], url: str) -> T:
@@ -236,6 +304,22 @@ def _chunks(response: requests.Response, url: str) -> Iterator[bytes]:
     except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError,
             requests.exceptions.Timeout) as exc:  # fmt: skip
         raise _Transient(f"{url}: the connection broke while reading ({_reason(exc)})") from exc
+
+
+def _overlap(chunk: bytes, position: int, offset: int, length: int) -> bytes:
+    """The part of ``chunk`` (at ``position`` in the body) that falls inside [offset, offset + length)."""
+    return chunk[max(offset - position, 0) : max(offset + length - position, 0)]
+
+
+def _slice(chunks: Iterable[bytes], offset: int, length: int) -> bytes:
+    """Bytes [offset, offset + length) of a streamed body, stopping as soon as they are in."""
+    kept, position = [], 0
+    for chunk in chunks:
+        kept.append(_overlap(chunk, position, offset, length))
+        position += len(chunk)
+        if position >= offset + length:
+            break
+    return b"".join(kept)
 
 
 def _raise_for(response: requests.Response, url: str) -> None:
