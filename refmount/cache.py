@@ -3,20 +3,23 @@
 A block is keyed by the object's pinned identity (reference + version id or digest) and its index,
 so a block can never be served for another version of the object. diskcache keeps its index in
 SQLite and large values as plain files, is safe for several processes (two mounts on one node may
-share a directory), and evicts least-recently-used blocks past the size limit.
+share a directory), and evicts least-recently-used blocks past the size limit. Each block's CRC32
+is kept beside it (diskcache's tag column) and checked on every load.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import zlib
 from pathlib import Path
+from typing import Any
 
 import diskcache
+from diskcache.core import MODE_BINARY, UNKNOWN
 
+from . import directio
 from .manifest import Entry
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,27 @@ def block_key(entry: Entry, block_size: int, index: int) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()
 
 
+class _BlockDisk(diskcache.Disk):
+    """diskcache's file storage, writing each block in one O_DIRECT write (see :mod:`refmount.directio`).
+
+    (diskcache itself writes a ``bytes`` value line by line, through the page cache.)
+    """
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, str | None, Any]:
+        if not isinstance(value, bytes | memoryview):
+            return super().store(value, read, key=key)
+        filename, full_path = self.filename(key, value)
+        for attempt in range(3):  # another process may remove an emptied subdirectory in between
+            os.makedirs(os.path.dirname(full_path), exist_ok=True)
+            try:
+                directio.create(full_path, value)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        return len(value), MODE_BINARY, filename, None
+
+
 class BlockCache:
     def __init__(self, directory: str | Path, size_limit: int):
         self.directory = Path(directory)
@@ -37,12 +61,13 @@ class BlockCache:
             str(self.directory / "blocks"),
             size_limit=size_limit,
             eviction_policy="least-recently-used",
+            disk=_BlockDisk,
             disk_min_file_size=0,  # every block is its own file: no megabytes inside SQLite pages
             timeout=60,
         )
         self.corrupt_blocks = 0
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> memoryview | None:
         """The block's bytes if cached and intact; a block that fails its checksum is dropped."""
         try:
             # read=True hands back the open block file, so the (long) read happens outside
@@ -51,23 +76,20 @@ class BlockCache:
             if handle is None:
                 return None
             with handle:
-                data = handle.read()
+                data = directio.read_all(handle.fileno())
         except (OSError, diskcache.Timeout) as exc:
             log.warning("block cache read failed (%s); fetching from the store instead", exc)
             return None
-        if not isinstance(data, bytes) or zlib.crc32(data) != crc:
+        if zlib.crc32(data) != crc:
             self.corrupt_blocks += 1
             log.warning("dropping corrupt cache block %s (checksum mismatch); fetching it again", key)
             self._cache.delete(key)
             return None
         return data
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | memoryview) -> None:
         try:
-            # The checksum rides in diskcache's tag column (no copy of the block to append it), and the
-            # block goes in as a stream: diskcache writes a bytes value line by line, which for binary
-            # data means thousands of tiny writes.
-            self._cache.set(key, io.BytesIO(data), read=True, tag=zlib.crc32(data))
+            self._cache.set(key, data, tag=zlib.crc32(data))  # the checksum rides in diskcache's tag column
         except (OSError, diskcache.Timeout) as exc:
             log.warning("could not store a block in the cache (%s); serving it anyway", exc)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import trio
@@ -21,17 +22,20 @@ from .manifest import Entry
 
 log = logging.getLogger(__name__)
 
+Block = bytes | memoryview  # fetched blocks are bytes; blocks loaded from the disk cache are page-aligned views
+
 BLOCK_SIZE = 8 << 20
-MEMORY_BLOCKS = 12  # recently used blocks kept decoded in memory: a sequential reader hits them
+MEMORY_BLOCKS = 16  # recently used blocks kept in memory: more than a full readahead window
 MAX_FETCHES = 16  # concurrent store requests (threads)
-MAX_READAHEAD_BLOCKS = 4
+MAX_READAHEAD_BLOCKS = 8  # up to 64 MiB ahead of a sequential reader
+MAX_BLOCKS_PER_REQUEST = 4  # readahead asks a store for up to 32 MiB at once (fewer, larger requests)
 MAX_PENDING_CACHE_WRITES = 8  # blocks handed to the disk cache but not yet written
 
 
 @dataclass
 class ReaderStats:
     requests: int = 0  # read() calls
-    fetches: int = 0  # blocks fetched from stores
+    fetches: int = 0  # blocks fetched from stores (several may come in one store request)
     fetched_bytes: int = 0
     disk_hits: int = 0
     memory_hits: int = 0
@@ -41,7 +45,7 @@ class ReaderStats:
 @dataclass
 class _Flight:
     done: trio.Event = field(default_factory=trio.Event)
-    data: bytes | None = None
+    data: Block | None = None
     error: BaseException | None = None
 
 
@@ -54,7 +58,7 @@ class Reader:
         self.block_size = block_size
         self.stats = ReaderStats()
         self._limiter = trio.CapacityLimiter(max_fetches)
-        self._memory: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self._memory: collections.OrderedDict[str, Block] = collections.OrderedDict()
         self._memory_blocks = memory_blocks
         self._flights: dict[str, _Flight] = {}
         self._nursery: trio.Nursery | None = None
@@ -70,73 +74,123 @@ class Reader:
 
     async def read(self, entry: Entry, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` (fewer at end of file). Raises ChangedObject / StoreError."""
+        return bytes(await self.view(entry, offset, length))
+
+    async def view(self, entry: Entry, offset: int, length: int) -> memoryview:
+        """Like :meth:`read`, but without copying out of the cached block (what the daemon replies with)."""
         self.stats.requests += 1
         size = entry.size or 0
         end = min(offset + length, size)
         if offset >= end:
-            return b""
+            return memoryview(b"")
         first, last = offset // self.block_size, (end - 1) // self.block_size
+        start = offset - first * self.block_size
         if first == last:
             block = await self.block(entry, first)
-            start = offset - first * self.block_size
-            return block[start : start + end - offset]
-        parts = [await self.block(entry, i) for i in range(first, last + 1)]
-        joined = b"".join(parts)
-        start = offset - first * self.block_size
-        return joined[start : start + end - offset]
+            return memoryview(block)[start : start + end - offset]
+        joined = b"".join([await self.block(entry, i) for i in range(first, last + 1)])
+        return memoryview(joined)[start : start + end - offset]
+
+    async def chunks(self, entry: Entry, *, readahead: int = 2) -> AsyncIterator[memoryview]:
+        """The whole object in order, block by block, the next ``readahead`` blocks fetched meanwhile.
+
+        For whole-file consumers outside the mount (``download``); readahead needs :meth:`attach`.
+        """
+        for index in range(self.blocks(entry) if entry.size else 0):
+            self.prefetch(entry, index + 1, readahead)
+            yield await self.view(entry, index * self.block_size, self.block_size)
 
     def prefetch(self, entry: Entry, first: int, count: int) -> None:
-        """Start fetching blocks ``first .. first+count-1`` in the background (if not cached)."""
+        """Start fetching blocks ``first .. first+count-1`` in the background (those not cached yet).
+
+        Consecutive missing blocks are asked for in one store request (up to MAX_BLOCKS_PER_REQUEST):
+        a sequential reader gets large requests while the cache keeps its block granularity.
+        """
         if self._nursery is None:
             return
+        run: list[int] = []
         for index in range(first, min(first + count, self.blocks(entry))):
             key = block_key(entry, self.block_size, index)
-            if key not in self._memory and key not in self._flights:
-                self._nursery.start_soon(self._prefetch_one, entry, index)
+            if key in self._memory or key in self._flights:
+                self._prefetch_run(entry, run)
+                run = []
+                continue
+            run.append(index)
+            if len(run) == MAX_BLOCKS_PER_REQUEST:
+                self._prefetch_run(entry, run)
+                run = []
+        self._prefetch_run(entry, run)
 
-    async def _prefetch_one(self, entry: Entry, index: int) -> None:
+    def _prefetch_run(self, entry: Entry, run: list[int]) -> None:
+        if run:
+            assert self._nursery is not None
+            flights = self._take_off(entry, run)  # now, so that readers arriving meanwhile wait for this fetch
+            self._nursery.start_soon(self._quiet_fetch, entry, run, flights)
+
+    async def _quiet_fetch(self, entry: Entry, run: list[int], flights: list[_Flight]) -> None:
         try:
-            await self.block(entry, index)
+            await self._fetch(entry, run, flights)
         except Exception as exc:
-            log.debug("readahead of %s block %d failed: %s", entry.ref, index, exc)
+            log.debug("readahead of %s blocks %d-%d failed: %s", entry.ref, run[0], run[-1], exc)
 
-    async def block(self, entry: Entry, index: int) -> bytes:
+    async def block(self, entry: Entry, index: int) -> Block:
+        """One whole block: from memory, else from the fetch already under way, else fetched now."""
         key = block_key(entry, self.block_size, index)
-        data = self._memory.get(key)
-        if data is not None:
-            self._memory.move_to_end(key)
-            self.stats.memory_hits += 1
-            return data
-        flight = self._flights.get(key)
-        if flight is None:
-            flight = self._flights[key] = _Flight()
-            try:
-                flight.data, fetched = await trio.to_thread.run_sync(
-                    self._load, entry, index, key, limiter=self._limiter
-                )
-                self._remember(key, flight.data)
+        while True:
+            data = self._memory.get(key)
+            if data is not None:
+                self._memory.move_to_end(key)
+                self.stats.memory_hits += 1
+                return data
+            flight = self._flights.get(key)
+            if flight is None:
+                return (await self._fetch(entry, [index], self._take_off(entry, [index])))[0]
+            await flight.done.wait()
+            if flight.data is not None:
+                return flight.data
+            if not isinstance(flight.error, trio.Cancelled):
+                raise flight.error  # type: ignore[misc]
+            # The fetch was cancelled with its requester (not with us): try again ourselves.
+
+    def _take_off(self, entry: Entry, run: list[int]) -> list[_Flight]:
+        """Register the fetch of consecutive blocks ``run``: from now on, readers of them wait for it."""
+        flights = []
+        for index in run:
+            flight = self._flights[block_key(entry, self.block_size, index)] = _Flight()
+            flights.append(flight)
+        return flights
+
+    async def _fetch(self, entry: Entry, run: list[int], flights: list[_Flight]) -> list[Block]:
+        keys = [block_key(entry, self.block_size, index) for index in run]
+        try:
+            loaded = await trio.to_thread.run_sync(self._load, entry, run, keys, limiter=self._limiter)
+            for key, flight, (data, _) in zip(keys, flights, loaded, strict=True):
+                flight.data = data
+                self._remember(key, data)
+            for key, (data, fetched) in zip(keys, loaded, strict=True):
                 if fetched:
-                    await self._store_later(key, flight.data)
-            except BaseException as exc:
+                    await self._store_later(key, data)
+        except BaseException as exc:
+            for flight in flights:
                 flight.error = exc
+            if not isinstance(exc, trio.Cancelled):
                 self.stats.errors += 1
-                raise
-            finally:
+            raise
+        finally:
+            for key, flight in zip(keys, flights, strict=True):
                 del self._flights[key]
                 flight.done.set()
-            return flight.data
-        await flight.done.wait()
-        if flight.error is not None:
-            raise flight.error
-        assert flight.data is not None
-        return flight.data
+        return [data for data, _ in loaded]
 
-    def _remember(self, key: str, data: bytes) -> None:
+    def _remember(self, key: str, data: Block) -> None:
         self._memory[key] = data
         while len(self._memory) > self._memory_blocks:
-            self._memory.popitem(last=False)
+            _, old = self._memory.popitem(last=False)
+            if isinstance(old, memoryview):  # a slice of a multi-block fetch frees memory only with its siblings
+                for sibling in [k for k, v in self._memory.items() if isinstance(v, memoryview) and v.obj is old.obj]:
+                    del self._memory[sibling]
 
-    async def _store_later(self, key: str, data: bytes) -> None:
+    async def _store_later(self, key: str, data: Block) -> None:
         """Write a fetched block to the disk cache without making the reader wait for the disk.
 
         Past MAX_PENDING_CACHE_WRITES outstanding writes the reader does wait: memory stays bounded
@@ -157,19 +211,24 @@ class Reader:
         else:
             self._nursery.start_soon(write)
 
-    def _load(self, entry: Entry, index: int, key: str) -> tuple[bytes, bool]:
-        """In a worker thread: the disk cache, else one ranged read from the store (fetched=True)."""
-        if self.cache is not None:
-            cached = self.cache.get(key)
-            if cached is not None:
-                self.stats.disk_hits += 1
-                return cached, False
-        offset = index * self.block_size
-        expected = max(0, min(self.block_size, (entry.size or 0) - offset))
-        data = stores.store_for(entry.ref).read(entry, offset, expected)
-        if len(data) != expected:
-            raise StoreError(f"{entry.path}: {entry.ref} returned {len(data)} bytes at offset {offset}, "
-                             f"expected {expected}")  # fmt: skip
-        self.stats.fetches += 1
-        self.stats.fetched_bytes += len(data)
-        return data, True
+    def _load(self, entry: Entry, run: list[int], keys: list[str]) -> list[tuple[Block, bool]]:
+        """In a worker thread: each block from the disk cache, else the missing ones in one ranged read
+        from the store (marked fetched=True)."""
+        loaded: list[Block | None] = [self.cache.get(key) if self.cache is not None else None for key in keys]
+        self.stats.disk_hits += sum(data is not None for data in loaded)
+        missing = [i for i, data in enumerate(loaded) if data is None]
+        if missing:
+            first, last = run[missing[0]], run[missing[-1]]  # a cached block in between is fetched again
+            offset = first * self.block_size
+            expected = max(0, min((last + 1) * self.block_size, entry.size or 0) - offset)
+            data = stores.store_for(entry.ref).read(entry, offset, expected)
+            if len(data) != expected:
+                raise StoreError(f"{entry.path}: {entry.ref} returned {len(data)} bytes at offset {offset}, "
+                                 f"expected {expected}")  # fmt: skip
+            self.stats.fetches += len(missing)
+            self.stats.fetched_bytes += len(data)
+            view = memoryview(data)
+            for i in missing:
+                start = (run[i] - first) * self.block_size
+                loaded[i] = data if len(missing) == 1 else view[start : start + self.block_size]
+        return [(data, i in missing) for i, data in enumerate(loaded)]  # type: ignore[misc]

@@ -58,6 +58,7 @@ class OpenFile:
     next_offset: int = 0
     window: int = 1  # readahead blocks; doubles while the reader stays sequential
     prefetched_to: int = 0  # first block not yet asked for
+    block: int = -1  # the block the last request fell in
 
 
 @dataclass
@@ -245,14 +246,14 @@ class Operations(pyfuse3.Operations):
         # The bytes of a pinned version never change: let the page cache keep them across opens.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> memoryview:
         self.counters.reads += 1
         handle = self._files[fh]
         entry = handle.entry
         self._read_ahead(handle, off)
         handle.next_offset = max(handle.next_offset, off + size)
         try:
-            data = await self.reader.read(entry, off, size)
+            data = await self.reader.view(entry, off, size)  # pyfuse3 takes any buffer: no copy
         except ChangedObject as exc:
             self.counters.read_errors += 1
             log.error("EIO for %s/%s: %s", handle.slot.version.qualified_name, entry.path, exc)
@@ -266,22 +267,26 @@ class Operations(pyfuse3.Operations):
         return data
 
     def _read_ahead(self, handle: OpenFile, off: int) -> None:
-        """Sequential readers get the next blocks fetched in the background, in a growing window.
+        """Sequential readers get the next blocks fetched in the background, in a window that doubles
+        with every block read (up to MAX_READAHEAD_BLOCKS) and is topped up once half of it is used,
+        so the store sees a few large requests rather than one per block.
 
         The kernel's own readahead sends several requests at once and they may arrive slightly out
         of order, so "sequential" means "near where the last request ended", not "exactly there".
         """
         block_size = self.reader.block_size
         if abs(off - handle.next_offset) > block_size:
-            handle.window, handle.prefetched_to, handle.next_offset = 1, 0, off  # a real seek: start over
+            handle.window, handle.prefetched_to, handle.block, handle.next_offset = 1, 0, -1, off  # a seek: start over
             return
         block = off // block_size
-        wanted = block + 1 + handle.window
-        if handle.prefetched_to < wanted:
-            first = max(block + 1, handle.prefetched_to)
+        if block == handle.block:
+            return  # decided when this block was first reached
+        handle.block = block
+        if handle.prefetched_to - (block + 1) <= handle.window // 2:
+            first, wanted = max(block + 1, handle.prefetched_to), block + 1 + handle.window
             self.reader.prefetch(handle.entry, first, wanted - first)
             handle.prefetched_to = wanted
-            handle.window = min(handle.window * 2, MAX_READAHEAD_BLOCKS)
+        handle.window = min(handle.window * 2, MAX_READAHEAD_BLOCKS)
 
     async def release(self, fh: int) -> None:
         self._files.pop(fh, None)

@@ -1,0 +1,398 @@
+"""The block cache and the reader without a mount: keys, checksums, sharing, eviction, single-flight."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from refmount import directio, stores
+from refmount.cache import BlockCache, block_key
+from refmount.errors import ChangedObject, StoreError
+from refmount.manifest import Entry
+from refmount.reader import Reader
+
+BLOCK = 1024  # small blocks keep the tests fast; the logic does not depend on the size
+
+
+@dataclass
+class FakeStore:
+    """Serves ``objects`` by reference and records every read the reader makes."""
+
+    objects: dict[str, bytes]
+    calls: list[tuple[str, int, int]] = field(default_factory=list)
+    gate: threading.Event | None = None  # when set up, reads wait for it (in the worker thread)
+    fail: Exception | None = None
+
+    def read(self, entry: Entry, offset: int, length: int) -> bytes:
+        self.calls.append((entry.ref, offset, length))
+        if self.gate is not None:
+            assert self.gate.wait(30), "the test never opened the gate"
+        if self.fail is not None:
+            raise self.fail
+        return self.objects[entry.ref][offset : offset + length]
+
+
+@pytest.fixture
+def store(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
+    fake = FakeStore({})
+    monkeypatch.setattr(stores, "store_for", lambda ref: fake)
+    return fake
+
+
+def add(store: FakeStore, name: str, data: bytes, version: str = "1") -> Entry:
+    ref = f"s3://bucket/{name}"
+    store.objects[ref] = data
+    digest = hashlib.md5(data).hexdigest()
+    return Entry(name, ref, digest, len(data), {"etag": digest, "versionID": version})
+
+
+def run(fn: Callable[[Reader], object], cache: BlockCache | None, **kw: int) -> object:
+    """Run ``fn(reader)`` inside trio with readahead attached, as the daemon and `download` do."""
+
+    async def main() -> object:
+        reader = Reader(cache, block_size=BLOCK, **kw)
+        async with trio.open_nursery() as nursery:
+            reader.attach(nursery)
+            result = await fn(reader)  # type: ignore[misc]
+        return result, reader.stats
+
+    return trio.run(main)
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Iterator[BlockCache]:
+    c = BlockCache(tmp_path / "cache", 1 << 30)
+    yield c
+    c.close()
+
+
+# -- keys and the disk cache ---------------------------------------------------------------------------
+def test_keys_follow_the_pinned_identity_not_the_artifact_path() -> None:
+    e = Entry("a/x.bin", "s3://b/k", "etag1", 10, {"etag": "etag1", "versionID": "v1"})
+    same_object_elsewhere = Entry("other/path.bin", "s3://b/k", "etag1", 10, {"etag": "etag1", "versionID": "v1"})
+    assert block_key(e, BLOCK, 0) == block_key(same_object_elsewhere, BLOCK, 0)
+    others = [
+        Entry("a/x.bin", "s3://b/k", "etag1", 10, {"etag": "etag1", "versionID": "v2"}),  # another version
+        Entry("a/x.bin", "s3://b/k", "etag2", 10, {"etag": "etag2", "versionID": "v1"}),  # other bytes
+        Entry("a/x.bin", "s3://b/k2", "etag1", 10, {"etag": "etag1", "versionID": "v1"}),  # another object
+    ]
+    keys = {block_key(e, BLOCK, 0), block_key(e, BLOCK, 1), block_key(e, 2 * BLOCK, 0)}
+    keys |= {block_key(o, BLOCK, 0) for o in others}
+    assert len(keys) == 6
+
+
+def test_cache_dir_is_private_and_blocks_round_trip(tmp_path: Path) -> None:
+    cache = BlockCache(tmp_path / "new" / "cache", 1 << 20)
+    try:
+        assert stat.S_IMODE((tmp_path / "new" / "cache").stat().st_mode) == 0o700
+        assert cache.get("k") is None
+        cache.put("k", b"block bytes")
+        cache.put("empty", b"")
+        assert cache.get("k") == b"block bytes" and cache.get("empty") == b""
+        block = cache.block_file("k")
+        assert block is not None and block.read_bytes() == b"block bytes"  # a plain file, not a SQLite row
+    finally:
+        cache.close()
+
+
+def test_corrupt_block_is_dropped(cache: BlockCache, caplog: pytest.LogCaptureFixture) -> None:
+    cache.put("k", os.urandom(5000))
+    path = cache.block_file("k")
+    assert path is not None
+    damaged = bytearray(path.read_bytes())
+    damaged[4000] ^= 1
+    path.write_bytes(bytes(damaged))
+    assert cache.get("k") is None
+    assert cache.corrupt_blocks == 1 and "corrupt cache block" in caplog.text
+    assert cache.block_file("k") is None  # gone, not checked again on every read
+    cache.put("k", b"fresh")
+    assert cache.get("k") == b"fresh"
+
+
+def test_a_truncated_block_is_corrupt_too(cache: BlockCache) -> None:
+    cache.put("k", b"x" * 3000)
+    path = cache.block_file("k")
+    assert path is not None
+    os.truncate(path, 1000)
+    assert cache.get("k") is None and cache.corrupt_blocks == 1
+
+
+def test_two_processes_share_one_cache_dir(tmp_path: Path) -> None:
+    code = (
+        "import sys; from refmount.cache import BlockCache\n"
+        "c = BlockCache(sys.argv[1], 1 << 30); c.put('from-child', b'written by another process')\n"
+        "assert c.get('from-parent') == b'written by the parent'; c.close()"
+    )
+    parent = BlockCache(tmp_path / "shared", 1 << 30)
+    try:
+        parent.put("from-parent", b"written by the parent")
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "shared")], check=True)
+        assert parent.get("from-child") == b"written by another process"
+    finally:
+        parent.close()
+
+
+def test_size_limit_evicts_least_recently_used(tmp_path: Path) -> None:
+    limit, block = 4_000_000, 100_000  # room for about 40 blocks (diskcache also counts its index)
+    cache = BlockCache(tmp_path / "small", size_limit=limit)
+    try:
+        cache.put("keep", os.urandom(block))
+        for i in range(80):
+            assert cache.get("keep") is not None  # used all along: stays
+            cache.put(f"b{i}", os.urandom(block))
+        assert cache.volume <= limit + block
+        assert cache.get("keep") is not None
+        assert cache.get("b0") is None and cache.get("b79") is not None  # the least recently used went first
+    finally:
+        cache.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, (2 << 20) + 1])
+def test_direct_io_round_trip(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    path = str(tmp_path / "block")
+    directio.create(path, data)
+    assert os.path.getsize(path) == size and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with open(path, "rb") as f:
+        view = directio.read_all(f.fileno())
+    assert view == data and view.readonly
+    with pytest.raises(FileExistsError):
+        directio.create(path, b"again")  # blocks are new files, never overwritten in place
+
+
+def test_file_systems_without_direct_io_get_ordinary_io(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open, real_fcntl = os.open, fcntl.fcntl
+
+    def refuse_direct(path: str, flags: int, *args: int) -> int:
+        if flags & os.O_DIRECT:
+            (tmp_path / "block").touch()  # like Linux, which creates the file before refusing the flag
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    def refuse_setfl(fd: int, cmd: int, arg: int = 0) -> int:
+        if cmd == fcntl.F_SETFL and arg & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_fcntl(fd, cmd, arg)
+
+    monkeypatch.setattr(directio.os, "open", refuse_direct)
+    monkeypatch.setattr(directio.fcntl, "fcntl", refuse_setfl)
+    directio.create(str(tmp_path / "block"), b"x" * 5000)
+    with open(tmp_path / "block", "rb") as f:
+        assert directio.read_all(f.fileno()) == b"x" * 5000
+
+
+# -- the reader ------------------------------------------------------------------------------------------
+def test_reads_return_exact_ranges(store: FakeStore, cache: BlockCache) -> None:
+    data = os.urandom(3 * BLOCK + 100)
+    entry = add(store, "big.bin", data)
+    cases = [(0, 10), (BLOCK - 5, 10), (0, len(data) + 50), (2 * BLOCK, 3 * BLOCK), (len(data) - 1, 5),
+             (len(data), 10), (len(data) + 100, 10), (BLOCK, 0)]  # fmt: skip
+
+    async def reads(reader: Reader) -> list[bytes]:
+        return [await reader.read(entry, off, n) for off, n in cases]
+
+    got, _ = run(reads, cache)  # type: ignore[misc]
+    assert got == [data[off : off + n] for off, n in cases]
+
+
+def test_small_files_are_one_whole_request(store: FakeStore) -> None:
+    entry = add(store, "small.txt", b"hello, world")
+
+    async def reads(reader: Reader) -> list[bytes]:
+        return [await reader.read(entry, 7, 5), await reader.read(entry, 0, 5)]
+
+    got, stats = run(reads, None)  # type: ignore[misc]
+    assert got == [b"world", b"hello"]
+    assert store.calls == [(entry.ref, 0, len(b"hello, world"))] and stats.fetches == 1
+
+
+def test_concurrent_reads_of_one_block_make_one_fetch(store: FakeStore) -> None:
+    entry = add(store, "x.bin", os.urandom(BLOCK))
+    store.gate = threading.Event()
+
+    async def many(reader: Reader) -> list[bytes]:
+        results: list[bytes] = []
+
+        async def one() -> None:
+            results.append(await reader.read(entry, 0, BLOCK))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(one)
+            await trio.testing.wait_all_tasks_blocked()  # all ten are waiting on the one fetch
+            store.gate.set()  # type: ignore[union-attr]
+        return results
+
+    got, stats = run(many, None)  # type: ignore[misc]
+    assert got == [store.objects[entry.ref]] * 10
+    assert len(store.calls) == 1 and stats.fetches == 1
+
+
+def test_store_calls_do_not_block_the_event_loop(store: FakeStore) -> None:
+    """The store waits for a trio task to open its gate: were the fetch on the trio thread, this would hang."""
+    entry = add(store, "x.bin", b"data")
+    store.gate = threading.Event()
+
+    async def read_while_loop_runs(reader: Reader) -> bytes:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, store.gate.set)  # type: ignore[union-attr]
+            with trio.fail_after(30):  # a deadlock guard, not a timing assertion
+                return await reader.read(entry, 0, 4)
+
+    got, _ = run(read_while_loop_runs, None)  # type: ignore[misc]
+    assert got == b"data"
+
+
+def test_failures_reach_every_waiter_and_are_not_cached(store: FakeStore) -> None:
+    entry = add(store, "x.bin", b"logged")
+    store.fail = ChangedObject("x.bin: reference s3://bucket/x.bin no longer matches the logged version")
+    store.gate = threading.Event()
+
+    async def failing(reader: Reader) -> list[str]:
+        errors: list[str] = []
+
+        async def one() -> None:
+            try:
+                await reader.read(entry, 0, 6)
+            except ChangedObject as exc:
+                errors.append(str(exc))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(one)
+            await trio.testing.wait_all_tasks_blocked()
+            store.gate.set()  # type: ignore[union-attr]
+        store.fail = None
+        errors.append((await reader.read(entry, 0, 6)).decode())  # the next read asks the store again
+        return errors
+
+    got, stats = run(failing, None)  # type: ignore[misc]
+    assert len(got) == 4 and "no longer matches" in got[0] and got[3] == "logged"
+    assert len(store.calls) == 2 and stats.errors == 1
+
+
+def test_a_short_answer_from_a_store_is_an_error(store: FakeStore) -> None:
+    entry = add(store, "x.bin", b"0123456789")
+    store.objects[entry.ref] = b"01234"  # the store returns fewer bytes than the entry promises
+
+    async def read(reader: Reader) -> bytes:
+        return await reader.read(entry, 0, 10)
+
+    with pytest.RaisesGroup(pytest.RaisesExc(StoreError, match="returned 5 bytes")):  # out of the nursery
+        run(read, None)
+
+
+def test_a_cancelled_fetch_does_not_fail_the_other_readers(store: FakeStore) -> None:
+    """The reader that started a fetch is cancelled before it ran: the others waiting for it fetch themselves."""
+    a, b = add(store, "a.bin", b"aaaa"), add(store, "b.bin", b"bbbb")
+    store.gate = threading.Event()
+
+    async def scenario(reader: Reader) -> list[bytes]:
+        got: list[bytes] = []
+        owner = trio.CancelScope()
+
+        async def own_b() -> None:
+            with owner:
+                await reader.block(b, 0)
+
+        async def wait_for_b() -> None:
+            got.append(await reader.read(b, 0, 4))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.block, a, 0)  # holds the only fetch slot until the gate opens
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(own_b)  # starts b's fetch, queued for the slot
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(wait_for_b)  # waits for that fetch
+            await trio.testing.wait_all_tasks_blocked()
+            owner.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            store.gate.set()  # type: ignore[union-attr]
+        return got
+
+    got, _ = run(scenario, None, max_fetches=1)  # type: ignore[misc]
+    assert got == [b"bbbb"]
+
+
+def test_remount_reads_from_disk_not_the_store(store: FakeStore, tmp_path: Path) -> None:
+    data = os.urandom(2 * BLOCK + 7)
+    entry = add(store, "x.bin", data)
+
+    async def whole(reader: Reader) -> bytes:
+        return b"".join([bytes(chunk) async for chunk in reader.chunks(entry)])
+
+    counts = []
+    for _ in range(2):  # a fresh reader and cache object each time, like a new daemon
+        cache = BlockCache(tmp_path / "cache", 1 << 30)
+        got, stats = run(whole, cache)  # type: ignore[misc]
+        cache.close()
+        assert got == data
+        counts.append((len(store.calls), stats.fetches, stats.disk_hits))
+    assert counts[0][1:] == (3, 0) and counts[1] == (counts[0][0], 0, 3)  # the second reader never asked the store
+
+
+def test_corrupt_block_is_fetched_again(store: FakeStore, cache: BlockCache) -> None:
+    data = os.urandom(BLOCK)
+    entry = add(store, "x.bin", data)
+
+    async def read(reader: Reader) -> bytes:
+        return await reader.read(entry, 0, BLOCK)
+
+    run(read, cache)
+    path = cache.block_file(block_key(entry, BLOCK, 0))
+    assert path is not None
+    path.write_bytes(b"\0" * BLOCK)
+    got, stats = run(read, cache)  # type: ignore[misc]
+    assert got == data and stats.fetches == 1 and cache.corrupt_blocks == 1
+
+
+async def calls_reach(store: FakeStore, count: int) -> list[tuple[int, int]]:
+    """The (offset, length) of the store's reads once there are ``count`` of them (background fetches)."""
+    with trio.fail_after(30):  # a deadlock guard, not a timing assertion
+        while len(store.calls) < count:
+            await trio.sleep(0.01)
+    return sorted((off, n) for _, off, n in store.calls)
+
+
+def test_prefetch_fetches_ahead_in_the_background(store: FakeStore) -> None:
+    entry = add(store, "x.bin", os.urandom(6 * BLOCK))
+
+    async def sequential(reader: Reader) -> None:
+        reader.prefetch(entry, 1, 3)
+        await reader.read(entry, 0, BLOCK)
+        assert await calls_reach(store, 2) == [(0, BLOCK), (BLOCK, 3 * BLOCK)]  # blocks 1-3: one request
+        for i in range(1, 4):
+            await reader.read(entry, i * BLOCK, BLOCK)  # in memory or being fetched: no new store call
+        assert len(store.calls) == 2
+        reader.prefetch(entry, 5, 10)  # clipped at the end of the object
+        assert (await calls_reach(store, 3))[-1] == (5 * BLOCK, BLOCK)
+
+    _, stats = run(sequential, None)  # type: ignore[misc]
+    assert stats.fetches == 5
+
+
+def test_prefetch_requests_are_runs_of_missing_blocks(store: FakeStore) -> None:
+    entry = add(store, "x.bin", os.urandom(10 * BLOCK - 1))
+
+    async def scattered(reader: Reader) -> bytes:
+        await reader.read(entry, 2 * BLOCK, 1)  # block 2 is in memory: runs form around it
+        reader.prefetch(entry, 0, 10)
+        calls = await calls_reach(store, 4)
+        assert calls == [(0, 2 * BLOCK), (2 * BLOCK, BLOCK), (3 * BLOCK, 4 * BLOCK), (7 * BLOCK, 3 * BLOCK - 1)]
+        return b"".join([bytes(chunk) async for chunk in reader.chunks(entry)])
+
+    got, _ = run(scattered, None)  # type: ignore[misc]
+    assert got == store.objects[entry.ref] and len(store.calls) == 4
