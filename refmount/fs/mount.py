@@ -24,6 +24,7 @@ from ..cache import BlockCache
 from ..errors import InvalidInput, RefmountError
 from ..reader import Reader
 from ..registry import open_registry
+from . import dircache
 from .namespace import Namespace
 from .operations import Operations
 
@@ -32,6 +33,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MountOptions:
+    """Everything ``refmount mount`` needs (the CLI fills it from flags, environment and config files).
+
+    - ``cache_dir``: block cache, manifest indexes and the default log (created 0700); shareable by mounts.
+    - ``cache_size_bytes``: the block cache's size limit (least recently used blocks are evicted past it).
+    - ``alias_ttl_s``: how long the kernel and the daemon may keep answers above versions (projects,
+      artifacts, version lists, alias symlinks); version contents are immutable and cached for a day.
+    - ``allow_other``, ``uid``, ``gid``: who may read, and the owner every file shows.
+    - ``fuse_options``: extra ``-o`` options for FUSE (``ro``, ``default_permissions``, ``fsname`` are always set).
+    - ``foreground``: stay attached and log to ``log_file`` or stderr; otherwise fork a daemon that logs to
+      ``log_file`` or :attr:`default_log_file`.
+    """
+
     mountpoint: Path
     registry_url: str
     cache_dir: Path
@@ -51,7 +64,13 @@ class MountOptions:
 
 
 def run(options: MountOptions) -> int:
-    """Mount and serve until unmounted or signalled; returns the exit status."""
+    """Mount and serve until unmounted or signalled; returns the exit status.
+
+    Unusable mountpoints, registries and cache directories raise a RefmountError (one line) before
+    anything is mounted. In daemon mode this returns 0 as soon as the mount answers (the daemon runs
+    on), or 1 after printing the daemon's error; in the foreground it returns when unmounted
+    (``refmount umount``, ``fusermount3 -u``, SIGTERM/SIGINT/SIGHUP).
+    """
     prepare_mountpoint(options.mountpoint)
     open_registry(options.registry_url).close()  # fail here, on the user's terminal, if it is unusable
     BlockCache(options.cache_dir, options.cache_size_bytes).close()
@@ -89,6 +108,11 @@ def _is_stale(mountpoint: Path) -> bool:
 
 
 def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
+    """``fusermount3 -u`` (``-z`` with ``lazy``: detach now, finish when the last open file closes).
+
+    Stale mounts (daemon gone) are unmounted too. Raises InvalidInput if nothing is mounted there and
+    RefmountError with the reason (and a hint to use ``lazy`` when busy) if the unmount fails.
+    """
     if not (os.path.ismount(mountpoint) or _is_stale(mountpoint)):
         raise InvalidInput(f"{mountpoint} is not mounted")
     _fusermount(mountpoint, lazy=lazy)
@@ -154,8 +178,10 @@ def _serve_until_done(options: MountOptions, on_ready: object) -> int:
     fuse_options = {"fsname=refmount", "subtype=refmount", "ro", "default_permissions", *options.fuse_options}
     if options.allow_other:
         fuse_options.add("allow_other")
+    listings_cached = dircache.install()
     pyfuse3.init(ops, str(options.mountpoint), fuse_options)
-    log.info("mounted %s at %s (cache %s)", registry.url, options.mountpoint, options.cache_dir)
+    log.info("mounted %s at %s (cache %s; kernel caches version directory listings: %s)", registry.url,
+             options.mountpoint, options.cache_dir, "yes" if listings_cached else "no")  # fmt: skip
     try:
         trio.run(_serve, options.mountpoint, reader, on_ready)
     finally:

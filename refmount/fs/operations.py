@@ -23,6 +23,7 @@ from ..errors import ChangedObject, RefmountError
 from ..manifest import Entry
 from ..reader import MAX_READAHEAD_BLOCKS, Reader
 from ..registry import Node
+from . import dircache
 from .namespace import ROOT_INODE, Namespace, RegistryDown, VersionSlot
 
 log = logging.getLogger(__name__)
@@ -183,8 +184,11 @@ class Operations(pyfuse3.Operations):
 
     # -- directories ---------------------------------------------------------------------------------
     async def opendir(self, inode: int, ctx: Any = None) -> int:
-        if not self.ns.in_version(inode) and self.ns.path_of(inode) is None:
-            raise _fail(errno.ENOENT)
+        if not self.ns.in_version(inode):
+            if self.ns.path_of(inode) is None:
+                raise _fail(errno.ENOENT)
+            return inode  # projects, artifacts, versions and aliases change: list them afresh each time
+        dircache.mark_next_reply_cacheable()  # a version directory never changes: the kernel may keep its listing
         return inode
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
