@@ -1,6 +1,6 @@
 """Sequential read of one large S3 object through the mount, cold and warm, against its peers.
 
-    python bench/read_throughput.py [--size-mib 1024] [--peers rclone,s3fs]
+    python bench/read_throughput.py [--size-mib 1024] [--rounds 3] [--peers rclone,s3fs]
 
 Starts SeaweedFS (`weed mini`) on 127.0.0.1, uploads the object, logs it, mounts refmount, and
 reads the file with 1 MiB reads: cold (empty caches), from the disk cache (page cache dropped) and
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -77,9 +78,60 @@ def peer_mount(kind: str, endpoint: str, bucket: str, mnt: Path) -> Iterator[Pat
         shutil.rmtree(cache, ignore_errors=True)
 
 
+class Results:
+    """Rates per reader over several rounds: this machine's figures swing by about 30% between runs."""
+
+    def __init__(self) -> None:
+        self.rates: dict[str, list[float]] = {}
+        self.notes: dict[str, str] = {}
+
+    def add(self, label: str, mbs: float, note: str = "") -> None:
+        self.rates.setdefault(label, []).append(mbs)
+        self.notes[label] = note
+
+    def median(self, label: str) -> float:
+        return statistics.median(self.rates[label])
+
+    def print(self) -> None:
+        print(f"{'reader':<30}{'MB/s':>8}{'min-max':>14}  note")
+        for label, rates in self.rates.items():
+            spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
+            print(f"{label:<30}{self.median(label):>8,.0f}{spread:>14}  {self.notes[label]}")
+
+
+def refmount_round(results: Results, work: Path, registry: str, size: int) -> None:
+    """Cold (fresh cache dir), disk-cache warm and page-cache warm reads through a new mount."""
+    shutil.rmtree(work / "cache", ignore_errors=True)
+    mount = MountedFS(work / "mnt", registry, work / "cache", work / "mount.log").start()
+    try:
+        path = work / "mnt" / "bench" / "big" / "v0" / "object.bin"
+        drop_caches()
+        results.add("refmount cold", rate(size, lambda: read_all(path)), "empty disk cache")
+        drop_caches()
+        before = mount.stats()["reads"]
+        results.add("refmount warm (disk cache)", rate(size, lambda: read_all(path)),
+                    f"{mount.stats()['reads'] - before:,} daemon reads")  # fmt: skip
+        before = mount.stats()["reads"]
+        results.add("refmount warm (page cache)", rate(size, lambda: read_all(path)),
+                    f"{mount.stats()['reads'] - before:,} daemon reads")  # fmt: skip
+    finally:
+        mount.stop()
+
+
+def peer_round(results: Results, kind: str, endpoint: str, work: Path, size: int) -> None:
+    with peer_mount(kind, endpoint, "bench", work / f"mnt-{kind}") as mnt:
+        path = mnt / "data/object.bin"
+        drop_caches()
+        results.add(f"{kind} cold", rate(size, lambda: read_all(path)))
+        drop_caches()
+        results.add(f"{kind} warm (its disk cache)", rate(size, lambda: read_all(path)), "page cache dropped")
+        results.add(f"{kind} warm (page cache)", rate(size, lambda: read_all(path)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="object size in MiB (default 1024)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every reader; medians are shown (default 3)")
     parser.add_argument("--peers", default="", help="comma-separated extra peers to run: rclone, s3fs")
     args = parser.parse_args()
     size = args.size_mib * MIB
@@ -88,7 +140,7 @@ def main() -> None:
     with open(source, "wb") as f:
         for _ in range(args.size_mib):
             f.write(os.urandom(MIB))
-    rows: list[tuple[str, float, str]] = []
+    results = Results()
     try:
         with SeaweedFS() as endpoint:
             use_s3(endpoint)
@@ -99,50 +151,28 @@ def main() -> None:
             art = refmount.Artifact("big", type="dataset")
             art.add_reference("s3://bench/data/object.bin")
             refmount.log_artifact(art, project="bench", registry=registry)
-
-            drop_caches()
-            rows.append(("boto3 download_file", rate(size, lambda: client.download_file(
-                "bench", "data/object.bin", str(work / "download.bin"))), "to a local file"))  # fmt: skip
-            (work / "download.bin").unlink()
-            drop_caches()
-            rows.append(("plain local read (cold)", rate(size, lambda: read_all(source)), "page cache dropped"))
-
             (work / "mnt").mkdir()
-            mount = MountedFS(work / "mnt", registry, work / "cache", work / "mount.log").start()
-            try:
-                path = work / "mnt" / "bench" / "big" / "v0" / "object.bin"
+            for _ in range(args.rounds):  # interleaved, so that a slow spell of the machine hits every reader
                 drop_caches()
-                rows.append(("refmount cold", rate(size, lambda: read_all(path)), "empty disk cache"))
+                results.add("boto3 download_file", rate(size, lambda: client.download_file(
+                    "bench", "data/object.bin", str(work / "download.bin"))), "to a local file")  # fmt: skip
+                (work / "download.bin").unlink()
                 drop_caches()
-                before = mount.stats()["reads"]
-                rows.append(("refmount warm (disk cache)", rate(size, lambda: read_all(path)),
-                             f"{mount.stats()['reads'] - before:,} daemon reads"))  # fmt: skip
-                before = mount.stats()["reads"]
-                rows.append(("refmount warm (page cache)", rate(size, lambda: read_all(path)),
-                             f"{mount.stats()['reads'] - before:,} daemon reads"))  # fmt: skip
-            finally:
-                mount.stop()
-            for kind in filter(None, args.peers.split(",")):
-                with peer_mount(kind, endpoint, "bench", work / f"mnt-{kind}") as mnt:
-                    drop_caches()
-                    rows.append((f"{kind} cold", rate(size, lambda: read_all(mnt / "data/object.bin")), ""))
-                    drop_caches()
-                    rows.append((f"{kind} warm (its disk cache)", rate(size, lambda: read_all(
-                        mnt / "data/object.bin")), "page cache dropped"))  # fmt: skip
-                    rows.append((f"{kind} warm (page cache)", rate(size, lambda: read_all(mnt / "data/object.bin")),
-                                 ""))  # fmt: skip
+                results.add("plain local read (cold)", rate(size, lambda: read_all(source)), "page cache dropped")
+                refmount_round(results, work, registry, size)
+                for kind in filter(None, args.peers.split(",")):
+                    peer_round(results, kind, endpoint, work, size)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nsequential read of a {args.size_mib} MiB object, SeaweedFS on loopback, 2 cores\n")
-    print(f"{'reader':<30}{'MB/s':>9}  note")
-    for label, mbs, note in rows:
-        print(f"{label:<30}{mbs:>9,.0f}  {note}")
-    by = dict((label, mbs) for label, mbs, _ in rows)
-    print(f"\ncold / boto3: {by['refmount cold'] / by['boto3 download_file']:.2f}x (target >= 0.9)")
-    print(f"disk-cache warm / plain local read: {by['refmount warm (disk cache)'] / by['plain local read (cold)']:.2f}x"
-          " (target >= 0.8)")  # fmt: skip
-    page_vs_disk = by["refmount warm (page cache)"] / by["refmount warm (disk cache)"]
-    print(f"page-cache warm / disk-cache warm: {page_vs_disk:.1f}x (target >= 3)")
+    print(f"\nsequential read of a {args.size_mib} MiB object, SeaweedFS on loopback, 2 cores, "
+          f"median of {args.rounds} rounds\n")  # fmt: skip
+    results.print()
+    cold = results.median("refmount cold") / results.median("boto3 download_file")
+    disk = results.median("refmount warm (disk cache)") / results.median("plain local read (cold)")
+    page = results.median("refmount warm (page cache)") / results.median("refmount warm (disk cache)")
+    print(f"\ncold / boto3: {cold:.2f}x (target >= 0.9)")
+    print(f"disk-cache warm / plain local read: {disk:.2f}x (target >= 0.8)")
+    print(f"page-cache warm / disk-cache warm: {page:.1f}x (target >= 3)")
 
 
 if __name__ == "__main__":
