@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import zlib
 from pathlib import Path
@@ -20,6 +21,7 @@ import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
 from . import directio
+from .buffers import Block
 from .manifest import Entry
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class _BlockDisk(diskcache.Disk):
     """
 
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, str | None, Any]:
-        if not isinstance(value, bytes | memoryview):
+        if not isinstance(value, Block):
             return super().store(value, read, key=key)
         filename, full_path = self.filename(key, value)
         for attempt in range(3):  # another process may remove an emptied subdirectory in between
@@ -49,7 +51,7 @@ class _BlockDisk(diskcache.Disk):
             except FileNotFoundError:
                 if attempt == 2:
                     raise
-        return len(value), MODE_BINARY, filename, None
+        return value.length, MODE_BINARY, filename, None
 
 
 class BlockCache:
@@ -67,8 +69,11 @@ class BlockCache:
         )
         self.corrupt_blocks = 0
 
-    def get(self, key: str) -> memoryview | None:
-        """The block's bytes if cached and intact; a block that fails its checksum is dropped."""
+    def get(self, key: str, buffer: mmap.mmap, length: int) -> Block | None:
+        """The cached block of ``length`` bytes, read into ``buffer``, if present and intact.
+
+        A block of another length, or one that fails its checksum, is dropped.
+        """
         try:
             # read=True hands back the open block file, so the (long) read happens outside
             # diskcache's transaction and several blocks can be read from disk at once.
@@ -76,20 +81,22 @@ class BlockCache:
             if handle is None:
                 return None
             with handle:
-                data = directio.read_all(handle.fileno())
+                got = directio.read_into(handle.fileno(), buffer)
         except (OSError, diskcache.Timeout) as exc:
             log.warning("block cache read failed (%s); fetching from the store instead", exc)
             return None
-        if zlib.crc32(data) != crc:
+        block = Block(buffer, got)
+        if got != length or zlib.crc32(block.view()) != crc:
             self.corrupt_blocks += 1
-            log.warning("dropping corrupt cache block %s (checksum mismatch); fetching it again", key)
+            log.warning("dropping corrupt cache block %s (%s); fetching it again", key,
+                        "checksum mismatch" if got == length else f"{got} bytes, expected {length}")  # fmt: skip
             self._cache.delete(key)
             return None
-        return data
+        return block
 
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, block: Block) -> None:
         try:
-            self._cache.set(key, data, tag=zlib.crc32(data))  # the checksum rides in diskcache's tag column
+            self._cache.set(key, block, tag=zlib.crc32(block.view()))  # the checksum rides in diskcache's tag column
         except (OSError, diskcache.Timeout) as exc:
             log.warning("could not store a block in the cache (%s); serving it anyway", exc)
 

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import collections
 import logging
+import mmap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import trio
 
 from . import stores
+from .buffers import Block, BufferPool
 from .cache import BlockCache, block_key
 from .errors import StoreError
 from .manifest import Entry
 
 log = logging.getLogger(__name__)
-
-Block = bytes | memoryview  # fetched blocks are bytes; blocks loaded from the disk cache are page-aligned views
 
 BLOCK_SIZE = 8 << 20
 MEMORY_BLOCKS = 16  # recently used blocks kept in memory: more than a full readahead window
@@ -58,6 +58,7 @@ class Reader:
         self.block_size = block_size
         self.stats = ReaderStats()
         self._limiter = trio.CapacityLimiter(max_fetches)
+        self._buffers = BufferPool(block_size, spare=MAX_BLOCKS_PER_REQUEST * 2)
         self._memory: collections.OrderedDict[str, Block] = collections.OrderedDict()
         self._memory_blocks = memory_blocks
         self._flights: dict[str, _Flight] = {}
@@ -77,7 +78,10 @@ class Reader:
         return bytes(await self.view(entry, offset, length))
 
     async def view(self, entry: Entry, offset: int, length: int) -> memoryview:
-        """Like :meth:`read`, but without copying out of the cached block (what the daemon replies with)."""
+        """Like :meth:`read`, but without copying out of the cached block (what the daemon replies with).
+
+        The block's buffer is reused only once the view (and every slice of it) is gone.
+        """
         self.stats.requests += 1
         size = entry.size or 0
         end = min(offset + length, size)
@@ -86,9 +90,8 @@ class Reader:
         first, last = offset // self.block_size, (end - 1) // self.block_size
         start = offset - first * self.block_size
         if first == last:
-            block = await self.block(entry, first)
-            return memoryview(block)[start : start + end - offset]
-        joined = b"".join([await self.block(entry, i) for i in range(first, last + 1)])
+            return (await self.block(entry, first)).view(start, start + end - offset)
+        joined = b"".join([(await self.block(entry, i)).view() for i in range(first, last + 1)])
         return memoryview(joined)[start : start + end - offset]
 
     async def chunks(self, entry: Entry, *, readahead: int = 2) -> AsyncIterator[memoryview]:
@@ -137,11 +140,11 @@ class Reader:
         """One whole block: from memory, else from the fetch already under way, else fetched now."""
         key = block_key(entry, self.block_size, index)
         while True:
-            data = self._memory.get(key)
-            if data is not None:
+            block = self._memory.get(key)
+            if block is not None:
                 self._memory.move_to_end(key)
                 self.stats.memory_hits += 1
-                return data
+                return block
             flight = self._flights.get(key)
             if flight is None:
                 return (await self._fetch(entry, [index], self._take_off(entry, [index])))[0]
@@ -162,15 +165,18 @@ class Reader:
 
     async def _fetch(self, entry: Entry, run: list[int], flights: list[_Flight]) -> list[Block]:
         keys = [block_key(entry, self.block_size, index) for index in run]
+        buffers = [self._buffers.take() for _ in run]  # taken here: the pool belongs to the trio thread
         try:
-            loaded = await trio.to_thread.run_sync(self._load, entry, run, keys, limiter=self._limiter)
-            for key, flight, (data, _) in zip(keys, flights, loaded, strict=True):
-                flight.data = data
-                self._remember(key, data)
-            for key, (data, fetched) in zip(keys, loaded, strict=True):
+            loaded = await trio.to_thread.run_sync(self._load, entry, run, keys, buffers, limiter=self._limiter)
+            for key, flight, (block, _) in zip(keys, flights, loaded, strict=True):
+                flight.data = block
+                self._remember(key, block)
+            for key, (block, fetched) in zip(keys, loaded, strict=True):
                 if fetched:
-                    await self._store_later(key, data)
+                    await self._store_later(key, block)
         except BaseException as exc:
+            for buffer in buffers:  # those already in memory are reused only once they leave it
+                self._buffers.retire(buffer)
             for flight in flights:
                 flight.error = exc
             if not isinstance(exc, trio.Cancelled):
@@ -180,17 +186,15 @@ class Reader:
             for key, flight in zip(keys, flights, strict=True):
                 del self._flights[key]
                 flight.done.set()
-        return [data for data, _ in loaded]
+        return [block for block, _ in loaded]
 
-    def _remember(self, key: str, data: Block) -> None:
-        self._memory[key] = data
+    def _remember(self, key: str, block: Block) -> None:
+        self._memory[key] = block
         while len(self._memory) > self._memory_blocks:
             _, old = self._memory.popitem(last=False)
-            if isinstance(old, memoryview):  # a slice of a multi-block fetch frees memory only with its siblings
-                for sibling in [k for k, v in self._memory.items() if isinstance(v, memoryview) and v.obj is old.obj]:
-                    del self._memory[sibling]
+            self._buffers.retire(old.buffer)
 
-    async def _store_later(self, key: str, data: Block) -> None:
+    async def _store_later(self, key: str, block: Block) -> None:
         """Write a fetched block to the disk cache without making the reader wait for the disk.
 
         Past MAX_PENDING_CACHE_WRITES outstanding writes the reader does wait: memory stays bounded
@@ -202,7 +206,7 @@ class Reader:
 
         async def write() -> None:
             try:
-                await trio.to_thread.run_sync(self.cache.put, key, data)  # type: ignore[union-attr]
+                await trio.to_thread.run_sync(self.cache.put, key, block)  # type: ignore[union-attr]
             finally:
                 self._cache_writes.release()
 
@@ -211,24 +215,31 @@ class Reader:
         else:
             self._nursery.start_soon(write)
 
-    def _load(self, entry: Entry, run: list[int], keys: list[str]) -> list[tuple[Block, bool]]:
-        """In a worker thread: each block from the disk cache, else the missing ones in one ranged read
-        from the store (marked fetched=True)."""
-        loaded: list[Block | None] = [self.cache.get(key) if self.cache is not None else None for key in keys]
-        self.stats.disk_hits += sum(data is not None for data in loaded)
-        missing = [i for i, data in enumerate(loaded) if data is None]
+    def _load(
+        self, entry: Entry, run: list[int], keys: list[str], buffers: list[mmap.mmap]
+    ) -> list[tuple[Block, bool]]:
+        """In a worker thread: each block of ``run`` from the disk cache into its buffer, else the missing
+        ones in one ranged read from the store (marked fetched=True)."""
+        lengths = [self._block_length(entry, index) for index in run]
+        loaded: list[Block | None] = [None] * len(run)
+        if self.cache is not None:
+            loaded = [self.cache.get(key, buffer, n) for key, buffer, n in zip(keys, buffers, lengths, strict=True)]
+        self.stats.disk_hits += sum(block is not None for block in loaded)
+        missing = [i for i, block in enumerate(loaded) if block is None]
         if missing:
-            first, last = run[missing[0]], run[missing[-1]]  # a cached block in between is fetched again
-            offset = first * self.block_size
-            expected = max(0, min((last + 1) * self.block_size, entry.size or 0) - offset)
-            data = stores.store_for(entry.ref).read(entry, offset, expected)
-            if len(data) != expected:
-                raise StoreError(f"{entry.path}: {entry.ref} returned {len(data)} bytes at offset {offset}, "
+            first, last = missing[0], missing[-1]  # a cached block in between is fetched again
+            offset = run[first] * self.block_size
+            targets = [memoryview(buffers[i])[: lengths[i]] for i in range(first, last + 1)]
+            expected = sum(lengths[first : last + 1])
+            got = stores.store_for(entry.ref).read_into(entry, offset, targets)
+            if got != expected:
+                raise StoreError(f"{entry.path}: {entry.ref} returned {got} bytes at offset {offset}, "
                                  f"expected {expected}")  # fmt: skip
             self.stats.fetches += len(missing)
-            self.stats.fetched_bytes += len(data)
-            view = memoryview(data)
+            self.stats.fetched_bytes += expected
             for i in missing:
-                start = (run[i] - first) * self.block_size
-                loaded[i] = data if len(missing) == 1 else view[start : start + self.block_size]
-        return [(data, i in missing) for i, data in enumerate(loaded)]  # type: ignore[misc]
+                loaded[i] = Block(buffers[i], lengths[i])
+        return [(block, i in missing) for i, block in enumerate(loaded)]  # type: ignore[misc]
+
+    def _block_length(self, entry: Entry, index: int) -> int:
+        return max(0, min(self.block_size, (entry.size or 0) - index * self.block_size))

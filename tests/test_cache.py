@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 from refmount import directio, stores
+from refmount.buffers import Block, BufferPool, aligned_buffer
 from refmount.cache import BlockCache, block_key
 from refmount.errors import ChangedObject, StoreError
 from refmount.manifest import Entry
@@ -43,6 +44,8 @@ class FakeStore:
         if self.fail is not None:
             raise self.fail
         return self.objects[entry.ref][offset : offset + length]
+
+    read_into = stores.Store.read_into  # the default every store has: its read(), copied into the buffers
 
 
 @pytest.fixture
@@ -72,6 +75,16 @@ def run(fn: Callable[[Reader], object], cache: BlockCache | None, **kw: int) -> 
     return trio.run(main)
 
 
+def put(cache: BlockCache, key: str, data: bytes) -> None:
+    cache.put(key, Block.of(data))
+
+
+def get(cache: BlockCache, key: str, length: int) -> bytes | None:
+    """The cached bytes of ``key`` if it holds an intact block of ``length`` bytes."""
+    block = cache.get(key, aligned_buffer(1 << 20), length)
+    return None if block is None else bytes(block.view())
+
+
 @pytest.fixture
 def cache(tmp_path: Path) -> Iterator[BlockCache]:
     c = BlockCache(tmp_path / "cache", 1 << 30)
@@ -98,10 +111,10 @@ def test_cache_dir_is_private_and_blocks_round_trip(tmp_path: Path) -> None:
     cache = BlockCache(tmp_path / "new" / "cache", 1 << 20)
     try:
         assert stat.S_IMODE((tmp_path / "new" / "cache").stat().st_mode) == 0o700
-        assert cache.get("k") is None
-        cache.put("k", b"block bytes")
-        cache.put("empty", b"")
-        assert cache.get("k") == b"block bytes" and cache.get("empty") == b""
+        assert get(cache, "k", 11) is None
+        put(cache, "k", b"block bytes")
+        put(cache, "empty", b"")
+        assert get(cache, "k", 11) == b"block bytes" and get(cache, "empty", 0) == b""
         block = cache.block_file("k")
         assert block is not None and block.read_bytes() == b"block bytes"  # a plain file, not a SQLite row
     finally:
@@ -109,38 +122,44 @@ def test_cache_dir_is_private_and_blocks_round_trip(tmp_path: Path) -> None:
 
 
 def test_corrupt_block_is_dropped(cache: BlockCache, caplog: pytest.LogCaptureFixture) -> None:
-    cache.put("k", os.urandom(5000))
+    put(cache, "k", os.urandom(5000))
     path = cache.block_file("k")
     assert path is not None
     damaged = bytearray(path.read_bytes())
     damaged[4000] ^= 1
     path.write_bytes(bytes(damaged))
-    assert cache.get("k") is None
+    assert get(cache, "k", 5000) is None
     assert cache.corrupt_blocks == 1 and "corrupt cache block" in caplog.text
     assert cache.block_file("k") is None  # gone, not checked again on every read
-    cache.put("k", b"fresh")
-    assert cache.get("k") == b"fresh"
+    put(cache, "k", b"fresh")
+    assert get(cache, "k", 5) == b"fresh"
 
 
 def test_a_truncated_block_is_corrupt_too(cache: BlockCache) -> None:
-    cache.put("k", b"x" * 3000)
+    put(cache, "k", b"x" * 3000)
     path = cache.block_file("k")
     assert path is not None
     os.truncate(path, 1000)
-    assert cache.get("k") is None and cache.corrupt_blocks == 1
+    assert get(cache, "k", 3000) is None and cache.corrupt_blocks == 1
+
+
+def test_a_block_of_another_length_is_corrupt_even_with_a_matching_checksum(cache: BlockCache) -> None:
+    put(cache, "k", b"x" * 3000)
+    assert get(cache, "k", 2999) is None and cache.corrupt_blocks == 1
 
 
 def test_two_processes_share_one_cache_dir(tmp_path: Path) -> None:
     code = (
-        "import sys; from refmount.cache import BlockCache\n"
-        "c = BlockCache(sys.argv[1], 1 << 30); c.put('from-child', b'written by another process')\n"
-        "assert c.get('from-parent') == b'written by the parent'; c.close()"
+        "import sys; from refmount.buffers import Block, aligned_buffer; from refmount.cache import BlockCache\n"
+        "c = BlockCache(sys.argv[1], 1 << 30); c.put('from-child', Block.of(b'written by another process'))\n"
+        "got = c.get('from-parent', aligned_buffer(4096), 21)\n"
+        "assert got is not None and got.view() == b'written by the parent'; c.close()"
     )
     parent = BlockCache(tmp_path / "shared", 1 << 30)
     try:
-        parent.put("from-parent", b"written by the parent")
+        put(parent, "from-parent", b"written by the parent")
         subprocess.run([sys.executable, "-c", code, str(tmp_path / "shared")], check=True)
-        assert parent.get("from-child") == b"written by another process"
+        assert get(parent, "from-child", 26) == b"written by another process"
     finally:
         parent.close()
 
@@ -149,13 +168,13 @@ def test_size_limit_evicts_least_recently_used(tmp_path: Path) -> None:
     limit, block = 4_000_000, 100_000  # room for about 40 blocks (diskcache also counts its index)
     cache = BlockCache(tmp_path / "small", size_limit=limit)
     try:
-        cache.put("keep", os.urandom(block))
+        put(cache, "keep", os.urandom(block))
         for i in range(80):
-            assert cache.get("keep") is not None  # used all along: stays
-            cache.put(f"b{i}", os.urandom(block))
+            assert get(cache, "keep", block) is not None  # used all along: stays
+            put(cache, f"b{i}", os.urandom(block))
         assert cache.volume <= limit + block
-        assert cache.get("keep") is not None
-        assert cache.get("b0") is None and cache.get("b79") is not None  # the least recently used went first
+        assert get(cache, "keep", block) is not None
+        assert get(cache, "b0", block) is None and get(cache, "b79", block) is not None  # the oldest went first
     finally:
         cache.close()
 
@@ -164,13 +183,20 @@ def test_size_limit_evicts_least_recently_used(tmp_path: Path) -> None:
 def test_direct_io_round_trip(tmp_path: Path, size: int) -> None:
     data = os.urandom(size)
     path = str(tmp_path / "block")
-    directio.create(path, data)
+    directio.create(path, Block.of(data))
     assert os.path.getsize(path) == size and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    buffer = aligned_buffer(4 << 20)
     with open(path, "rb") as f:
-        view = directio.read_all(f.fileno())
-    assert view == data and view.readonly
+        assert directio.read_into(f.fileno(), buffer) == size
+    assert buffer[:size] == data
     with pytest.raises(FileExistsError):
-        directio.create(path, b"again")  # blocks are new files, never overwritten in place
+        directio.create(path, Block.of(b"again"))  # blocks are new files, never overwritten in place
+
+
+def test_a_file_longer_than_the_buffer_is_cut_short(tmp_path: Path) -> None:
+    (tmp_path / "long").write_bytes(b"y" * 10_000)
+    with open(tmp_path / "long", "rb") as f:
+        assert directio.read_into(f.fileno(), aligned_buffer(4096)) == 4096
 
 
 def test_file_systems_without_direct_io_get_ordinary_io(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,9 +215,38 @@ def test_file_systems_without_direct_io_get_ordinary_io(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(directio.os, "open", refuse_direct)
     monkeypatch.setattr(directio.fcntl, "fcntl", refuse_setfl)
-    directio.create(str(tmp_path / "block"), b"x" * 5000)
+    directio.create(str(tmp_path / "block"), Block.of(b"x" * 5000))
+    buffer = aligned_buffer(8192)
     with open(tmp_path / "block", "rb") as f:
-        assert directio.read_all(f.fileno()) == b"x" * 5000
+        assert directio.read_into(f.fileno(), buffer) == 5000
+    assert buffer[:5000] == b"x" * 5000
+
+
+# -- the buffer pool -------------------------------------------------------------------------------------
+def test_a_retired_buffer_is_reused_only_once_no_view_of_it_remains() -> None:
+    pool = BufferPool(8192, spare=4)
+    buffer = pool.take()
+    buffer[:5] = b"hello"
+    reply = Block(buffer, 5).view(1, 4)  # like a reply still on its way to the kernel
+    pool.retire(buffer)
+    pool.retire(buffer)  # twice: still listed once
+    del buffer
+    other = pool.take()
+    assert bytes(reply) == b"ell" and other is not reply.obj and pool.created == 2
+    del reply
+    again = pool.take()  # the first buffer, now that nothing refers to it
+    assert again is not other and pool.created == 2
+    assert pool.take() is not again and pool.created == 3  # never handed out twice
+
+
+def test_the_pool_keeps_at_most_spare_unused_buffers() -> None:
+    pool = BufferPool(4096, spare=2)
+    taken = [pool.take() for _ in range(5)]
+    for buffer in taken:
+        pool.retire(buffer)
+    del taken, buffer
+    pool.retire(pool.take())  # retiring trims the unused ones beyond the spares (this one was still in hand)
+    assert len([pool.take() for _ in range(4)]) == 4 and pool.created == 6  # two spares and the last one reused
 
 
 # -- the reader ------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import ClassVar, TypeVar
 
 from ..errors import ChangedObject, StoreError, TooManyObjects
@@ -42,9 +42,34 @@ class Store(abc.ABC):
         Raises ChangedObject when the object no longer matches what was logged.
         """
 
+    def read_into(self, entry: Entry, offset: int, targets: Sequence[memoryview]) -> int:
+        """Fill ``targets`` in order with the logged bytes from ``offset`` on, as :meth:`read` would
+        return them; returns how many bytes the store sent (the caller checks it: it may be short).
+
+        Stores that can stream a response straight into the targets override this.
+        """
+        return fill(targets, [self.read(entry, offset, sum(len(t) for t in targets))])
+
     @abc.abstractmethod
     def check(self, entry: Entry) -> None:
         """Raise ChangedObject unless the logged object version still resolves (cheap: no data)."""
+
+
+def fill(targets: Sequence[memoryview], chunks: Iterable[bytes | memoryview]) -> int:
+    """Copy ``chunks`` into ``targets`` one after the other; returns the bytes the chunks held
+    (more than fit, when they overflow: the excess is counted, not copied)."""
+    slots = iter(targets)
+    target, used, total = next(slots, None), 0, 0
+    for chunk in chunks:
+        total += len(chunk)
+        view = memoryview(chunk)
+        while view and target is not None:
+            n = min(len(view), len(target) - used)
+            target[used : used + n] = view[:n]
+            view, used = view[n:], used + n
+            if used == len(target):
+                target, used = next(slots, None), 0
+    return total
 
 
 def location_entry(ref: RefURI, name: str | None) -> Entry:

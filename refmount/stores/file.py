@@ -13,7 +13,7 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -63,6 +63,13 @@ class FileStore(Store):
         return _bounded_map(_entry_for, limit(files, max_objects, ref), _HASH_THREADS * 4)
 
     def read(self, entry: Entry, offset: int, length: int) -> bytes:
+        return self._opened(entry, lambda fd: os.pread(fd, length, offset))
+
+    def read_into(self, entry: Entry, offset: int, targets: Sequence[memoryview]) -> int:
+        return self._opened(entry, lambda fd: _read_fully(fd, targets, offset))
+
+    def _opened(self, entry: Entry, use: Callable[[int], T]) -> T:
+        """``use`` the file opened and checked against the logged version."""
         path = _local_path(parse_ref(entry.ref))
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -71,7 +78,7 @@ class FileStore(Store):
         try:
             if entry.is_snapshot:
                 self._verify(entry, path, os.fstat(fd))
-            return os.pread(fd, length, offset)
+            return use(fd)
         finally:
             os.close(fd)
 
@@ -100,6 +107,18 @@ class FileStore(Store):
                 self._verified[key] = known
         if known != entry.digest:
             raise changed(entry, "its content changed (MD5 differs)")
+
+
+def _read_fully(fd: int, targets: Sequence[memoryview], offset: int) -> int:
+    """Fill ``targets`` from ``offset`` on, going on after short reads (NFS may return them) until end of file."""
+    total = 0
+    for target in targets:
+        while len(target):
+            n = os.preadv(fd, [target], offset + total)
+            if n == 0:
+                return total
+            total, target = total + n, target[n:]
+    return total
 
 
 def _local_path(ref: RefURI) -> Path:

@@ -8,10 +8,12 @@ returning other bytes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions
@@ -27,18 +29,23 @@ from .base import (
     READ_TIMEOUT_S,
     Store,
     changed,
+    fill,
     limit,
     location_entry,
     with_retries,
 )  # fmt: skip
 
 _PAGE_SIZE = 1000  # the S3 maximum: one listing request per 1,000 objects
+_CHUNK = 1 << 20  # body reads of this size reuse the same heap memory
 _ENDPOINT_VARS = ("AWS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 # Errors while streaming a body are not retried by botocore itself (only the request is).
 _STREAM_ERRORS = (
     botocore.exceptions.ReadTimeoutError, botocore.exceptions.ResponseStreamingError,
     botocore.exceptions.IncompleteReadError, botocore.exceptions.ConnectionClosedError,
 )  # fmt: skip
+
+
+T = TypeVar("T")
 
 
 class S3Store(Store):
@@ -141,19 +148,36 @@ class S3Store(Store):
 
     # -- reading --------------------------------------------------------------------------------------
     def read(self, entry: Entry, offset: int, length: int) -> bytes:
+        return self._stream(entry, offset, length, lambda body: body.read()) or b""
+
+    def read_into(self, entry: Entry, offset: int, targets: Sequence[memoryview]) -> int:
+        # Streamed in chunks straight into the caller's (reused) buffers: one large body read
+        # would make a fresh allocation as big as the range.
+        def consume(body: Any) -> int:
+            return fill(targets, iter(partial(body.read, _CHUNK), b""))
+
+        return self._stream(entry, offset, sum(len(t) for t in targets), consume) or 0
+
+    def _stream(self, entry: Entry, offset: int, length: int, consume: Callable[[Any], T]) -> T | None:
+        """GET the pinned range and return what ``consume`` makes of its body (None: nothing there).
+
+        A stream that breaks is fetched and consumed again from the start, a few times with backoff.
+        """
         if length <= 0 or (entry.size is not None and offset >= entry.size):
-            return b""
+            return None
         args = self._pinned(entry)
         if not (offset == 0 and entry.size is not None and length >= entry.size):
             args["Range"] = f"bytes={offset}-{offset + length - 1}"
 
-        def fetch() -> bytes:
+        def fetch() -> T | None:
             try:
-                return self.client.get_object(**args)["Body"].read()
+                body = self.client.get_object(**args)["Body"]
             except botocore.exceptions.ClientError as exc:
                 if _code(exc) in ("InvalidRange", "416"):
-                    return b""
+                    return None
                 raise self._read_error(entry, exc) from exc
+            with contextlib.closing(body):
+                return consume(body)
 
         return with_retries(fetch, what=f"reading {entry.ref}", retryable=lambda e: isinstance(e, _STREAM_ERRORS))
 
