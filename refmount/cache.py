@@ -3,8 +3,9 @@
 A block is keyed by the object's pinned identity (reference + version id or digest) and its index,
 so a block can never be served for another version of the object. diskcache keeps its index in
 SQLite and large values as plain files, is safe for several processes (two mounts on one node may
-share a directory), and evicts least-recently-used blocks past the size limit. Each block's CRC32
-is kept beside it (diskcache's tag column) and checked on every load.
+share a directory), and evicts least-recently-used blocks past the size limit. Each block's checksum
+(XXH3-64, a dozen times faster than CRC32, which was a tenth of the daemon's CPU on a cold read) is
+kept beside it in diskcache's tag column and checked on every load.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import hashlib
 import logging
 import mmap
 import os
-import zlib
 from pathlib import Path
 from typing import Any
 
 import diskcache
+import xxhash
 from diskcache.core import MODE_BINARY, UNKNOWN
 
 from . import directio
@@ -27,10 +28,19 @@ from .manifest import Entry
 log = logging.getLogger(__name__)
 
 
+# Part of every key: blocks stored in an older format are simply never found (and age out), rather
+# than failing their checksum one by one. 2: XXH3-64 checksums (1 was CRC32).
+_FORMAT = 2
+
+
 def block_key(entry: Entry, block_size: int, index: int) -> str:
     """Same object version and block geometry -> same key, whatever artifact or mount asks."""
-    identity = f"{entry.ref}\0{entry.version_id or ''}\0{entry.digest}\0{block_size}\0{index}"
+    identity = f"{_FORMAT}\0{entry.ref}\0{entry.version_id or ''}\0{entry.digest}\0{block_size}\0{index}"
     return hashlib.sha256(identity.encode()).hexdigest()
+
+
+def _checksum(block: Block) -> str:
+    return xxhash.xxh3_64_hexdigest(block.view())  # hex: SQLite integers cannot hold 64 unsigned bits
 
 
 class _BlockDisk(diskcache.Disk):
@@ -77,7 +87,7 @@ class BlockCache:
         try:
             # read=True hands back the open block file, so the (long) read happens outside
             # diskcache's transaction and several blocks can be read from disk at once.
-            handle, crc = self._cache.get(key, read=True, tag=True)
+            handle, checksum = self._cache.get(key, read=True, tag=True)
             if handle is None:
                 return None
             with handle:
@@ -86,7 +96,7 @@ class BlockCache:
             log.warning("block cache read failed (%s); fetching from the store instead", exc)
             return None
         block = Block(buffer, got)
-        if got != length or zlib.crc32(block.view()) != crc:
+        if got != length or _checksum(block) != checksum:
             self.corrupt_blocks += 1
             log.warning("dropping corrupt cache block %s (%s); fetching it again", key,
                         "checksum mismatch" if got == length else f"{got} bytes, expected {length}")  # fmt: skip
@@ -96,7 +106,7 @@ class BlockCache:
 
     def put(self, key: str, block: Block) -> None:
         try:
-            self._cache.set(key, block, tag=zlib.crc32(block.view()))  # the checksum rides in diskcache's tag column
+            self._cache.set(key, block, tag=_checksum(block))
         except (OSError, diskcache.Timeout) as exc:
             log.warning("could not store a block in the cache (%s); serving it anyway", exc)
 
