@@ -20,10 +20,11 @@ import trio.testing
 
 from refmount import directio, stores
 from refmount.buffers import Block, BufferPool, aligned_buffer
-from refmount.cache import BlockCache, block_key
+from refmount.cache import INLINE_MAX, BlockCache, block_key
 from refmount.errors import ChangedObject, StoreError
 from refmount.manifest import Entry
 from refmount.reader import Reader
+from tests.blocks import overwrite_block, stored_block
 
 BLOCK = 1024  # small blocks keep the tests fast; the logic does not depend on the size
 
@@ -108,39 +109,41 @@ def test_keys_follow_the_pinned_identity_not_the_artifact_path() -> None:
 
 
 def test_cache_dir_is_private_and_blocks_round_trip(tmp_path: Path) -> None:
-    cache = BlockCache(tmp_path / "new" / "cache", 1 << 20)
+    cache = BlockCache(tmp_path / "new" / "cache", 1 << 30)
+    large = os.urandom(INLINE_MAX + 1)
     try:
         assert stat.S_IMODE((tmp_path / "new" / "cache").stat().st_mode) == 0o700
         assert get(cache, "k", 11) is None
         put(cache, "k", b"block bytes")
         put(cache, "empty", b"")
+        put(cache, "large", large)
         assert get(cache, "k", 11) == b"block bytes" and get(cache, "empty", 0) == b""
-        block = cache.block_file("k")
-        assert block is not None and block.read_bytes() == b"block bytes"  # a plain file, not a SQLite row
+        assert get(cache, "large", len(large)) == large
+        assert cache.block_file("k") is None and stored_block(cache, "k") == b"block bytes"  # small: inline
+        block = cache.block_file("large")
+        assert block is not None and block.read_bytes() == large  # large: a plain file, not a SQLite row
     finally:
         cache.close()
 
 
-def test_corrupt_block_is_dropped(cache: BlockCache, caplog: pytest.LogCaptureFixture) -> None:
-    put(cache, "k", os.urandom(5000))
-    path = cache.block_file("k")
-    assert path is not None
-    damaged = bytearray(path.read_bytes())
+@pytest.mark.parametrize("size", [5000, INLINE_MAX + 5000], ids=["inline", "file"])
+def test_corrupt_block_is_dropped(cache: BlockCache, caplog: pytest.LogCaptureFixture, size: int) -> None:
+    put(cache, "k", os.urandom(size))
+    damaged = bytearray(stored_block(cache, "k"))
     damaged[4000] ^= 1
-    path.write_bytes(bytes(damaged))
-    assert get(cache, "k", 5000) is None
+    overwrite_block(cache, "k", bytes(damaged))
+    assert get(cache, "k", size) is None
     assert cache.corrupt_blocks == 1 and "corrupt cache block" in caplog.text
-    assert cache.block_file("k") is None  # gone, not checked again on every read
+    assert get(cache, "k", size) is None and cache.corrupt_blocks == 1  # gone, not checked again on every read
     put(cache, "k", b"fresh")
     assert get(cache, "k", 5) == b"fresh"
 
 
-def test_a_truncated_block_is_corrupt_too(cache: BlockCache) -> None:
-    put(cache, "k", b"x" * 3000)
-    path = cache.block_file("k")
-    assert path is not None
-    os.truncate(path, 1000)
-    assert get(cache, "k", 3000) is None and cache.corrupt_blocks == 1
+@pytest.mark.parametrize("size", [3000, INLINE_MAX + 3000], ids=["inline", "file"])
+def test_a_truncated_block_is_corrupt_too(cache: BlockCache, size: int) -> None:
+    put(cache, "k", b"x" * size)
+    overwrite_block(cache, "k", b"x" * (size - 2000))
+    assert get(cache, "k", size) is None and cache.corrupt_blocks == 1
 
 
 def test_a_block_of_another_length_is_corrupt_even_with_a_matching_checksum(cache: BlockCache) -> None:
@@ -407,9 +410,7 @@ def test_corrupt_block_is_fetched_again(store: FakeStore, cache: BlockCache) -> 
         return await reader.read(entry, 0, BLOCK)
 
     run(read, cache)
-    path = cache.block_file(block_key(entry, BLOCK, 0))
-    assert path is not None
-    path.write_bytes(b"\0" * BLOCK)
+    overwrite_block(cache, block_key(entry, BLOCK, 0), b"\0" * BLOCK)
     got, stats = run(read, cache)  # type: ignore[misc]
     assert got == data and stats.fetches == 1 and cache.corrupt_blocks == 1
 
