@@ -85,16 +85,14 @@ async def _download_entry(entry: Entry, root: Path, reader: Reader, report: Repo
     await trio.to_thread.run_sync(lambda: target.parent.mkdir(parents=True, exist_ok=True))
     partial = target.with_name(f".{target.name}.refmount-part")
     md5 = hashlib.md5()
+    offset = 0
     with open(partial, "wb") as out:
-        offset = 0
-        while offset < (entry.size or 0):
-            reader.prefetch(entry, offset // reader.block_size + 1, 2)  # keep the next blocks coming
-            data = await reader.read(entry, offset, reader.block_size)
-            await trio.to_thread.run_sync(out.write, data)
-            md5.update(data)
-            offset += len(data)
+        async for chunk in reader.chunks(entry):  # the next blocks are fetched while this one is written
+            await trio.to_thread.run_sync(out.write, chunk)
+            md5.update(chunk)
+            offset += len(chunk)
             if progress:
-                progress(len(data))
+                progress(len(chunk))
     want = expected_md5(entry)
     if offset != entry.size or (want is not None and md5.digest() != want):
         partial.unlink(missing_ok=True)
