@@ -61,7 +61,7 @@ def install() -> bool:
         for slot in slots:
             _write_pointer(slot, ctypes.cast(_State.wrapper, ctypes.c_void_p).value or 0)
     except Exception as exc:
-        log.debug("directory listings will not be cached by the kernel: %s", exc)
+        log.info("directory listings will not be cached by the kernel: %s", exc)
         return False
     _State.installed = True
     return True
