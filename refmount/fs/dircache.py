@@ -132,9 +132,25 @@ def _load_base(library: Path, image: bytes, sections: list[tuple[int, ...]]) -> 
 
 
 def _write_pointer(address: int, value: int) -> None:
+    """Store ``value`` at ``address`` in a GOT, which RELRO keeps read-only: open the page for the write
+    and give it back its protection afterwards."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     page = address & ~(mmap.PAGESIZE - 1)
-    if libc.mprotect(page, mmap.PAGESIZE, mmap.PROT_READ | mmap.PROT_WRITE) != 0:
+    protection = _protection(page)
+    if libc.mprotect(page, mmap.PAGESIZE, protection | mmap.PROT_WRITE) != 0:
         raise OSError(ctypes.get_errno(), "mprotect of pyfuse3's GOT failed")
     ctypes.c_void_p.from_address(address).value = value
+    if libc.mprotect(page, mmap.PAGESIZE, protection) != 0:
+        raise OSError(ctypes.get_errno(), "restoring the protection of pyfuse3's GOT failed")
+
+
+def _protection(address: int) -> int:
+    """The PROT_* bits of the mapping that holds ``address`` (from /proc/self/maps)."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, perms = line.split()[:2]
+        start, end = (int(x, 16) for x in span.split("-"))
+        if start <= address < end:
+            bits = {"r": mmap.PROT_READ, "w": mmap.PROT_WRITE, "x": mmap.PROT_EXEC}
+            return sum(bit for flag, bit in bits.items() if flag in perms)
+    raise RuntimeError(f"address {address:#x} is not mapped")
