@@ -7,7 +7,7 @@ or that no store can serve is refused here, with one line saying why.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .errors import InvalidInput
 
@@ -30,6 +30,15 @@ _SECRET_QUERY_KEYS = {
     "apikey",
     "key",
 }
+
+
+_PATH_SAFE = "/!$&'()*+,;=:@ ~"  # refs stay readable: only what would change a URI's meaning is encoded
+
+
+def quote_path(path: str) -> str:
+    """An object key or file path as it goes into a ref: ``%``, ``?``, ``#`` and non-ASCII characters
+    percent-encoded, so that :func:`parse_ref` gives the same key back."""
+    return quote(path, safe=_PATH_SAFE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,3 +173,16 @@ def test_listing_makes_one_request_per_thousand_objects(s3_env: S3Env, store: S3
     manifest = Manifest(scan(f"s3://{b}/many/"))
     assert len(manifest) == 2500
     assert requests == {"GetBucketVersioning": 1, "ListObjectsV2": 3}
+
+
+@pytest.mark.parametrize("versioned", [False, True])
+def test_odd_keys_make_refs_that_read_the_right_object(s3_env: S3Env, store: S3Store, versioned: bool) -> None:
+    """'%', '?', '#' and non-ASCII belong to the key: the ref encodes them, so it parses back to the same key."""
+    b = s3_env.bucket(versioned=versioned)
+    s3_env.put(b, "odd/aA", b"the wrong object")  # what an unencoded '%41' would have named
+    s3_env.put(b, "odd/a%41?x=1#2 é.txt", b"the right object")
+    (entry,) = [e for e in scan(f"s3://{b}/odd/") if e.path != "aA"]
+    assert entry.path == "a%41?x=1#2 é.txt" and entry.ref == f"s3://{b}/odd/a%2541%3Fx=1%232 %C3%A9.txt"
+    assert store.read(entry, 4, 5) == b"right"
+    (single,) = scan(entry.ref)  # the ref names the single object again
+    assert single.ref == entry.ref and single.digest == entry.digest

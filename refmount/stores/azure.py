@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -35,7 +34,7 @@ from azure.storage.blob import BlobProperties, BlobServiceClient, LinearRetry
 
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
 from ..manifest import Entry, join_path, validate_path
-from ..uri import RefURI, parse_ref
+from ..uri import RefURI, parse_ref, quote_path
 from . import _AZURE_BLOB_HOSTS
 from .base import (
     CONNECT_TIMEOUT_S,
@@ -49,7 +48,6 @@ from .base import (
 )  # fmt: skip
 
 _PAGE_SIZE = 5000  # the List Blobs maximum
-_KEY_SAFE = "/!$&'()*+,;=:@ ~"  # refs stay readable; quoted only what would change the URI's meaning
 T = TypeVar("T")
 
 
@@ -62,7 +60,7 @@ class _Location:
     def ref(self, ref: RefURI, key: str) -> str:
         """How an entry's ref is written: in the form the user gave (az:// or the https URL)."""
         base = f"az://{self.container}" if ref.scheme == "az" else f"{ref.scheme}://{ref.netloc}/{self.container}"
-        return f"{base}/{quote(key, safe=_KEY_SAFE)}"
+        return f"{base}/{quote_path(key)}"
 
 
 class AzureStore(Store):

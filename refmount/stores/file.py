@@ -17,22 +17,20 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import quote
 
 from ..errors import InvalidInput, NotFound
 from ..manifest import Entry, b64_md5, join_path
-from ..uri import RefURI, parse_ref
+from ..uri import RefURI, parse_ref, quote_path
 from .base import DEFAULT_MAX_OBJECTS, Store, changed, limit, location_entry
 
 log = logging.getLogger(__name__)
 
 _HASH_CHUNK = 4 << 20
 _HASH_THREADS = min(8, (os.cpu_count() or 1) * 2)  # hashlib releases the GIL on large updates
-_URI_SAFE = "/!$&'()*+,;=:@ ~"  # keep paths readable; quote only what would change their meaning
 
 
 def file_uri(path: str | Path) -> str:
-    return "file://" + quote(str(path), safe=_URI_SAFE)
+    return "file://" + quote_path(str(path))
 
 
 class FileStore(Store):

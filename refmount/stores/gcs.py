@@ -20,7 +20,6 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import aiohttp
 import google.auth
@@ -31,7 +30,7 @@ from gcsfs.retry import HttpError, is_retriable
 
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
 from ..manifest import Entry, join_path, validate_path
-from ..uri import RefURI, parse_ref
+from ..uri import RefURI, parse_ref, quote_path
 from .base import (
     CONNECT_TIMEOUT_S,
     DEFAULT_MAX_OBJECTS,
@@ -45,7 +44,6 @@ from .base import (
 
 _PAGE_SIZE = 1000  # the JSON API maximum per listing request
 _LIST_FIELDS = "items(name,size,etag,generation),nextPageToken"
-_KEY_SAFE = "/!$&'()*+,;=:@ ~"  # refs stay readable; quoted only what would change the URI's meaning
 T = TypeVar("T")
 
 
@@ -245,5 +243,5 @@ def _entry(ref: RefURI, bucket: str, item: dict[str, Any], path: str) -> Entry:
     etag = item["etag"]
     # W&B records the generation as a number; it is an int64 in the JSON API (sent as a string).
     extra = {"etag": etag, "versionID": int(item["generation"])}
-    ref_uri = f"gs://{bucket}/{quote(key, safe=_KEY_SAFE)}"
+    ref_uri = f"gs://{bucket}/{quote_path(key)}"
     return Entry(path=path, ref=ref_uri, digest=etag, size=int(item["size"]), extra=extra)

@@ -21,7 +21,7 @@ from botocore.config import Config
 
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
 from ..manifest import Entry, join_path, validate_path
-from ..uri import RefURI, parse_ref
+from ..uri import RefURI, parse_ref, quote_path
 from .base import (
     CONNECT_TIMEOUT_S,
     DEFAULT_MAX_OBJECTS,
@@ -224,7 +224,7 @@ def _entry(ref: RefURI, bucket: str, key: str, path: str, etag: str, size: int, 
     extra: dict[str, Any] = {"etag": digest}
     if version_id and version_id != "null":  # "null": written while versioning was off; nothing to pin
         extra["versionID"] = version_id
-    return Entry(path=path, ref=f"s3://{bucket}/{key}", digest=digest, size=size, extra=extra)
+    return Entry(path=path, ref=f"s3://{bucket}/{quote_path(key)}", digest=digest, size=size, extra=extra)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
