@@ -65,8 +65,12 @@ class BufferPool:
         self.created = 0  # buffers allocated so far (a measure of how well reuse works)
         self._retired: list[mmap.mmap] = []
 
-    def take(self) -> mmap.mmap:
-        """A buffer nobody else refers to: a retired one when there is one, else a new one."""
+    def take(self, length: int) -> mmap.mmap:
+        """A buffer for ``length`` bytes that nobody else refers to: a retired one when there is one, else
+        a new one. Small lengths get a new buffer of their own size, outside the pool: a small file in a
+        reused full-size buffer would keep all the pages that buffer ever touched resident."""
+        if length <= self.size // 8:
+            return aligned_buffer(length)
         for i in range(len(self._retired)):
             if self._unused(i):
                 return self._retired.pop(i)
@@ -79,6 +83,8 @@ class BufferPool:
         Retiring a buffer twice (say, once for a failed fetch and once when its block leaves memory)
         is harmless: it is listed once, so it can never be handed out twice.
         """
+        if len(buffer) != self.size:
+            return  # a small one from outside the pool: freed once its last holder lets go
         if not any(buffer is retired for retired in self._retired):
             self._retired.append(buffer)
         unused = [i for i in range(len(self._retired)) if self._unused(i)]

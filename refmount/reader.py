@@ -165,9 +165,11 @@ class Reader:
 
     async def _fetch(self, entry: Entry, run: list[int], flights: list[_Flight]) -> list[Block]:
         keys = [block_key(entry, self.block_size, index) for index in run]
-        buffers = [self._buffers.take() for _ in run]  # taken here: the pool belongs to the trio thread
+        lengths = [max(0, min(self.block_size, (entry.size or 0) - index * self.block_size)) for index in run]
+        buffers = [self._buffers.take(n) for n in lengths]  # taken here: the pool belongs to the trio thread
         try:
-            loaded = await trio.to_thread.run_sync(self._load, entry, run, keys, buffers, limiter=self._limiter)
+            loaded = await trio.to_thread.run_sync(self._load, entry, run, keys, lengths, buffers,
+                                                   limiter=self._limiter)  # fmt: skip
             for key, flight, (block, _) in zip(keys, flights, loaded, strict=True):
                 flight.data = block
                 self._remember(key, block)
@@ -216,11 +218,10 @@ class Reader:
             self._nursery.start_soon(write)
 
     def _load(
-        self, entry: Entry, run: list[int], keys: list[str], buffers: list[mmap.mmap]
+        self, entry: Entry, run: list[int], keys: list[str], lengths: list[int], buffers: list[mmap.mmap]
     ) -> list[tuple[Block, bool]]:
         """In a worker thread: each block of ``run`` from the disk cache into its buffer, else the missing
         ones in one ranged read from the store (marked fetched=True)."""
-        lengths = [self._block_length(entry, index) for index in run]
         loaded: list[Block | None] = [None] * len(run)
         if self.cache is not None:
             loaded = [self.cache.get(key, buffer, n) for key, buffer, n in zip(keys, buffers, lengths, strict=True)]
@@ -240,6 +241,3 @@ class Reader:
             for i in missing:
                 loaded[i] = Block(buffers[i], lengths[i])
         return [(block, i in missing) for i, block in enumerate(loaded)]  # type: ignore[misc]
-
-    def _block_length(self, entry: Entry, index: int) -> int:
-        return max(0, min(self.block_size, (entry.size or 0) - index * self.block_size))

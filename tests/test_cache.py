@@ -228,28 +228,39 @@ def test_file_systems_without_direct_io_get_ordinary_io(tmp_path: Path, monkeypa
 # -- the buffer pool -------------------------------------------------------------------------------------
 def test_a_retired_buffer_is_reused_only_once_no_view_of_it_remains() -> None:
     pool = BufferPool(8192, spare=4)
-    buffer = pool.take()
+    buffer = pool.take(8192)
     buffer[:5] = b"hello"
     reply = Block(buffer, 5).view(1, 4)  # like a reply still on its way to the kernel
     pool.retire(buffer)
     pool.retire(buffer)  # twice: still listed once
     del buffer
-    other = pool.take()
+    other = pool.take(8192)
     assert bytes(reply) == b"ell" and other is not reply.obj and pool.created == 2
     del reply
-    again = pool.take()  # the first buffer, now that nothing refers to it
+    again = pool.take(8000)  # the first buffer, now that nothing refers to it
     assert again is not other and pool.created == 2
-    assert pool.take() is not again and pool.created == 3  # never handed out twice
+    assert pool.take(8192) is not again and pool.created == 3  # never handed out twice
 
 
 def test_the_pool_keeps_at_most_spare_unused_buffers() -> None:
     pool = BufferPool(4096, spare=2)
-    taken = [pool.take() for _ in range(5)]
+    taken = [pool.take(4096) for _ in range(5)]
     for buffer in taken:
         pool.retire(buffer)
     del taken, buffer
-    pool.retire(pool.take())  # retiring trims the unused ones beyond the spares (this one was still in hand)
-    assert len([pool.take() for _ in range(4)]) == 4 and pool.created == 6  # two spares and the last one reused
+    pool.retire(pool.take(4096))  # retiring trims the unused ones beyond the spares (this one was still in hand)
+    assert len([pool.take(4096) for _ in range(4)]) == 4 and pool.created == 6  # two spares and the last one reused
+
+
+def test_small_blocks_get_small_buffers_outside_the_pool() -> None:
+    pool = BufferPool(8 << 20, spare=4)
+    small = pool.take(5000)
+    assert len(small) == 8192 and pool.created == 0  # whole pages, not a full-size buffer
+    pool.retire(small)
+    del small
+    assert len(pool.take(1 << 20)) == 1 << 20 and pool.created == 0  # a small one never goes back to the pool
+    big = pool.take(8 << 20)
+    assert len(big) == 8 << 20 and pool.created == 1
 
 
 # -- the reader ------------------------------------------------------------------------------------------
