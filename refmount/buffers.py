@@ -60,7 +60,7 @@ class BufferPool:
     """
 
     def __init__(self, size: int, *, spare: int) -> None:
-        self.size = size
+        self.size = round_up(size)  # what aligned_buffer makes: retire() knows pooled buffers by it
         self.spare = spare
         self.created = 0  # buffers allocated so far (a measure of how well reuse works)
         self._retired: list[mmap.mmap] = []

@@ -252,6 +252,14 @@ def test_the_pool_keeps_at_most_spare_unused_buffers() -> None:
     assert len([pool.take(4096) for _ in range(4)]) == 4 and pool.created == 6  # two spares and the last one reused
 
 
+def test_a_block_size_of_part_of_a_page_is_still_pooled() -> None:
+    pool = BufferPool(1000, spare=4)  # buffers are whole pages: 4096 bytes
+    buffer = pool.take(1000)
+    pool.retire(buffer)
+    del buffer
+    assert len(pool.take(1000)) == 4096 and pool.created == 1
+
+
 def test_small_blocks_get_small_buffers_outside_the_pool() -> None:
     pool = BufferPool(8 << 20, spare=4)
     small = pool.take(5000)
