@@ -175,7 +175,22 @@ def test_s3_pinned_reads_and_eio_after_overwrite(s3_env: S3Env, cli: Cli, mount_
         (m.path / f"p/{plain}/v0/a.bin").read_bytes()
     assert info.value.errno == errno.EIO
     assert "overwritten" in m.log()
+    assert "S3 is not usable" not in m.log()
     assert os.getxattr(m.path / f"p/{versioned}/v0/a.bin", "user.refmount.version")
+
+
+def test_broken_aws_setup_is_logged_at_mount(two_versions: list[dict[str, bytes]], mount_factory: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The S3 client is built while the mount comes up: a bad AWS profile shows in the log before any read,
+    and artifacts on other stores are served all the same."""
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    m = mount_factory()
+    assert (m.path / "vision/mnist/v1/labels.csv").read_bytes() == two_versions[1]["labels.csv"]
+    deadline = time.monotonic() + 10
+    while "S3 is not usable" not in m.log():
+        assert time.monotonic() < deadline, m.log()
+        time.sleep(0.05)
+    assert "no-such-profile" in m.log()
 
 
 def test_cache_survives_remount_and_recovers_corrupt_blocks(tmp_path: Path, registry_url: str,

@@ -45,6 +45,11 @@ def store_for(ref: RefURI | str) -> Store:
         return _instances[target]
 
 
+def prepare(scheme: str) -> None:
+    """Build the store for ``scheme`` and whatever its first read would wait for (its client)."""
+    store_for(f"{scheme}://").prepare()
+
+
 def _store_key(uri: str) -> str:
     scheme = uri.partition("://")[0].lower()
     if scheme in ("http", "https"):
@@ -63,4 +68,4 @@ def reset() -> None:
         _instances.clear()
 
 
-__all__ = ["DEFAULT_MAX_OBJECTS", "SCHEMES", "Store", "parse", "store_for"]
+__all__ = ["DEFAULT_MAX_OBJECTS", "SCHEMES", "Store", "parse", "prepare", "store_for"]

@@ -50,6 +50,9 @@ class Store(abc.ABC):
         """
         return fill(targets, [self.read(entry, offset, sum(len(t) for t in targets))])
 
+    def prepare(self) -> None:  # noqa: B027 (optional: most stores have nothing to build)
+        """Build now what the first read would otherwise wait for (a client, say); optional."""
+
     @abc.abstractmethod
     def check(self, entry: Entry) -> None:
         """Raise ChangedObject unless the logged object version still resolves (cheap: no data)."""

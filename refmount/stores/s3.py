@@ -75,6 +75,9 @@ class S3Store(Store):
                 self._client = session.client("s3", endpoint_url=endpoint, config=config)
             return self._client
 
+    def prepare(self) -> None:
+        self.client  # noqa: B018 (builds it)
+
     # -- scanning -------------------------------------------------------------------------------------
     def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
              max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
