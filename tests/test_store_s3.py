@@ -118,6 +118,24 @@ def test_reads_are_exact_and_pinned(s3_env: S3Env, store: S3Store) -> None:
         store.read(unpinned, 0, 10)
 
 
+def test_reads_are_presigned_and_failures_take_the_full_client(s3_env: S3Env, store: S3Store,
+                                                               requests: collections.Counter[str]) -> None:  # fmt: skip
+    """A successful read skips botocore's request pipeline; anything else goes through get_object, which
+    retries and names the error."""
+    versioned, plain = s3_env.bucket(versioned=True), s3_env.bucket()
+    for b in (versioned, plain):
+        s3_env.put(b, "k", b"logged bytes")
+    pinned, unpinned = scan(f"s3://{versioned}/k")[0], scan(f"s3://{plain}/k")[0]
+    assert store.read(pinned, 7, 5) == b"bytes" and store.read(unpinned, 0, 6) == b"logged"
+    assert requests["GetObject"] == 0
+    s3_env.put(versioned, "k", b"other bytes!")
+    s3_env.put(plain, "k", b"other bytes!")
+    assert store.read(pinned, 0, 12) == b"logged bytes"  # the presigned URL names the version
+    with pytest.raises(ChangedObject, match="overwritten"):
+        store.read(unpinned, 0, 6)  # If-Match travels as a header beside the signature
+    assert requests["GetObject"] == 1
+
+
 def test_deleted_version_is_an_error_not_other_bytes(s3_env: S3Env, store: S3Store) -> None:
     b = s3_env.bucket(versioned=True)
     s3_env.put(b, "k", b"one")
