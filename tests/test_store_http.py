@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import hashlib
 import json
@@ -43,6 +44,14 @@ def store() -> HTTPStore:
     s = store_for("http")
     assert isinstance(s, HTTPStore) and store_for("https") is s
     return s
+
+
+def open_files(pid: int) -> list[str]:
+    links = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            links.append(os.readlink(fd))
+    return links
 
 
 def overwrite(directory: HTTPDir, name: str, body: bytes) -> None:
@@ -236,6 +245,8 @@ def test_mount_reads_exact_bytes_and_fails_on_change(nginx_dir: HTTPDir, plain_d
     before = downloads(plain_http, urls[2])
     assert (version / "plain.bin").read_bytes() == big  # no ETag, no Range: whole body, MD5-verified
     assert downloads(plain_http, urls[2]) == before + 1  # once for both blocks, not once per block
+    spooled = [link for link in open_files(m.proc.pid) if "refmount-http-" in link]
+    assert spooled and all(link.startswith(f"{m.cache_dir}/tmp/") for link in spooled)  # not in /tmp
     overwrite(nginx_dir, "small.bin", b"LOGGED")
     with pytest.raises(OSError) as info:
         (version / "small.bin").read_bytes()

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,11 @@ def _daemonize(options: MountOptions) -> int:
 
 def _serve_until_done(options: MountOptions, on_ready: object) -> int:
     threading.Thread(target=_prepare_s3, name="prepare-s3", daemon=True).start()
+    # Scratch files (HTTP bodies without an ETag, kept once verified) go beside the cache, on the disk
+    # chosen for bulk data, rather than in /tmp, which is often memory.
+    scratch = options.cache_dir / "tmp"
+    scratch.mkdir(mode=0o700, exist_ok=True)
+    tempfile.tempdir = str(scratch)
     registry = open_registry(options.registry_url, index_dir=options.cache_dir / "manifests")
     cache = BlockCache(options.cache_dir, options.cache_size_bytes)
     namespace = Namespace(registry, options.alias_ttl_s)

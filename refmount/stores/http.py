@@ -12,10 +12,10 @@ checked only by the ETag and total size that the response reports.
 
 A file served without an ETag is hashed at log time (streamed; digest = base64 MD5, like
 ``file://``). It can only be verified whole, so a read downloads the whole body, checks that MD5
-and only then returns bytes. The verified body is kept in an unlinked temporary file (under
-TMPDIR, gone with the process) so that block-wise readers download it once, not once per block;
-concurrent readers share one download. Bodies larger than the spool budget are streamed again
-for each read, keeping only the requested bytes in memory.
+and only then returns bytes. The verified body is kept in an unlinked temporary file (in the
+daemon, under the cache directory; gone with the process) so that block-wise readers download it
+once, not once per block; concurrent readers share one download. Bodies larger than the spool
+budget are streamed again for each read, keeping only the requested bytes in memory.
 """
 
 from __future__ import annotations
