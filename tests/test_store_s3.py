@@ -128,6 +128,8 @@ def test_reads_are_presigned_and_failures_take_the_full_client(s3_env: S3Env, st
     pinned, unpinned = scan(f"s3://{versioned}/k")[0], scan(f"s3://{plain}/k")[0]
     assert store.read(pinned, 7, 5) == b"bytes" and store.read(unpinned, 0, 6) == b"logged"
     assert requests["GetObject"] == 0
+    url = store.client.generate_presigned_url("get_object", Params={"Bucket": plain, "Key": "k"})
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url  # S3 refuses SigV2 for buckets made since 2020
     s3_env.put(versioned, "k", b"other bytes!")
     s3_env.put(plain, "k", b"other bytes!")
     assert store.read(pinned, 0, 12) == b"logged bytes"  # the presigned URL names the version
