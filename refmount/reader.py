@@ -28,7 +28,10 @@ BLOCK_SIZE = 8 << 20
 MEMORY_BLOCKS = 16  # recently used blocks kept in memory: more than a full readahead window
 MAX_FETCHES = 16  # concurrent store requests (threads)
 MAX_READAHEAD_BLOCKS = 8  # up to 64 MiB ahead of a sequential reader
-MAX_BLOCKS_PER_REQUEST = 4  # readahead asks a store for up to 32 MiB at once (fewer, larger requests)
+# Readahead asks a store for up to 16 MiB at once: a topped-up window is then about four requests in
+# flight. Through a running mount that read cold 7-11% faster than two of 32 MiB (SeaweedFS, eight
+# interleaved rounds): a server reads one range at a time, so more ranges keep its disk busier.
+MAX_BLOCKS_PER_REQUEST = 2
 MAX_PENDING_CACHE_WRITES = 8  # blocks handed to the disk cache but not yet written
 
 
@@ -58,7 +61,7 @@ class Reader:
         self.block_size = block_size
         self.stats = ReaderStats()
         self._limiter = trio.CapacityLimiter(max_fetches)
-        self._buffers = BufferPool(block_size, spare=MAX_BLOCKS_PER_REQUEST * 2)
+        self._buffers = BufferPool(block_size, spare=MAX_READAHEAD_BLOCKS)
         self._memory: collections.OrderedDict[str, Block] = collections.OrderedDict()
         self._memory_blocks = memory_blocks
         self._flights: dict[str, _Flight] = {}

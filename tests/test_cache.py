@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 from refmount import directio, stores
+from refmount import reader as reader_module
 from refmount.buffers import Block, BufferPool, aligned_buffer
 from refmount.cache import INLINE_MAX, BlockCache, block_key
 from refmount.errors import ChangedObject, StoreError
@@ -442,6 +443,13 @@ async def calls_reach(store: FakeStore, count: int) -> list[tuple[int, int]]:
     return sorted((off, n) for _, off, n in store.calls)
 
 
+@pytest.fixture
+def runs_of_four(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readahead asks for up to four blocks per request here, whatever the daemon is tuned to."""
+    monkeypatch.setattr(reader_module, "MAX_BLOCKS_PER_REQUEST", 4)
+
+
+@pytest.mark.usefixtures("runs_of_four")
 def test_prefetch_fetches_ahead_in_the_background(store: FakeStore) -> None:
     entry = add(store, "x.bin", os.urandom(6 * BLOCK))
 
@@ -459,6 +467,7 @@ def test_prefetch_fetches_ahead_in_the_background(store: FakeStore) -> None:
     assert stats.fetches == 5
 
 
+@pytest.mark.usefixtures("runs_of_four")
 def test_prefetch_requests_are_runs_of_missing_blocks(store: FakeStore) -> None:
     entry = add(store, "x.bin", os.urandom(10 * BLOCK - 1))
 
