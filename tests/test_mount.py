@@ -21,7 +21,7 @@ from refmount.registry import open_registry
 from refmount.stores.file import file_uri
 from tests.conftest import Cli
 from tests.mounts import is_mounted
-from tests.servers import S3Env
+from tests.servers import S3Env, free_port
 
 
 def make_tree(root: Path, seed: int) -> dict[str, bytes]:
@@ -177,6 +177,20 @@ def test_s3_pinned_reads_and_eio_after_overwrite(s3_env: S3Env, cli: Cli, mount_
     assert "overwritten" in m.log()
     assert "S3 is not usable" not in m.log()
     assert os.getxattr(m.path / f"p/{versioned}/v0/a.bin", "user.refmount.version")
+
+
+def test_unreachable_store_gives_eio_and_the_daemon_goes_on(s3_env: S3Env, cli: Cli, mount_factory: Any,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    b = s3_env.bucket()
+    s3_env.put(b, "ds/a.bin", b"logged bytes")
+    cli("log", f"p/{b}", f"s3://{b}/ds/")
+    monkeypatch.setenv("AWS_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    m = mount_factory()
+    with pytest.raises(OSError) as info:
+        (m.path / f"p/{b}/v0/a.bin").read_bytes()
+    assert info.value.errno == errno.EIO
+    assert f"EIO for p/{b}:v0/a.bin" in m.log() and "cannot reach the S3 endpoint" in m.log()
+    assert os.listdir(m.path / f"p/{b}/v0") == ["a.bin"] and m.stats()["read_errors"] >= 1  # still serving
 
 
 def test_broken_aws_setup_is_logged_at_mount(two_versions: list[dict[str, bytes]], mount_factory: Any,

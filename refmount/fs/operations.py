@@ -267,6 +267,11 @@ class Operations(pyfuse3.Operations):
             log.error("EIO for %s/%s (reference %s): %s", handle.slot.version.qualified_name, entry.path,
                       entry.ref, exc)  # fmt: skip
             raise _fail(errno.EIO) from None
+        except Exception:  # a failure no store mapped: pyfuse3 would end the whole mount over it
+            self.counters.read_errors += 1
+            log.exception("EIO for %s/%s (reference %s): unexpected error", handle.slot.version.qualified_name,
+                          entry.path, entry.ref)  # fmt: skip
+            raise _fail(errno.EIO) from None
         self.counters.read_bytes += len(data)
         return data
 

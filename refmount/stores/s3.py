@@ -197,6 +197,8 @@ class S3Store(Store):
                 if _code(exc) in ("InvalidRange", "416"):
                     return None
                 raise self._read_error(entry, exc) from exc
+            except botocore.exceptions.BotoCoreError as exc:  # botocore has retried the request already
+                raise _store_error(exc, entry.ref, self.client) from exc
             with contextlib.closing(body):
                 return consume(body)
 
