@@ -9,7 +9,7 @@ import pytest
 
 from refmount.stores.file import file_uri
 from tests.conftest import Cli
-from tests.servers import S3Env
+from tests.servers import S3Env, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +72,7 @@ def test_verify(cli: Cli, s3_env: S3Env, tmp_path: Path) -> None:
     assert "2 of 3" in result.out and f"s3://{plain}/d/1" in result.err and result.code == 4
 
 
-def test_download_from_s3_matches(cli: Cli, s3_env: S3Env, tmp_path: Path) -> None:
+def test_download_from_s3_matches(cli: Cli, s3_env: S3Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     b = s3_env.bucket(versioned=True)
     body = os.urandom(3 << 20)
     s3_env.put(b, "m/model.bin", body)
@@ -80,3 +80,9 @@ def test_download_from_s3_matches(cli: Cli, s3_env: S3Env, tmp_path: Path) -> No
     s3_env.put(b, "m/model.bin", b"newer")
     cli("download", "models/m", str(tmp_path / "out"), "-j", "2")
     assert (tmp_path / "out/model.bin").read_bytes() == body
+    s3_env.put(b, "m2/other.bin", body)
+    cli("log", "models/m2", f"s3://{b}/m2/")  # never downloaded: not in the block cache
+    monkeypatch.setenv("AWS_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    result = cli("download", "models/m2", str(tmp_path / "none"), ok=False)
+    assert "cannot reach the S3 endpoint" in result.err and "Traceback" not in result.err
+    assert not any((tmp_path / "none").rglob("*.bin"))
