@@ -175,9 +175,17 @@ def test_errors_are_clear(s3_env: S3Env, monkeypatch: pytest.MonkeyPatch) -> Non
         scan(f"s3://{b}/x?partNumber=1")
     with pytest.raises(InvalidInput, match="no bucket"):
         scan("s3:///x")
-    monkeypatch.setenv("AWS_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(InvalidInput, match="versionId needs an object key"):
+        scan(f"s3://{b}?versionId=abc")
+    (entry,) = scan(f"s3://{b}/x")
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
     import refmount.stores
 
+    refmount.stores.reset()
+    with pytest.raises(StoreError, match=r"cannot set up the S3 client: .*no-such-profile"):
+        store_for("s3").read(entry, 0, 1)
+    monkeypatch.delenv("AWS_PROFILE")
+    monkeypatch.setenv("AWS_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     refmount.stores.reset()
     with pytest.raises(StoreError, match="cannot reach the S3 endpoint"):
         scan(f"s3://{b}/x")
