@@ -9,13 +9,15 @@ Entries logged with ``checksum=False`` have no size or pinned bytes and are not 
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
 import stat
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyfuse3
 
@@ -27,6 +29,7 @@ from . import dircache
 from .namespace import ROOT_INODE, Namespace, RegistryDown, VersionSlot
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 IMMUTABLE_TTL = 24 * 3600.0
 IO_BLOCK = 1 << 20  # st_blksize: invites tools like cp and cat to read 1 MiB at a time
@@ -42,6 +45,24 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 def _fail(code: int) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(code)
+
+
+def _contained(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """pyfuse3 ends the whole mount when a handler raises anything but FUSEError: an error nothing
+    expected (a damaged local index, say) fails only its own request, with EIO and a traceback in the
+    log. (``read`` catches its own, to name the file.)"""
+
+    @functools.wraps(handler)
+    async def run(self: Any, *args: Any, **kwargs: Any) -> T:
+        try:
+            return await handler(self, *args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception:
+            log.exception("EIO for a %s request %r: unexpected error", handler.__name__, args)
+            raise _fail(errno.EIO) from None
+
+    return run
 
 
 def _showable(name: str) -> bool:
@@ -126,6 +147,7 @@ class Operations(pyfuse3.Operations):
         return attr
 
     # -- lookups -----------------------------------------------------------------------------------
+    @_contained
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
         self.counters.lookups += 1
         text = os.fsdecode(name)
@@ -159,6 +181,7 @@ class Operations(pyfuse3.Operations):
                 return self._version_node(slot, root)
         raise _fail(errno.ENOENT)
 
+    @_contained
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         self.counters.getattrs += 1
         if self.ns.in_version(inode):
@@ -173,6 +196,7 @@ class Operations(pyfuse3.Operations):
             return await self._registry_call(self._lookup_namespace, path[:2], path[2])
         return self._namespace_dir(inode)
 
+    @_contained
     async def readlink(self, inode: int, ctx: Any = None) -> bytes:
         path = self.ns.path_of(inode)
         if path is None or len(path) != 3:
@@ -183,6 +207,7 @@ class Operations(pyfuse3.Operations):
         return os.fsencode(target)
 
     # -- directories ---------------------------------------------------------------------------------
+    @_contained
     async def opendir(self, inode: int, ctx: Any = None) -> int:
         if not self.ns.in_version(inode):
             if self.ns.path_of(inode) is None:
@@ -191,6 +216,7 @@ class Operations(pyfuse3.Operations):
         dircache.mark_next_reply_cacheable()  # a version directory never changes: the kernel may keep its listing
         return inode
 
+    @_contained
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         self.counters.readdirs += 1
         if self.ns.in_version(fh):
@@ -238,6 +264,7 @@ class Operations(pyfuse3.Operations):
                     return
 
     # -- files ----------------------------------------------------------------------------------------
+    @_contained
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
         if flags & _WRITE_FLAGS:
             raise _fail(errno.EROFS)
@@ -297,10 +324,12 @@ class Operations(pyfuse3.Operations):
             handle.prefetched_to = wanted
         handle.window = min(handle.window * 2, MAX_READAHEAD_BLOCKS)
 
+    @_contained
     async def release(self, fh: int) -> None:
         self._files.pop(fh, None)
 
     # -- extended attributes ---------------------------------------------------------------------------
+    @_contained
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
         if inode == ROOT_INODE and name == STATS_XATTR:
             return json.dumps({**asdict(self.counters), **asdict(self.reader.stats)}).encode()
@@ -312,6 +341,7 @@ class Operations(pyfuse3.Operations):
             raise _fail(pyfuse3.ENOATTR)
         return str(value).encode()
 
+    @_contained
     async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
         if inode == ROOT_INODE:
             return [STATS_XATTR]
@@ -320,6 +350,7 @@ class Operations(pyfuse3.Operations):
             return []
         return [name for name, get in XATTRS.items() if get(found[1].entry) is not None]
 
+    @_contained
     async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = IO_BLOCK
