@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import collections
+import http.server
+import logging
+import os
+import threading
 from collections.abc import Iterator
 
 import pytest
 
+import refmount.stores
 from refmount.errors import ChangedObject, InvalidInput, NotFound, StoreError, TooManyObjects
 from refmount.manifest import Entry, Manifest
 from refmount.stores import parse, store_for
+from refmount.stores.base import MAX_ATTEMPTS
 from refmount.stores.s3 import S3Store
-from tests.servers import S3Env
+from tests.servers import S3Env, point_env_at
 
 
 def scan(uri: str, **kw) -> list[Entry]:
@@ -179,8 +185,6 @@ def test_errors_are_clear(s3_env: S3Env, monkeypatch: pytest.MonkeyPatch) -> Non
         scan(f"s3://{b}?versionId=abc")
     (entry,) = scan(f"s3://{b}/x")
     monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
-    import refmount.stores
-
     refmount.stores.reset()
     with pytest.raises(StoreError, match=r"cannot set up the S3 client: .*no-such-profile"):
         store_for("s3").read(entry, 0, 1)
@@ -214,3 +218,65 @@ def test_odd_keys_make_refs_that_read_the_right_object(s3_env: S3Env, store: S3S
     assert store.read(entry, 4, 5) == b"right"
     (single,) = scan(entry.ref)  # the ref names the single object again
     assert single.ref == entry.ref and single.digest == entry.digest
+
+
+def test_read_into_fills_every_target_and_reuses_the_connection(s3_env: S3Env, store: S3Store,
+                                                               caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    b = s3_env.bucket()
+    body = os.urandom(3 << 20)
+    s3_env.put(b, "big", body)
+    (entry,) = scan(f"s3://{b}/big")
+    caplog.set_level(logging.DEBUG, logger="urllib3.connectionpool")
+    for offset in (0, 12345, 1 << 20):
+        targets = [memoryview(bytearray(n)) for n in (1000, 1 << 20, 77)]
+        assert store.read_into(entry, offset, targets) == sum(len(t) for t in targets)
+        assert b"".join(bytes(t) for t in targets) == body[offset : offset + sum(len(t) for t in targets)]
+    whole = [memoryview(bytearray(len(body)))]
+    assert store.read_into(entry, 0, whole) == len(body) and bytes(whole[0]) == body  # a GET without a Range
+    assert sum("Starting new HTTP connection" in r.message for r in caplog.records) <= 1  # each read released it
+
+
+class _ScriptedS3(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with ``BODY`` the way the next entry of ``script`` says: in full, cut short (and the
+    connection closed), or with more bytes than asked for."""
+
+    BODY = bytes(range(256)) * 64
+    script: list[str] = []
+
+    def do_GET(self) -> None:
+        how = self.script.pop(0) if self.script else "full"
+        sent = self.BODY + b"extra" if how == "long" else self.BODY
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(sent)))
+        self.end_headers()
+        self.wfile.write(sent[: len(sent) // 2] if how == "short" else sent)
+        self.close_connection = how == "short"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ScriptedS3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    point_env_at(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}")
+    _ScriptedS3.script = []
+    yield _ScriptedS3.script
+    server.shutdown()
+    refmount.stores.reset()
+
+
+def test_a_body_cut_short_is_fetched_again_and_a_long_one_is_counted(scripted_s3: list[str]) -> None:
+    body = _ScriptedS3.BODY
+    entry = Entry(path="k", ref="s3://b/k", digest="d", size=len(body), extra={"etag": "d"})
+    store = store_for("s3")
+    scripted_s3[:] = ["short", "full"]
+    targets = [memoryview(bytearray(1000)), memoryview(bytearray(len(body) - 1000))]
+    assert store.read_into(entry, 0, targets) == len(body)
+    assert b"".join(bytes(t) for t in targets) == body and not scripted_s3
+    scripted_s3[:] = ["long"]
+    assert store.read_into(entry, 0, [memoryview(bytearray(len(body)))]) == len(body) + len(b"extra")
+    scripted_s3[:] = ["short"] * MAX_ATTEMPTS
+    with pytest.raises(StoreError, match=f"giving up after {MAX_ATTEMPTS} attempts"):
+        store.read_into(entry, 0, [memoryview(bytearray(len(body)))])

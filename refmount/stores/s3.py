@@ -9,6 +9,7 @@ returning other bytes.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import logging
 import os
 import threading
@@ -181,12 +182,7 @@ class S3Store(Store):
         return self._stream(entry, offset, length, lambda body: body.read()) or b""
 
     def read_into(self, entry: Entry, offset: int, targets: Sequence[memoryview]) -> int:
-        # Streamed in chunks straight into the caller's (reused) buffers: one large body read
-        # would make a fresh allocation as big as the range.
-        def consume(body: Any) -> int:
-            return fill(targets, iter(partial(body.read, _CHUNK), b""))
-
-        return self._stream(entry, offset, sum(len(t) for t in targets), consume) or 0
+        return self._stream(entry, offset, sum(len(t) for t in targets), partial(_receive_into, targets=targets)) or 0
 
     def _stream(self, entry: Entry, offset: int, length: int, consume: Callable[[Any], T]) -> T | None:
         """GET the pinned range and return what ``consume`` makes of its body (None: nothing there).
@@ -267,6 +263,37 @@ class S3Store(Store):
         if code in ("NoSuchVersion", "InvalidArgument") and entry.version_id:
             return changed(entry, "the logged object version no longer exists")
         return _store_error(exc, entry.ref, self.client)
+
+
+def _receive_into(body: StreamingBody, targets: Sequence[memoryview]) -> int:
+    """Fill ``targets`` with the body; returns the body's length in bytes (more than fits, if it is longer).
+
+    The socket receives straight into the targets, with the GIL released: reading through urllib3
+    and botocore costs two copies of every byte, made holding the GIL, which the daemon's FUSE
+    replies then wait for (about 10% of its CPU on a cold sequential read). Where that is not
+    possible (another urllib3 or botocore, a chunked body), the body is read and copied in chunks.
+    """
+    raw = getattr(body, "_raw_stream", None)  # urllib3's response (a private attribute of botocore's)
+    fp = getattr(raw, "_fp", None)  # http.client's response under it (private to urllib3)
+    plain = type(body) is StreamingBody and isinstance(fp, http.client.HTTPResponse)  # not a checksumming body
+    if not plain or fp.chunked or fp.length is None:
+        return fill(targets, iter(partial(body.read, _CHUNK), b""))
+    received = 0
+    try:
+        for target in targets:
+            while target:
+                n = fp.readinto(target)
+                if not n:
+                    break
+                received, target = received + n, target[n:]
+    except (OSError, http.client.HTTPException) as exc:  # what urllib3 and botocore would have wrapped
+        raise botocore.exceptions.ResponseStreamingError(error=exc) from exc
+    if fp.length and fp.isclosed():  # the connection ended early
+        raise botocore.exceptions.IncompleteReadError(actual_bytes=received, expected_bytes=received + fp.length)
+    if fp.length:
+        return received + fp.length  # longer than asked for: the caller says so (the connection is dropped)
+    raw.release_conn()  # read to its end: the connection goes back to the pool
+    return received
 
 
 def _bucket_key(ref: RefURI) -> tuple[str, str]:
