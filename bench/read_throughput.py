@@ -8,9 +8,10 @@ after mounting and then the copy through the same mount, from the disk cache (pa
 and from the page cache (counting the read requests that still reach the daemon). A new daemon's
 first large read also pays for its first touch of its block buffers (about 200 MiB, costly in a VM);
 a mount that has read before no longer does, like the boto3 client that is reused across rounds.
-Peers in the same run: boto3's `download_file` of the object, a plain read of the same bytes from a
-local file with a cold page cache, and optionally `rclone mount` / `s3fs` on the same bucket. Needs
-root (it writes /proc/sys/vm/drop_caches).
+Peers in the same run: boto3's `download_file` of the object (also timed until its file is on disk,
+as refmount's cache blocks are), a plain read of the same bytes from a local file with a cold page
+cache, and optionally `rclone mount` / `s3fs` on the same bucket. Needs root (it writes
+/proc/sys/vm/drop_caches).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from common import drop_caches, peer_mount, use_s3
 
@@ -70,6 +72,24 @@ class Results:
         for label, rates in self.rates.items():
             spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
             print(f"{label:<30}{self.median(label):>8,.0f}{spread:>14}  {self.notes[label]}")
+
+
+def boto3_download(client: Any, target: Path, size: int, *, synced: bool) -> tuple[str, float, str]:
+    """boto3's ``download_file`` of the object, optionally until its bytes are on disk: without the fsync
+    the kernel writes them back after the clock stops, while refmount's cache writes count."""
+
+    def download() -> None:
+        client.download_file("bench", "data/object.bin", str(target))
+        if synced:
+            fd = os.open(target, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    if synced:
+        return "boto3 download_file + fsync", rate(size, download), "the same, until on disk"
+    return "boto3 download_file", rate(size, download), "to a local file"
 
 
 def refmount_round(results: Results, work: Path, registry: str, size: int) -> None:
@@ -131,10 +151,10 @@ def main() -> None:
             refmount.log_artifact(art, project="bench", registry=registry)
             (work / "mnt").mkdir()
             for _ in range(args.rounds):  # interleaved, so that a slow spell of the machine hits every reader
-                drop_caches()
-                results.add("boto3 download_file", rate(size, lambda: client.download_file(
-                    "bench", "data/object.bin", str(work / "download.bin"))), "to a local file")  # fmt: skip
-                (work / "download.bin").unlink()
+                for synced in (False, True):
+                    drop_caches()
+                    results.add(*boto3_download(client, work / "download.bin", size, synced=synced))
+                    (work / "download.bin").unlink()
                 drop_caches()
                 results.add("plain local read (cold)", rate(size, lambda: read_all(source)), "page cache dropped")
                 refmount_round(results, work, registry, size)
@@ -152,6 +172,8 @@ def main() -> None:
     page = results.median("refmount warm (page cache)") / results.median("refmount warm (disk cache)")
     print(f"\ncold / boto3: {cold:.2f}x through a running mount (target >= 0.9)")
     print(f"cold / boto3, a new mount's first read: {first:.2f}x")
+    synced = results.median("refmount cold, running mount") / results.median("boto3 download_file + fsync")
+    print(f"cold / boto3 until its file is on disk: {synced:.2f}x")
     print(f"disk-cache warm / plain local read: {disk:.2f}x (target >= 0.8)")
     print(f"page-cache warm / disk-cache warm: {page:.1f}x (target >= 3)")
 
