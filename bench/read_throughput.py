@@ -1,6 +1,7 @@
 """Sequential read of one large S3 object through the mount, cold and warm, against its peers.
 
     python bench/read_throughput.py [--size-mib 1024] [--rounds 3] [--peers rclone,s3fs]
+        [--store-on memory,disk]
 
 Starts SeaweedFS (`weed mini`) on 127.0.0.1, uploads the object (and a copy under another key),
 logs both, mounts refmount, and reads the file with 1 MiB reads: cold (empty caches) twice, right
@@ -12,6 +13,10 @@ Peers in the same run: boto3's `download_file` of the object (also timed until i
 as refmount's cache blocks are), a plain read of the same bytes from a local file with a cold page
 cache, and optionally `rclone mount` / `s3fs` on the same bucket. Needs root (it writes
 /proc/sys/vm/drop_caches).
+All of it twice: with SeaweedFS's objects in memory, as on a remote server (whose disks are not the
+reader's), and on the disk that also holds the readers' caches (where a reader that fills its cache
+while it reads competes with the server for the disk, and boto3's file is written back only after
+its clock stops).
 """
 
 from __future__ import annotations
@@ -125,57 +130,88 @@ def peer_round(results: Results, kind: str, endpoint: str, work: Path, size: int
         results.add(f"{kind} warm (page cache)", rate(size, lambda: read_all(path)))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mib", type=int, default=1024, help="object size in MiB (default 1024)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of every reader; medians are shown (default 3)")
-    parser.add_argument("--peers", default="", help="comma-separated extra peers to run: rclone, s3fs")
-    args = parser.parse_args()
+# Where SeaweedFS keeps the objects. "memory" (tmpfs, which dropping the page cache leaves alone) stands
+# for a remote store, whose disks are not the reader's; "disk" puts them on the disk that also holds
+# the readers' caches, so a reader that fills a cache while it reads competes with the store for it.
+STORE_DIRS = {"memory": "/dev/shm", "disk": "/var/tmp"}
+
+
+def is_tmpfs(path: str) -> bool:
+    with open("/proc/mounts") as mounts:
+        return any(line.split()[1:3] == [path, "tmpfs"] for line in mounts)
+
+
+def measure(store_on: str, args: argparse.Namespace, work: Path, source: Path) -> Results:
+    """Every reader over ``args.rounds`` interleaved rounds, the store's objects kept in ``store_on``."""
     size = args.size_mib * MIB
-    work = Path(tempfile.mkdtemp(prefix="refmount-bench-", dir="/var/tmp"))
-    source = work / "object.bin"
-    with open(source, "wb") as f:
-        for _ in range(args.size_mib):
-            f.write(os.urandom(MIB))
     results = Results()
-    try:
-        with SeaweedFS() as endpoint:
-            use_s3(endpoint)
-            client = s3_client(endpoint)
-            client.create_bucket(Bucket="bench")
-            client.upload_file(str(source), "bench", "data/object.bin")
-            client.upload_file(str(source), "bench", "data/copy.bin")
-            registry = f"sqlite:///{work / 'registry.db'}"
-            art = refmount.Artifact("big", type="dataset")
-            art.add_reference("s3://bench/data/")
-            refmount.log_artifact(art, project="bench", registry=registry)
-            (work / "mnt").mkdir()
-            for _ in range(args.rounds):  # interleaved, so that a slow spell of the machine hits every reader
-                for synced in (False, True):
-                    drop_caches()
-                    results.add(*boto3_download(client, work / "download.bin", size, synced=synced))
-                    (work / "download.bin").unlink()
+    with SeaweedFS(STORE_DIRS[store_on]) as endpoint:
+        use_s3(endpoint)
+        client = s3_client(endpoint)
+        client.create_bucket(Bucket="bench")
+        client.upload_file(str(source), "bench", "data/object.bin")
+        client.upload_file(str(source), "bench", "data/copy.bin")
+        registry = f"sqlite:///{work / f'registry-{store_on}.db'}"
+        art = refmount.Artifact("big", type="dataset")
+        art.add_reference("s3://bench/data/")
+        refmount.log_artifact(art, project="bench", registry=registry)
+        (work / "mnt").mkdir(exist_ok=True)
+        for _ in range(args.rounds):  # interleaved, so that a slow spell of the machine hits every reader
+            for synced in (False, True):
                 drop_caches()
-                results.add("plain local read (cold)", rate(size, lambda: read_all(source)), "page cache dropped")
-                refmount_round(results, work, registry, size)
-                for kind in filter(None, args.peers.split(",")):
-                    peer_round(results, kind, endpoint, work, size)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    print(f"\nsequential read of a {args.size_mib} MiB object, SeaweedFS on loopback, 2 cores, "
-          f"median of {args.rounds} rounds\n")  # fmt: skip
+                results.add(*boto3_download(client, work / "download.bin", size, synced=synced))
+                (work / "download.bin").unlink()
+            drop_caches()
+            results.add("plain local read (cold)", rate(size, lambda: read_all(source)), "page cache dropped")
+            refmount_round(results, work, registry, size)
+            for kind in filter(None, args.peers.split(",")):
+                peer_round(results, kind, endpoint, work, size)
+    return results
+
+
+def report(store_on: str, results: Results) -> None:
+    print(f"\nstore's objects in {store_on} ({STORE_DIRS[store_on]})\n")
     results.print()
     boto3 = results.median("boto3 download_file")
     cold = results.median("refmount cold, running mount") / boto3
     first = results.median("refmount cold, new mount") / boto3
     disk = results.median("refmount warm (disk cache)") / results.median("plain local read (cold)")
     page = results.median("refmount warm (page cache)") / results.median("refmount warm (disk cache)")
+    synced = results.median("refmount cold, running mount") / results.median("boto3 download_file + fsync")
     print(f"\ncold / boto3: {cold:.2f}x through a running mount (target >= 0.9)")
     print(f"cold / boto3, a new mount's first read: {first:.2f}x")
-    synced = results.median("refmount cold, running mount") / results.median("boto3 download_file + fsync")
     print(f"cold / boto3 until its file is on disk: {synced:.2f}x")
     print(f"disk-cache warm / plain local read: {disk:.2f}x (target >= 0.8)")
     print(f"page-cache warm / disk-cache warm: {page:.1f}x (target >= 3)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="object size in MiB (default 1024)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every reader; medians are shown (default 3)")
+    parser.add_argument("--peers", default="", help="comma-separated extra peers to run: rclone, s3fs")
+    parser.add_argument("--store-on", default="memory,disk",
+                        help="where SeaweedFS keeps the objects, one run each: memory (tmpfs at /dev/shm, like a "
+                        "remote store), disk (/var/tmp, the disk the caches are on) (default: both)")  # fmt: skip
+    args = parser.parse_args()
+    placements = args.store_on.split(",")
+    if unknown := set(placements) - STORE_DIRS.keys():
+        parser.error(f"--store-on: unknown placement {', '.join(sorted(unknown))} (memory, disk)")
+    if "memory" in placements and not is_tmpfs(STORE_DIRS["memory"]):
+        parser.error(f"--store-on memory needs a tmpfs at {STORE_DIRS['memory']}")
+    work = Path(tempfile.mkdtemp(prefix="refmount-bench-", dir="/var/tmp"))
+    source = work / "object.bin"
+    with open(source, "wb") as f:
+        for _ in range(args.size_mib):
+            f.write(os.urandom(MIB))
+    try:
+        measured = {store_on: measure(store_on, args, work, source) for store_on in placements}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nsequential read of a {args.size_mib} MiB object, SeaweedFS on loopback, 2 cores, "
+          f"median of {args.rounds} rounds")  # fmt: skip
+    for store_on, results in measured.items():
+        report(store_on, results)
 
 
 if __name__ == "__main__":

