@@ -6,6 +6,9 @@ Two kinds of inodes:
   for a version and the node id comes from the registry's manifest index. Nothing is kept per entry,
   so memory does not grow with the files of a version, only with the versions that were opened.
 
+The few thousand nodes looked up last are kept, since a file's lookup is followed at once by its
+open (and a directory is the parent of many lookups): each would otherwise be a query of the index.
+
 Registry answers are cached for ``alias_ttl`` seconds; registry calls run in worker threads so a
 slow or unreachable database never blocks the daemon's event loop. While the registry is down,
 answers obtained before keep being served and only lookups never made before fail (EIO).
@@ -13,6 +16,7 @@ answers obtained before keep being served and only lookups never made before fai
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 SLOT_SHIFT = 40
 NODE_MASK = (1 << SLOT_SHIFT) - 1
 ROOT_INODE = 1
+RECENT_NODES = 4096
 
 T = TypeVar("T")
 
@@ -69,6 +74,7 @@ class Namespace:
         self._answers: dict[tuple[Any, ...], tuple[float, Any]] = {}
         self._slots: dict[int, VersionSlot] = {}
         self._slot_of: dict[tuple[str, str, int], int] = {}
+        self._recent: collections.OrderedDict[int, tuple[VersionSlot, Node]] = collections.OrderedDict()
         self._registry_ok = True
 
     # -- inode numbers ----------------------------------------------------------------------------
@@ -94,11 +100,27 @@ class Namespace:
         return inode >> SLOT_SHIFT > 0
 
     def node(self, inode: int) -> tuple[VersionSlot, Node] | None:
+        found = self._recent.get(inode)
+        if found is not None:
+            self._recent.move_to_end(inode)
+            return found
         slot = self.slot_of(inode)
         if slot is None:
             return None
         node = slot.index.node(self.node_id(inode))
-        return None if node is None else (slot, node)
+        return None if node is None else self._remember(slot, node)
+
+    def child(self, slot: VersionSlot, parent: Node, name: str) -> Node | None:
+        node = slot.index.child(parent.id, name)
+        if node is not None:
+            self._remember(slot, node)
+        return node
+
+    def _remember(self, slot: VersionSlot, node: Node) -> tuple[VersionSlot, Node]:
+        found = self._recent[slot.inode(node.id)] = (slot, node)
+        if len(self._recent) > RECENT_NODES:
+            self._recent.popitem(last=False)
+        return found
 
     # -- registry answers, cached for alias_ttl ------------------------------------------------------
     async def projects(self) -> list[str]:

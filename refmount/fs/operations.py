@@ -156,7 +156,7 @@ class Operations(pyfuse3.Operations):
             if found is None:
                 raise _fail(errno.ENOENT)
             slot, parent = found
-            child = slot.index.child(parent.id, text)
+            child = self.ns.child(slot, parent, text)
             if child is None or not self._visible(child):
                 return self._negative(IMMUTABLE_TTL)
             return self._version_node(slot, child)
