@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -352,3 +353,28 @@ def test_hostile_registry_names_are_not_shown(tmp_path: Path, registry_url: str,
     m = mount_factory()
     assert sorted(os.listdir(m.path / "p/ds/v0")) == ["big.bin", "train"]
     assert "invalid name" in m.log()
+
+
+def test_files_others_may_not_read_are_md5_checked_before_allow_other_serves_them(
+    tmp_path: Path, cli: Cli, mount_factory: Any
+) -> None:
+    # A forged entry: another file's size and mtime (anyone can stat them) under a made-up digest.
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    secret, genuine = private / "secret", private / "genuine"
+    secret.write_bytes(b"root only")
+    secret.chmod(0o600)
+    genuine.write_bytes(b"logged for real")
+    st = secret.stat()
+    forged = {"digest": "AAAAAAAAAAAAAAAAAAAAAA==", "ref": file_uri(secret), "size": st.st_size,
+              "extra": {"mtime_ns": st.st_mtime_ns}}  # fmt: skip
+    manifest = tmp_path / "hostile.json"
+    manifest.write_text(json.dumps({"version": 1, "contents": {"innocent.txt": forged}}))
+    cli("import", str(manifest), "evil/x")
+    log(cli.registry_url, "p/ds", file_uri(genuine))
+    m = mount_factory(extra_args=("--allow-other",))
+    with pytest.raises(OSError) as info:
+        (m.path / "evil/x/v0/innocent.txt").read_bytes()
+    assert info.value.errno == errno.EIO
+    assert "MD5 differs" in m.log()
+    assert (m.path / "p/ds/v0/genuine").read_bytes() == b"logged for real"

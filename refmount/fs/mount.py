@@ -26,6 +26,7 @@ from ..cache import BlockCache
 from ..errors import InvalidInput, RefmountError
 from ..reader import Reader
 from ..registry import open_registry
+from ..stores.file import FileStore
 from . import dircache
 from .namespace import Namespace
 from .operations import Operations
@@ -187,6 +188,10 @@ def _serve_until_done(options: MountOptions, on_ready: object) -> int:
     fuse_options = {"fsname=refmount", "subtype=refmount", "ro", "default_permissions", *options.fuse_options}
     if options.allow_other:
         fuse_options.add("allow_other")
+    if "allow_other" in fuse_options:  # also when given with -o
+        file_store = stores.store_for("file://")
+        assert isinstance(file_store, FileStore)
+        file_store.serve_other_users()
     listings_cached = dircache.install()
     pyfuse3.init(ops, str(options.mountpoint), fuse_options)
     log.info("mounted %s at %s (cache %s; kernel caches version directory listings: %s)", registry.url,

@@ -3,6 +3,11 @@
 A file's version is its MD5 (base64, W&B's digest for local references). Hashing every byte on
 each read would be ruinous, so the logged size and mtime are a fast check and the MD5 is only
 recomputed when the mtime moved.
+
+Except when a mount lets other users read through it (``allow_other``) and the file is one they
+could not read themselves: anyone can learn a file's size and mtime with ``stat``, so a forged
+manifest entry would otherwise hand them its bytes. Such files are served only once their MD5 has
+been checked (once per change of the file: the check is remembered by inode, size, mtime and ctime).
 """
 
 from __future__ import annotations
@@ -37,8 +42,13 @@ class FileStore(Store):
     schemes = ("file",)
 
     def __init__(self) -> None:
-        self._verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> b64 md5
+        self._verified: dict[tuple[str, int, int, int, int, int], str] = {}  # _identity(...) -> b64 md5
         self._lock = threading.Lock()
+        self.serves_other_users = False  # set by a mount with allow_other
+
+    def serve_other_users(self) -> None:
+        """From now on, files that not everyone may read are served only after an MD5 check."""
+        self.serves_other_users = True
 
     def scan(
         self, ref: RefURI, *, name: str | None = None, checksum: bool = True, max_objects: int = DEFAULT_MAX_OBJECTS
@@ -94,9 +104,9 @@ class FileStore(Store):
             raise changed(entry, "it is no longer a regular file")
         if entry.size is not None and st.st_size != entry.size:
             raise changed(entry, f"size is now {st.st_size}, logged {entry.size}")
-        if entry.extra.get("mtime_ns") == st.st_mtime_ns:
+        if entry.extra.get("mtime_ns") == st.st_mtime_ns and (not self.serves_other_users or _public(path, st)):
             return
-        key = (str(path), st.st_size, st.st_mtime_ns)
+        key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         with self._lock:
             known = self._verified.get(key)
         if known is None:
@@ -105,6 +115,16 @@ class FileStore(Store):
                 self._verified[key] = known
         if known != entry.digest:
             raise changed(entry, "its content changed (MD5 differs)")
+
+
+def _public(path: Path, st: os.stat_result) -> bool:
+    """Could any user read ``path`` without us: readable by others, in directories others may enter?"""
+    if not st.st_mode & stat.S_IROTH:
+        return False
+    try:
+        return all(os.stat(parent).st_mode & stat.S_IXOTH for parent in path.parents)
+    except OSError:
+        return False
 
 
 def _read_fully(fd: int, targets: Sequence[memoryview], offset: int) -> int:
