@@ -101,3 +101,17 @@ def test_systemd_notify_ready_and_stopping(tmp_path: Path, registry_url: str, cl
             if proc.poll() is None:
                 proc.kill()
             subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+
+
+def test_listing_versions_copies_no_manifest(cli: Cli, postgres_url: str, tmp_path: Path, mount_factory: Any) -> None:
+    for tag in ("v0", "v1", "v2"):
+        write_tree(tmp_path / tag, tag)
+        cli("log", "p/ds", file_uri(tmp_path / tag), "--registry", postgres_url)
+    node = mount_factory(registry_url=postgres_url)
+    copies = node.cache_dir / "manifests"
+    assert sorted(os.listdir(node.path / "p/ds")) == ["latest", "v0", "v1", "v2"]
+    assert not copies.exists() or not any(copies.glob("*.db"))  # a manifest is copied only when entered
+    assert (node.path / "p/ds/v1/labels.csv").read_bytes() == (tmp_path / "v1/labels.csv").read_bytes()
+    assert len(list(copies.glob("*.db"))) == 1
+    assert sorted(os.listdir(node.path / "p/ds/latest/train")) == ["a.bin", "b.bin"]
+    assert len(list(copies.glob("*.db"))) == 2

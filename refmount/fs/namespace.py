@@ -20,7 +20,7 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import trio
@@ -49,17 +49,30 @@ class ArtifactView:
     aliases: dict[str, int]
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class VersionSlot:
-    """A version the mount has resolved: its manifest index is local, so it keeps working offline."""
+    """A version the mount has resolved. Its manifest index is fetched on the first look inside it (a
+    network registry copies the manifest to local disk then): listing an artifact's versions costs
+    nothing per version. Once fetched, the index is local, so the version keeps working offline."""
 
     slot: int
     version: VersionInfo
-    index: ManifestIndex
+    root_id: int
+    loaded: ManifestIndex | None = None
+    loading: trio.Lock = field(default_factory=trio.Lock)
+
+    @property
+    def index(self) -> ManifestIndex:
+        assert self.loaded is not None, "Namespace.node() fetches the index before anything looks inside"
+        return self.loaded
+
+    @property
+    def root(self) -> Node:
+        return Node(self.root_id, "", True)
 
     @property
     def root_inode(self) -> int:
-        return self.inode(self.index.root_id)
+        return self.inode(self.root_id)
 
     def inode(self, node_id: int) -> int:
         return self.slot << SLOT_SHIFT | node_id
@@ -99,7 +112,7 @@ class Namespace:
     def in_version(inode: int) -> bool:
         return inode >> SLOT_SHIFT > 0
 
-    def node(self, inode: int) -> tuple[VersionSlot, Node] | None:
+    async def node(self, inode: int) -> tuple[VersionSlot, Node] | None:
         found = self._recent.get(inode)
         if found is not None:
             self._recent.move_to_end(inode)
@@ -107,6 +120,10 @@ class Namespace:
         slot = self.slot_of(inode)
         if slot is None:
             return None
+        if slot.loaded is None:
+            async with slot.loading:  # one fetch, whoever else is waiting for it
+                if slot.loaded is None:
+                    slot.loaded = await self._ask(lambda: self.registry.manifest_index(slot.version.manifest_id))
         node = slot.index.node(self.node_id(inode))
         return None if node is None else self._remember(slot, node)
 
@@ -149,11 +166,11 @@ class Namespace:
         key = (version.project, version.artifact, version.index)
         number = self._slot_of.get(key)
         if number is None:
-            index = await self._ask(lambda: self.registry.manifest_index(version.manifest_id))
+            root_id = await self._ask(lambda: self.registry.manifest_root(version.manifest_id))
             number = self._slot_of.get(key)  # another request may have resolved it meanwhile
             if number is None:
                 number = self._slot_of[key] = len(self._slot_of) + 1
-                self._slots[number] = VersionSlot(number, version, index)
+                self._slots[number] = VersionSlot(number, version, root_id)
         return self._slots[number]
 
     async def resolve_label(self, project: str, artifact: str, label: str) -> VersionInfo | str | None:

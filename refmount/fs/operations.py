@@ -152,7 +152,7 @@ class Operations(pyfuse3.Operations):
         self.counters.lookups += 1
         text = os.fsdecode(name)
         if self.ns.in_version(parent_inode):
-            found = self.ns.node(parent_inode)
+            found = await self.ns.node(parent_inode)
             if found is None:
                 raise _fail(errno.ENOENT)
             slot, parent = found
@@ -176,16 +176,14 @@ class Operations(pyfuse3.Operations):
                 return self._symlink(self.ns.inode_of((*path, name)), resolved)
             if resolved is not None:
                 slot = await self.ns.version_slot(resolved)
-                root = slot.index.node(slot.index.root_id)
-                assert root is not None
-                return self._version_node(slot, root)
+                return self._version_node(slot, slot.root)
         raise _fail(errno.ENOENT)
 
     @_contained
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         self.counters.getattrs += 1
         if self.ns.in_version(inode):
-            found = self.ns.node(inode)
+            found = await self.ns.node(inode)
             if found is None:
                 raise _fail(errno.ENOENT)
             return self._version_node(*found)
@@ -243,7 +241,7 @@ class Operations(pyfuse3.Operations):
         return [f"v{i}" for i in sorted(view.versions)] + sorted(view.aliases)
 
     async def _readdir_version(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        found = self.ns.node(fh)
+        found = await self.ns.node(fh)
         if found is None:
             raise _fail(errno.ENOENT)
         slot, directory = found
@@ -268,7 +266,7 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
         if flags & _WRITE_FLAGS:
             raise _fail(errno.EROFS)
-        found = self.ns.node(inode)
+        found = await self.ns.node(inode)
         if found is None or found[1].entry is None:
             raise _fail(errno.EISDIR if found else errno.ENOENT)
         self.counters.opens += 1
@@ -333,7 +331,7 @@ class Operations(pyfuse3.Operations):
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
         if inode == ROOT_INODE and name == STATS_XATTR:
             return json.dumps({**asdict(self.counters), **asdict(self.reader.stats)}).encode()
-        found = self.ns.node(inode) if self.ns.in_version(inode) else None
+        found = await self.ns.node(inode) if self.ns.in_version(inode) else None
         if found is None or found[1].entry is None or name not in XATTRS:
             raise _fail(pyfuse3.ENOATTR)
         value = XATTRS[name](found[1].entry)
@@ -345,7 +343,7 @@ class Operations(pyfuse3.Operations):
     async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
         if inode == ROOT_INODE:
             return [STATS_XATTR]
-        found = self.ns.node(inode) if self.ns.in_version(inode) else None
+        found = await self.ns.node(inode) if self.ns.in_version(inode) else None
         if found is None or found[1].entry is None:
             return []
         return [name for name, get in XATTRS.items() if get(found[1].entry) is not None]

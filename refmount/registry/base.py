@@ -160,7 +160,12 @@ class Registry(abc.ABC):
         """All entries of a stored manifest, in path order, without loading them all at once."""
 
     @abc.abstractmethod
-    def manifest_index(self, manifest_id: str) -> ManifestIndex: ...
+    def manifest_index(self, manifest_id: str) -> ManifestIndex:
+        """Directory-wise access to a stored manifest (a network registry may first copy it locally)."""
+
+    @abc.abstractmethod
+    def manifest_root(self, manifest_id: str) -> int:
+        """The id of a stored manifest's root directory node: cheap, whatever the manifest's size."""
 
     def manifest(self, manifest_id: str) -> Manifest:
         return Manifest(self.iter_entries(manifest_id))

@@ -294,6 +294,10 @@ class SQLRegistry(Registry):
         )
         return SQLManifestIndex(lambda: self._db, mid, root)
 
+    def manifest_root(self, manifest_id: str) -> int:
+        return self._one(self._db, "SELECT root_node FROM manifests WHERE content_id = ?", (manifest_id,),
+                         f"no stored manifest {manifest_id}")[0]  # fmt: skip
+
     # -- helpers --------------------------------------------------------------------------------
     @staticmethod
     def _one(db: Connection, sql: str, args: tuple[Any, ...], missing: str) -> tuple[Any, ...]:
