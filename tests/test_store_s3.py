@@ -7,6 +7,7 @@ import http.server
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -238,13 +239,20 @@ def test_read_into_fills_every_target_and_reuses_the_connection(s3_env: S3Env, s
 
 class _ScriptedS3(http.server.BaseHTTPRequestHandler):
     """Answers every GET with ``BODY`` the way the next entry of ``script`` says: in full, cut short (and the
-    connection closed), or with more bytes than asked for."""
+    connection closed), with more bytes than asked for, or not at all ("silent")."""
 
     BODY = bytes(range(256)) * 64
     script: list[str] = []
 
+    requests = 0
+
     def do_GET(self) -> None:
+        type(self).requests += 1
         how = self.script.pop(0) if self.script else "full"
+        if how == "silent":  # a server that takes the request and never answers
+            time.sleep(1)
+            self.close_connection = True
+            return
         sent = self.BODY + b"extra" if how == "long" else self.BODY
         self.send_response(200)
         self.send_header("Content-Length", str(len(sent)))
@@ -261,7 +269,7 @@ def scripted_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ScriptedS3)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     point_env_at(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}")
-    _ScriptedS3.script = []
+    _ScriptedS3.script, _ScriptedS3.requests = [], 0
     yield _ScriptedS3.script
     server.shutdown()
     refmount.stores.reset()
@@ -280,3 +288,15 @@ def test_a_body_cut_short_is_fetched_again_and_a_long_one_is_counted(scripted_s3
     scripted_s3[:] = ["short"] * MAX_ATTEMPTS
     with pytest.raises(StoreError, match=f"giving up after {MAX_ATTEMPTS} attempts"):
         store.read_into(entry, 0, [memoryview(bytearray(len(body)))])
+
+
+def test_a_silent_endpoint_is_tried_a_few_times_then_named(scripted_s3: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    monkeypatch.setattr(refmount.stores.s3, "READ_TIMEOUT_S", 0.2)
+    entry = Entry(path="k", ref="s3://b/k", digest="d", size=len(_ScriptedS3.BODY), extra={"etag": "d"})
+    scripted_s3[:] = ["silent"] * (MAX_ATTEMPTS * 5)
+    with pytest.raises(StoreError, match=r"s3://b/k: cannot reach the S3 endpoint http://127\.0\.0\.1:"):
+        store_for("s3").read_into(entry, 0, [memoryview(bytearray(len(_ScriptedS3.BODY)))])
+    # One GET per attempt: get_object's own attempts (and timeouts) are not stacked on each of them.
+    assert _ScriptedS3.requests == MAX_ATTEMPTS
+    assert f"attempt 1 of {MAX_ATTEMPTS} failed" in caplog.text and "X-Amz-Signature" not in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import ClassVar, TypeVar
@@ -10,6 +11,8 @@ from typing import ClassVar, TypeVar
 from ..errors import ChangedObject, StoreError, TooManyObjects
 from ..manifest import Entry
 from ..uri import RefURI
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_OBJECTS = 10_000_000
 
@@ -119,5 +122,8 @@ def with_retries(
                 if isinstance(exc, StoreError) or not retryable(exc):
                     raise
                 raise StoreError(f"{what}: giving up after {attempts} attempts: {exc}") from exc
-            time.sleep(base_delay * 2 ** (attempt - 1))
+            delay = base_delay * 2 ** (attempt - 1)
+            log.warning("%s: attempt %d of %d failed (%s); trying again in %.1f s", what, attempt, attempts, exc,
+                        delay)  # fmt: skip
+            time.sleep(delay)
     raise AssertionError("unreachable")

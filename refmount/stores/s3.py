@@ -54,6 +54,15 @@ _STREAM_ERRORS = (
     botocore.exceptions.ReadTimeoutError, botocore.exceptions.ResponseStreamingError,
     botocore.exceptions.IncompleteReadError, botocore.exceptions.ConnectionClosedError,
 )  # fmt: skip
+_NETWORK_ERRORS = (*_STREAM_ERRORS, botocore.exceptions.ConnectionError)
+
+
+class _Unreachable(StoreError):
+    """A presigned GET that failed on the network: get_object would fail the same way at the same endpoint,
+    so it is tried again as it is, rather than stacking get_object's own attempts and timeouts on top."""
+
+
+_RETRIED = (*_STREAM_ERRORS, _Unreachable)  # a whole fetch again, a few times with backoff
 
 
 T = TypeVar("T")
@@ -197,23 +206,29 @@ class S3Store(Store):
 
         def fetch() -> T | None:
             try:
-                body = self._presigned_get(args) or self.client.get_object(**args)["Body"]
-            except botocore.exceptions.ClientError as exc:
-                if _code(exc) in ("InvalidRange", "416"):
-                    return None
-                raise self._read_error(entry, exc) from exc
-            except botocore.exceptions.BotoCoreError as exc:  # botocore has retried the request already
-                raise _store_error(exc, entry.ref, self.client) from exc
+                body = self._presigned_get(args)
+            except _NETWORK_ERRORS as exc:  # named without the signed URL
+                raise _Unreachable(f"{entry.ref}: cannot reach the S3 endpoint {self.client.meta.endpoint_url} "
+                                   f"({type(exc).__name__})") from exc  # fmt: skip
+            if body is None:
+                try:
+                    body = self.client.get_object(**args)["Body"]
+                except botocore.exceptions.ClientError as exc:
+                    if _code(exc) in ("InvalidRange", "416"):
+                        return None
+                    raise self._read_error(entry, exc) from exc
+                except botocore.exceptions.BotoCoreError as exc:  # botocore has retried the request already
+                    raise _store_error(exc, entry.ref, self.client) from exc
             with contextlib.closing(body):
                 return consume(body)
 
-        return with_retries(fetch, what=f"reading {entry.ref}", retryable=lambda e: isinstance(e, _STREAM_ERRORS))
+        return with_retries(fetch, what=f"reading {entry.ref}", retryable=lambda e: isinstance(e, _RETRIED))
 
     def _presigned_get(self, args: dict[str, Any]) -> StreamingBody | None:
-        """The body of a successful GET sent through a presigned URL on the client's own connection pool;
-        None for any other answer or failure, which ``get_object`` then handles (retries, region
-        redirects, error codes). Presigned, a 64 KiB read costs the daemon about 30% less CPU than through
-        botocore's request pipeline (events, serializing, parsing)."""
+        """The body of a successful GET sent through a presigned URL on the client's own connection pool.
+        Network errors are raised; for any other answer or failure, None, and ``get_object`` handles it
+        (retries, region redirects, error codes). Presigned, a 64 KiB read costs the daemon about 30%
+        less CPU than through botocore's request pipeline (events, serializing, parsing)."""
         # botocore's own connection pool, with its proxies, CA bundle and timeouts (a private attribute:
         # should a botocore lack it, the regular path serves every read)
         http = getattr(getattr(self.client, "_endpoint", None), "http_session", None)
@@ -228,6 +243,8 @@ class S3Store(Store):
             )
             request = AWSRequest("GET", url, headers=headers, stream_output=True).prepare()
             response = http.send(request)
+        except _NETWORK_ERRORS:
+            raise
         except botocore.exceptions.BotoCoreError:
             return None
         if response.status_code not in (200, 206):
