@@ -60,7 +60,8 @@ async def download(registry: Registry, version: VersionInfo, dest: Path, reader:
             try:
                 await _download_entry(entry, root, reader, report, progress)
             except RefmountError as exc:
-                report.failures.append(f"{entry.path}: {exc}")
+                message = str(exc)  # store errors about an entry already start with its path
+                report.failures.append(message if message.startswith(f"{entry.path}: ") else f"{entry.path}: {message}")
 
     async with trio.open_nursery() as nursery:
         reader.attach(nursery)
