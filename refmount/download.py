@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import trio
 
@@ -85,22 +87,36 @@ async def _download_entry(entry: Entry, root: Path, reader: Reader, report: Repo
         return
     await trio.to_thread.run_sync(lambda: target.parent.mkdir(parents=True, exist_ok=True))
     partial = target.with_name(f".{target.name}.refmount-part")
-    md5 = hashlib.md5()
-    offset = 0
-    with open(partial, "wb") as out:
-        async for chunk in reader.chunks(entry):  # the next blocks are fetched while this one is written
-            await trio.to_thread.run_sync(out.write, chunk)
-            md5.update(chunk)
-            offset += len(chunk)
-            if progress:
-                progress(len(chunk))
-    want = expected_md5(entry)
-    if offset != entry.size or (want is not None and md5.digest() != want):
-        partial.unlink(missing_ok=True)
-        raise RefmountError(f"downloaded bytes do not match the logged {'MD5' if want else 'size'}")
-    os.replace(partial, target)
+    out = await trio.to_thread.run_sync(_create_partial, partial)
+    try:
+        md5 = hashlib.md5()
+        offset = 0
+        with out:
+            async for chunk in reader.chunks(entry):  # the next blocks are fetched while this one is written
+                await trio.to_thread.run_sync(out.write, chunk)
+                md5.update(chunk)
+                offset += len(chunk)
+                if progress:
+                    progress(len(chunk))
+        want = expected_md5(entry)
+        if offset != entry.size or (want is not None and md5.digest() != want):
+            raise RefmountError(f"downloaded bytes do not match the logged {'MD5' if want else 'size'}")
+        os.replace(partial, target)
+    except BaseException:  # failed or cancelled: no partial file is left behind
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise
     report.written += 1
     report.bytes += offset
+
+
+def _create_partial(partial: Path) -> BinaryIO:
+    """A new file at ``partial``, never opened through a link: whatever is there already (a stale partial,
+    or a symlink planted to make us write elsewhere) is removed first, and O_EXCL|O_NOFOLLOW refuse
+    anything that appears meanwhile."""
+    partial.unlink(missing_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.fdopen(os.open(partial, flags, 0o666), "wb")
 
 
 def _already_correct(entry: Entry, target: Path) -> bool:

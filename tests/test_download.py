@@ -56,7 +56,7 @@ def test_download_refuses_to_leave_dest_and_reports_changed_sources(cli: Cli, tm
     result = cli("download", "p/ds", str(tmp_path / "dest2"), "--no-cache", ok=False)
     assert result.err.startswith("refmount: error: top.txt: reference ") and "no longer matches" in result.err
     assert "FAILED" in result.out
-    assert not (tmp_path / "dest2/top.txt").exists()
+    assert not (tmp_path / "dest2/top.txt").exists() and not partials(tmp_path / "dest2")
 
 
 def test_verify(cli: Cli, s3_env: S3Env, tmp_path: Path) -> None:
@@ -87,3 +87,21 @@ def test_download_from_s3_matches(cli: Cli, s3_env: S3Env, tmp_path: Path, monke
     result = cli("download", "models/m2", str(tmp_path / "none"), ok=False)
     assert "cannot reach the S3 endpoint" in result.err and "Traceback" not in result.err
     assert not any((tmp_path / "none").rglob("*.bin"))
+
+
+def partials(dest: Path) -> list[Path]:
+    return list(dest.rglob("*.refmount-part"))
+
+
+def test_download_never_writes_through_planted_links(cli: Cli, tmp_path: Path) -> None:
+    files = tree(tmp_path / "src")
+    cli("log", "p/ds", file_uri(tmp_path / "src"))
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    dest.mkdir()
+    outside.mkdir()
+    (outside / "kept").write_bytes(b"mine")
+    (dest / ".top.txt.refmount-part").symlink_to(outside / "kept")  # followed, it would be overwritten
+    (dest / ".empty.refmount-part").symlink_to(outside / "new")  # followed, it would be created
+    assert "4 written" in cli("download", "p/ds", str(dest)).out
+    assert read_tree(dest) == files and not any(p.is_symlink() for p in dest.rglob("*"))
+    assert sorted(os.listdir(outside)) == ["kept"] and (outside / "kept").read_bytes() == b"mine"
