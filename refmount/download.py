@@ -12,6 +12,7 @@ import binascii
 import contextlib
 import hashlib
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,20 +121,24 @@ def _create_partial(partial: Path) -> BinaryIO:
 
 
 def _already_correct(entry: Entry, target: Path) -> bool:
-    """Resume: keep a file of the right size (and MD5, where the digest is an MD5)."""
+    """Resume: keep a regular file of the right size (and MD5, where the digest is an MD5).
+
+    Not a symlink, even to the right bytes: it would stay a way out of dest. O_NONBLOCK: opening a
+    FIFO planted there must not hang the download.
+    """
     try:
-        if not target.is_file() or target.stat().st_size != entry.size:
-            return False
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
-    want = expected_md5(entry)
-    if want is None:
-        return True
-    h = hashlib.md5()
-    with open(target, "rb") as f:
-        while chunk := f.read(4 << 20):
-            h.update(chunk)
-    return h.digest() == want
+    try:
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
+                return False
+            want = expected_md5(entry)
+            return want is None or hashlib.file_digest(f, "md5").digest() == want
+    except OSError:
+        return False
 
 
 async def verify(registry: Registry, version: VersionInfo, *, jobs: int = 16,

@@ -102,6 +102,9 @@ def test_download_never_writes_through_planted_links(cli: Cli, tmp_path: Path) -
     (outside / "kept").write_bytes(b"mine")
     (dest / ".top.txt.refmount-part").symlink_to(outside / "kept")  # followed, it would be overwritten
     (dest / ".empty.refmount-part").symlink_to(outside / "new")  # followed, it would be created
+    (outside / "big.bin").write_bytes(files["big.bin"])
+    (dest / "big.bin").symlink_to(outside / "big.bin")  # the right bytes, but not in dest: replaced
+    os.mkfifo(dest / "empty")  # replaced too, without hanging on its open
     assert "4 written" in cli("download", "p/ds", str(dest)).out
     assert read_tree(dest) == files and not any(p.is_symlink() for p in dest.rglob("*"))
-    assert sorted(os.listdir(outside)) == ["kept"] and (outside / "kept").read_bytes() == b"mine"
+    assert sorted(os.listdir(outside)) == ["big.bin", "kept"] and (outside / "kept").read_bytes() == b"mine"
