@@ -448,7 +448,7 @@ def umount_cmd(mountpoint: Path, lazy: bool) -> None:
 def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, quiet: bool, registry_url: str | None) -> None:
     """Write every file of a version under DEST, verified, in parallel.
 
-    Resumable: files already present with the right size (and MD5, where the digest is one) are kept.
+    Resumable: files already present are kept when their MD5 matches (the digest's, or a single-part S3 ETag).
     """
     from .download import download
 

@@ -120,12 +120,28 @@ def _create_partial(partial: Path) -> BinaryIO:
     return os.fdopen(os.open(partial, flags, 0o666), "wb")
 
 
+def _proving_md5s(entry: Entry) -> list[bytes]:
+    """MD5s that show a local copy holds the logged bytes: the digest's, and a 32-hex ETag.
+
+    A single-part S3 upload's ETag is its hex MD5, except under SSE-KMS or SSE-C where it is not an MD5
+    at all: it can only prove a copy right by matching, never show fetched bytes wrong.
+    """
+    md5s = [want] if (want := expected_md5(entry)) else []
+    if len(entry.digest) == 32:
+        with contextlib.suppress(ValueError):
+            md5s.append(bytes.fromhex(entry.digest))
+    return md5s
+
+
 def _already_correct(entry: Entry, target: Path) -> bool:
-    """Resume: keep a regular file of the right size (and MD5, where the digest is an MD5).
+    """Resume: keep a regular file of the right size whose MD5 proves it right; fetch anything else again.
 
     Not a symlink, even to the right bytes: it would stay a way out of dest. O_NONBLOCK: opening a
     FIFO planted there must not hang the download.
     """
+    md5s = _proving_md5s(entry)
+    if not md5s:  # a multipart ETag, a GCS or Azure one: nothing shows the copy right
+        return False
     try:
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -135,8 +151,7 @@ def _already_correct(entry: Entry, target: Path) -> bool:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
                 return False
-            want = expected_md5(entry)
-            return want is None or hashlib.file_digest(f, "md5").digest() == want
+            return hashlib.file_digest(f, "md5").digest() in md5s
     except OSError:
         return False
 

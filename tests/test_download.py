@@ -108,3 +108,24 @@ def test_download_never_writes_through_planted_links(cli: Cli, tmp_path: Path) -
     assert "4 written" in cli("download", "p/ds", str(dest)).out
     assert read_tree(dest) == files and not any(p.is_symlink() for p in dest.rglob("*"))
     assert sorted(os.listdir(outside)) == ["big.bin", "kept"] and (outside / "kept").read_bytes() == b"mine"
+
+
+def test_download_keeps_s3_files_only_when_their_md5_is_known(cli: Cli, s3_env: S3Env, tmp_path: Path) -> None:
+    b = s3_env.bucket()
+    files = {"single.bin": os.urandom(1000), "multi.bin": os.urandom(5 << 20) + b"!"}
+    s3_env.put(b, "d/single.bin", files["single.bin"])  # its ETag is its hex MD5
+    upload = s3_env.client.create_multipart_upload(Bucket=b, Key="d/multi.bin")["UploadId"]
+    parts = []
+    for n, body in enumerate((files["multi.bin"][:-1], b"!"), 1):  # its ETag ends in "-2": no MD5
+        part = s3_env.client.upload_part(Bucket=b, Key="d/multi.bin", UploadId=upload, PartNumber=n, Body=body)
+        parts.append({"PartNumber": n, "ETag": part["ETag"]})
+    s3_env.client.complete_multipart_upload(Bucket=b, Key="d/multi.bin", UploadId=upload,
+                                            MultipartUpload={"Parts": parts})  # fmt: skip
+    cli("log", "p/ds", f"s3://{b}/d/")
+    dest = tmp_path / "dest"
+    assert "2 written" in cli("download", "p/ds", str(dest)).out
+    out = cli("download", "p/ds", str(dest)).out
+    assert "1 written" in out and "1 already there" in out  # nothing shows the multipart copy right
+    (dest / "single.bin").write_bytes(os.urandom(1000))  # damaged, same size: its ETag catches it
+    assert "2 written" in cli("download", "p/ds", str(dest)).out
+    assert read_tree(dest) == files
