@@ -53,8 +53,11 @@ def expected_md5(entry: Entry) -> bytes | None:
 async def download(registry: Registry, version: VersionInfo, dest: Path, reader: Reader, *, jobs: int = 8,
                    progress: ProgressFn | None = None) -> Report:  # fmt: skip
     entries = await trio.to_thread.run_sync(lambda: list(registry.iter_entries(version.manifest_id)))
-    root = dest.resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root = Path(os.path.realpath(dest))  # unlike Path.resolve, no RuntimeError on a symlink loop
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"cannot create {dest}: {exc.strerror}") from None
     report = Report(files=len(entries))
     limiter = trio.CapacityLimiter(jobs)
 

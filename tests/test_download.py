@@ -110,6 +110,17 @@ def test_download_never_writes_through_planted_links(cli: Cli, tmp_path: Path) -
     assert sorted(os.listdir(outside)) == ["big.bin", "kept"] and (outside / "kept").read_bytes() == b"mine"
 
 
+def test_download_to_a_dest_that_cannot_be_created(cli: Cli, tmp_path: Path) -> None:
+    tree(tmp_path / "src")
+    cli("log", "p/ds", file_uri(tmp_path / "src"))
+    (tmp_path / "file").write_bytes(b"")
+    (tmp_path / "loop").symlink_to("loop")
+    for dest in (tmp_path / "file/x", Path("/proc/refmount-test/x"), tmp_path / "loop/x"):
+        result = cli("download", "p/ds", str(dest), ok=False)
+        assert result.err.startswith(f"refmount: error: cannot create {dest}: ") and result.code == 2
+        assert len(result.err.splitlines()) == 1, result.err
+
+
 def test_download_keeps_s3_files_only_when_their_md5_is_known(cli: Cli, s3_env: S3Env, tmp_path: Path) -> None:
     b = s3_env.bucket()
     files = {"single.bin": os.urandom(1000), "multi.bin": os.urandom(5 << 20) + b"!"}
