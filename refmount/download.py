@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -82,36 +82,57 @@ async def download(registry: Registry, version: VersionInfo, dest: Path, reader:
 async def _download_entry(entry: Entry, root: Path, reader: Reader, report: Report,
                           progress: ProgressFn | None) -> None:  # fmt: skip
     target = root / entry.path
-    if not target.parent.resolve().is_relative_to(root):  # a symlink inside dest must not lead out of it
+    if not Path(os.path.realpath(target.parent)).is_relative_to(root):  # a symlink in dest must not lead out
         raise InvalidInput(f"refusing to write outside {root}")
     if await trio.to_thread.run_sync(_already_correct, entry, target):
         report.kept += 1
         if progress:
             progress(entry.size or 0)
         return
-    await trio.to_thread.run_sync(lambda: target.parent.mkdir(parents=True, exist_ok=True))
+    with _locally(f"cannot create directory {target.parent}"):
+        await trio.to_thread.run_sync(lambda: target.parent.mkdir(parents=True, exist_ok=True))
     partial = target.with_name(f".{target.name}.refmount-part")
-    out = await trio.to_thread.run_sync(_create_partial, partial)
+    cannot_write = f"cannot write {target}"
+    with _locally(cannot_write):
+        out = await trio.to_thread.run_sync(_create_partial, partial)
     try:
         md5 = hashlib.md5()
         offset = 0
-        with out:
-            async for chunk in reader.chunks(entry):  # the next blocks are fetched while this one is written
+        async for chunk in reader.chunks(entry):  # the next blocks are fetched while this one is written
+            with _locally(cannot_write):
                 await trio.to_thread.run_sync(out.write, chunk)
-                md5.update(chunk)
-                offset += len(chunk)
-                if progress:
-                    progress(len(chunk))
+            md5.update(chunk)
+            offset += len(chunk)
+            if progress:
+                progress(len(chunk))
+        with _locally(cannot_write):
+            await trio.to_thread.run_sync(out.close)  # writes out the last bytes: a full disk may show only now
         want = expected_md5(entry)
         if offset != entry.size or (want is not None and md5.digest() != want):
             raise RefmountError(f"downloaded bytes do not match the logged {'MD5' if want else 'size'}")
-        os.replace(partial, target)
+        with _locally(cannot_write):
+            os.replace(partial, target)
     except BaseException:  # failed or cancelled: no partial file is left behind
+        with contextlib.suppress(OSError):
+            out.close()
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
         raise
     report.written += 1
     report.bytes += offset
+
+
+@contextlib.contextmanager
+def _locally(what: str) -> Iterator[None]:
+    """A local filesystem error (a directory where the file goes, a full disk) fails this entry alone.
+
+    Only around local operations: an OSError from reading the source is not this.
+    """
+    try:
+        yield
+    except OSError as exc:
+        in_the_way = isinstance(exc, FileExistsError | NotADirectoryError)
+        raise RefmountError(f"{what}: {'a file is in the way' if in_the_way else exc.strerror}") from None
 
 
 def _create_partial(partial: Path) -> BinaryIO:

@@ -121,6 +121,22 @@ def test_download_to_a_dest_that_cannot_be_created(cli: Cli, tmp_path: Path) -> 
         assert len(result.err.splitlines()) == 1, result.err
 
 
+def test_download_reports_what_is_in_the_way_per_file(cli: Cli, tmp_path: Path) -> None:
+    files = tree(tmp_path / "src")
+    cli("log", "p/ds", file_uri(tmp_path / "src"))
+    dest = tmp_path / "dest"
+    (dest / "top.txt").mkdir(parents=True)  # a directory where a file goes
+    (dest / "a").write_bytes(b"")  # a file where a directory goes
+    result = cli("download", "p/ds", str(dest), ok=False)
+    assert "Traceback" not in result.err and result.code == 4
+    assert "2 written" in result.out and "2 FAILED" in result.out
+    assert sorted(result.err.splitlines()) == [
+        f"refmount: error: a/b/c.bin: cannot create directory {dest / 'a/b'}: a file is in the way",
+        f"refmount: error: top.txt: cannot write {dest / 'top.txt'}: Is a directory",
+    ]
+    assert read_tree(dest) == {"a": b"", "empty": b"", "big.bin": files["big.bin"]} and not partials(dest)
+
+
 def test_download_keeps_s3_files_only_when_their_md5_is_known(cli: Cli, s3_env: S3Env, tmp_path: Path) -> None:
     b = s3_env.bucket()
     files = {"single.bin": os.urandom(1000), "multi.bin": os.urandom(5 << 20) + b"!"}
