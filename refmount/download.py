@@ -132,7 +132,7 @@ def _locally(what: str) -> Iterator[None]:
         yield
     except OSError as exc:
         in_the_way = isinstance(exc, FileExistsError | NotADirectoryError)
-        raise RefmountError(f"{what}: {'a file is in the way' if in_the_way else exc.strerror}") from None
+        raise RefmountError(f"{what}: {'a file is in the way' if in_the_way else exc.strerror or exc}") from None
 
 
 def _create_partial(partial: Path) -> BinaryIO:
