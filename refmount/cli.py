@@ -448,7 +448,8 @@ def umount_cmd(mountpoint: Path, lazy: bool) -> None:
 def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, quiet: bool, registry_url: str | None) -> None:
     """Write every file of a version under DEST, verified, in parallel.
 
-    Resumable: files already present are kept when their MD5 matches (the digest's, or a single-part S3 ETag).
+    Resumable: files already present are kept when their MD5 matches (the digest's, or a single-part S3 ETag)
+    or, for objects without one, when they are unchanged since a download completed them (an xattr stamp).
     """
     from .download import download
 

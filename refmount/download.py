@@ -2,7 +2,10 @@
 
 Both go through the same pinned fetch path as the mount (Reader, block cache, stores), in
 parallel. Downloads are resumable: files already present and correct are kept, new ones are
-written under a temporary name and renamed only once complete and verified.
+written under a temporary name and renamed only once complete and verified. A file is correct when
+its MD5 matches one the manifest gives, or, where none does (multipart S3, GCS and Azure ETags), when
+it still carries the stamp this module puts on every download it completes (an xattr naming the
+pinned object and the file's mtime then; any later write moves the mtime).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import json
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -27,6 +31,7 @@ from .reader import Reader
 from .registry import Registry, VersionInfo
 
 ProgressFn = Callable[[int], None]  # bytes done since the last call
+STAMP_XATTR = "user.refmount.download"
 
 
 @dataclass
@@ -112,6 +117,7 @@ async def _download_entry(entry: Entry, root: Path, reader: Reader, report: Repo
             raise RefmountError(f"downloaded bytes do not match the logged {'MD5' if want else 'size'}")
         with _locally(cannot_write):
             os.replace(partial, target)
+        _stamp(target, entry)
     except BaseException:  # failed or cancelled: no partial file is left behind
         with contextlib.suppress(OSError):
             out.close()
@@ -157,15 +163,24 @@ def _proving_md5s(entry: Entry) -> list[bytes]:
     return md5s
 
 
+def _stamp_value(entry: Entry, st: os.stat_result) -> bytes:
+    return json.dumps([entry.ref, entry.version_id, entry.digest, entry.size, st.st_mtime_ns]).encode()
+
+
+def _stamp(target: Path, entry: Entry) -> None:
+    """Mark a verified download, so that a later run can keep it even when no MD5 could prove it right."""
+    with contextlib.suppress(OSError):  # no user xattrs on this filesystem: such files are fetched again
+        os.setxattr(target, STAMP_XATTR, _stamp_value(entry, os.stat(target, follow_symlinks=False)),
+                    follow_symlinks=False)  # fmt: skip
+
+
 def _already_correct(entry: Entry, target: Path) -> bool:
-    """Resume: keep a regular file of the right size whose MD5 proves it right; fetch anything else again.
+    """Resume: keep a regular file of the right size whose MD5 proves it right or, when the manifest gives
+    no MD5, that still carries our stamp for this object; fetch anything else again.
 
     Not a symlink, even to the right bytes: it would stay a way out of dest. O_NONBLOCK: opening a
     FIFO planted there must not hang the download.
     """
-    md5s = _proving_md5s(entry)
-    if not md5s:  # a multipart ETag, a GCS or Azure one: nothing shows the copy right
-        return False
     try:
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -175,7 +190,9 @@ def _already_correct(entry: Entry, target: Path) -> bool:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
                 return False
-            return hashlib.file_digest(f, "md5").digest() in md5s
+            if md5s := _proving_md5s(entry):
+                return hashlib.file_digest(f, "md5").digest() in md5s
+            return os.getxattr(f.fileno(), STAMP_XATTR) == _stamp_value(entry, st)
     except OSError:
         return False
 
