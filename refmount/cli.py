@@ -528,7 +528,8 @@ def config_cmd(as_json: bool) -> None:
     """Print the effective settings and where each comes from (default, a file, env or flag).
 
     Files read, later ones winning: /etc/refmount/config.toml, then $XDG_CONFIG_HOME/refmount/config.toml
-    ($REFMOUNT_CONFIG names a single file to use instead). Environment variables override files.
+    ($REFMOUNT_CONFIG names a single file to use instead; it must exist). Environment variables
+    (REFMOUNT_REGISTRY, REFMOUNT_CACHE_SIZE, ...) override files; `refmount mount` options override both.
     """
     settings = config.load()
     if as_json:

@@ -118,10 +118,11 @@ class Settings:
             raise AttributeError(key) from None
 
 
-def config_files() -> list[Path]:
+def config_files() -> list[tuple[Path, bool]]:
+    """The files to read, each with whether it must exist: one the user names must, defaults need not."""
     if os.environ.get("REFMOUNT_CONFIG"):
-        return [Path(os.environ["REFMOUNT_CONFIG"])]
-    return [SYSTEM_FILE, config_home() / "refmount" / "config.toml"]
+        return [(Path(os.environ["REFMOUNT_CONFIG"]), True)]
+    return [(SYSTEM_FILE, False), (config_home() / "refmount" / "config.toml", False)]
 
 
 def load(flags: Mapping[str, Any] | None = None) -> Settings:
@@ -135,8 +136,8 @@ def load(flags: Mapping[str, Any] | None = None) -> Settings:
             raise InvalidInput(f"{source}: invalid {key} {raw!r}: {exc}") from exc
         sources[key] = source
 
-    for path in config_files():
-        for key, raw in _read_file(path).items():
+    for path, required in config_files():
+        for key, raw in _read_file(path, required=required).items():
             put(key, raw, str(path))
     for key, spec in KEYS.items():
         if os.environ.get(spec.env):
@@ -147,11 +148,13 @@ def load(flags: Mapping[str, Any] | None = None) -> Settings:
     return Settings(values, sources)
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def _read_file(path: Path, *, required: bool) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
+        if required:
+            raise InvalidInput(f"config file {path} (named by $REFMOUNT_CONFIG) does not exist") from None
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InvalidInput(f"cannot read config {path}: {exc}") from exc

@@ -57,6 +57,16 @@ def test_sizes() -> None:
         config.parse_size("12 parsecs")
 
 
+def test_explicit_config_file_must_exist(files: tuple[Path, Path], cli: Cli, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    assert config.load().sources["cache_size"] == "default"  # neither default file exists: fine
+    missing = tmp_path / "nonexistent" / "x.toml"
+    monkeypatch.setenv("REFMOUNT_CONFIG", str(missing))
+    err = cli("config", ok=False).err
+    assert f"config file {missing} (named by $REFMOUNT_CONFIG) does not exist" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_config_command_shows_sources(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     conf = tmp_path / "only.toml"
     conf.write_text('cache_dir = "/var/cache/refmount-test"\n')
