@@ -384,7 +384,11 @@ def alias_cmd(target: str, alias: str, delete: bool, registry_url: str | None) -
     type=click.Path(file_okay=False, path_type=Path),
     help="Block cache directory, shared by mounts on this node (default: $XDG_CACHE_HOME/refmount).",
 )
-@click.option("--cache-size", metavar="SIZE", help="Cache size limit, e.g. 50G; least recently used blocks go first.")
+@click.option(
+    "--cache-size",
+    metavar="SIZE",
+    help=f"Cache size limit (default 10G): {config.SIZE_FORMS}. Least recently used blocks go first.",
+)
 @click.option(
     "--alias-ttl",
     type=click.FloatRange(min=0),
@@ -525,11 +529,12 @@ def _progress_bar(description: str, total: int, *, enabled: bool) -> Iterator[Ca
 @main.command("config")
 @click.option("--json", "as_json", is_flag=True, help="Print {key: {value, source}} as JSON.")
 def config_cmd(as_json: bool) -> None:
-    """Print the effective settings and where each comes from (default, a file, env or flag).
+    """Print the effective settings and where each comes from (default, a file or an environment variable).
 
     Files read, later ones winning: /etc/refmount/config.toml, then $XDG_CONFIG_HOME/refmount/config.toml
     ($REFMOUNT_CONFIG names a single file to use instead; it must exist). Environment variables
     (REFMOUNT_REGISTRY, REFMOUNT_CACHE_SIZE, ...) override files; `refmount mount` options override both.
+    Sizes: 50G = 50Gi = 50GiB = 50GB (binary units: K, M, G, T, P) or a number of bytes.
     """
     settings = config.load()
     if as_json:

@@ -7,6 +7,7 @@ came from, so ``refmount config`` can say why a node mounts what it mounts.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -32,24 +33,48 @@ def config_home() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
 
 
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*", re.IGNORECASE)
+# A number, then K, M, G, T or P (optionally followed by i, iB or B), or B, or nothing (bytes).
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([KMGTP])(?:iB?|B)?|B)?\s*", re.IGNORECASE)
+SIZE_FORMS = "50G, 50Gi, 50GiB or 50GB (all binary: 1G = 1024**3 bytes) or a number of bytes"
 
 
 def parse_size(text: str | int) -> int:
-    """``50G``, ``512MiB``, ``1.5T`` or a number of bytes -> bytes (binary units)."""
+    """``50G``, ``512MiB``, ``1.5T`` or a number of bytes -> bytes; raises ValueError with the reason.
+
+    Units are binary however they are written (50G = 50Gi = 50GiB = 50GB = 50 * 1024**3), as they
+    always were here: one meaning per letter, whatever the suffix.
+    """
     if isinstance(text, int) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError("must not be negative")
         return text
     m = _SIZE.fullmatch(str(text))
     if not m:
-        raise InvalidInput(f"invalid size {text!r}: use e.g. 50G, 512M or a number of bytes")
+        raise ValueError(f"expected a size such as {SIZE_FORMS}")
     return int(float(m.group(1)) * 1024 ** "BKMGTP".index((m.group(2) or "B").upper()))
 
 
-def _non_negative_float(value: Any) -> float:
-    number = float(value)
-    if number < 0:
-        raise ValueError("must not be negative")
+def _seconds(value: Any) -> float:
+    # bool is an int subclass: `alias_ttl = true` must not become 1 second
+    if isinstance(value, bool):
+        raise ValueError("expected a number of seconds")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of seconds") from None
+    if not math.isfinite(number) or number < 0:  # nan would make every expiry check false
+        raise ValueError("must be a finite, non-negative number of seconds")
     return number
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def _path(value: Any) -> str:
+    return str(Path(_text(os.fspath(value) if isinstance(value, os.PathLike) else value)).expanduser())
 
 
 def _bool(value: Any) -> bool:
@@ -63,6 +88,8 @@ def _bool(value: Any) -> bool:
 
 
 def _id(value: Any) -> int:
+    if isinstance(value, bool | float):  # int() would turn true into 1 and 1000.5 into 1000
+        raise ValueError("expected a whole number")
     number = int(value)
     if not 0 <= number < 2**32:
         raise ValueError("must be a uid/gid")
@@ -70,34 +97,38 @@ def _id(value: Any) -> int:
 
 
 def _options(value: Any) -> tuple[str, ...]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(str(o).strip() for o in items if str(o).strip())
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(o, str) for o in items):
+        raise ValueError('expected "opt,opt" or a list of strings')
+    return tuple(o.strip() for o in items if o.strip())
 
 
 @dataclass(frozen=True)
 class _Key:
     parse: Callable[[Any], Any]
     env: str
+    option: str  # the `refmount mount` option that sets it, named in errors and sources
     help: str
 
 
 KEYS: dict[str, _Key] = {
-    "registry": _Key(str, "REFMOUNT_REGISTRY", "registry URL: sqlite:///path or postgresql://user@host:port/db"),
-    "cache_dir": _Key(lambda v: str(Path(v).expanduser()), "REFMOUNT_CACHE_DIR", "block cache directory"),
-    "cache_size": _Key(parse_size, "REFMOUNT_CACHE_SIZE", "block cache size limit (e.g. 50G)"),
-    "alias_ttl": _Key(_non_negative_float, "REFMOUNT_ALIAS_TTL", "seconds before alias and listing changes show"),
-    "allow_other": _Key(_bool, "REFMOUNT_ALLOW_OTHER", "let other users read the mount"),
-    "uid": _Key(_id, "REFMOUNT_UID", "owner uid of files on the mount"),
-    "gid": _Key(_id, "REFMOUNT_GID", "owner gid of files on the mount"),
-    "fuse_options": _Key(_options, "REFMOUNT_FUSE_OPTIONS", "extra FUSE mount options"),
-}
+    "registry": _Key(_text, "REFMOUNT_REGISTRY", "--registry",
+                     "registry URL: sqlite:///path or postgresql://user@host:port/db"),
+    "cache_dir": _Key(_path, "REFMOUNT_CACHE_DIR", "--cache-dir", "block cache directory"),
+    "cache_size": _Key(parse_size, "REFMOUNT_CACHE_SIZE", "--cache-size", "block cache size limit (e.g. 50G)"),
+    "alias_ttl": _Key(_seconds, "REFMOUNT_ALIAS_TTL", "--alias-ttl", "seconds before alias and listing changes show"),
+    "allow_other": _Key(_bool, "REFMOUNT_ALLOW_OTHER", "--allow-other", "let other users read the mount"),
+    "uid": _Key(_id, "REFMOUNT_UID", "--uid", "owner uid of files on the mount"),
+    "gid": _Key(_id, "REFMOUNT_GID", "--gid", "owner gid of files on the mount"),
+    "fuse_options": _Key(_options, "REFMOUNT_FUSE_OPTIONS", "-o", "extra FUSE mount options"),
+}  # fmt: skip
 
 
 def defaults() -> dict[str, Any]:
     return {
         "registry": f"sqlite://{data_home() / 'refmount' / 'registry.db'}",
         "cache_dir": str(cache_home() / "refmount"),
-        "cache_size": parse_size("10G"),
+        "cache_size": 10 << 30,
         "alias_ttl": 5.0,
         "allow_other": False,
         "uid": os.getuid(),
@@ -109,7 +140,7 @@ def defaults() -> dict[str, Any]:
 @dataclass(frozen=True)
 class Settings:
     values: Mapping[str, Any]
-    sources: Mapping[str, str]  # key -> "default", a file path, "env VAR" or "flag"
+    sources: Mapping[str, str]  # key -> "default", a file path, "env VAR" or "option --OPT"
 
     def __getattr__(self, key: str) -> Any:
         try:
@@ -132,7 +163,7 @@ def load(flags: Mapping[str, Any] | None = None) -> Settings:
     def put(key: str, raw: Any, source: str) -> None:
         try:
             values[key] = KEYS[key].parse(raw)
-        except (TypeError, ValueError, InvalidInput) as exc:
+        except (TypeError, ValueError) as exc:
             raise InvalidInput(f"{source}: invalid {key} {raw!r}: {exc}") from exc
         sources[key] = source
 
@@ -144,7 +175,7 @@ def load(flags: Mapping[str, Any] | None = None) -> Settings:
             put(key, os.environ[spec.env], f"env {spec.env}")
     for key, raw in (flags or {}).items():
         if raw is not None:
-            put(key, raw, "flag")
+            put(key, raw, f"option {KEYS[key].option}")
     return Settings(values, sources)
 
 
