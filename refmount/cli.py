@@ -535,13 +535,15 @@ def config_cmd(as_json: bool) -> None:
     ($REFMOUNT_CONFIG names a single file to use instead; it must exist). Environment variables
     (REFMOUNT_REGISTRY, REFMOUNT_CACHE_SIZE, ...) override files; `refmount mount` options override both.
     Sizes: 50G = 50Gi = 50GiB = 50GB (binary units: K, M, G, T, P) or a number of bytes.
+    A registry password is shown as ***.
     """
     settings = config.load()
+    values = {**settings.values, "registry": _redact(settings.registry)}
     if as_json:
-        click.echo(json.dumps({k: {"value": v, "source": settings.sources[k]} for k, v in settings.values.items()},
+        click.echo(json.dumps({k: {"value": v, "source": settings.sources[k]} for k, v in values.items()},
                               indent=2))  # fmt: skip
         return
-    for key, value in settings.values.items():
+    for key, value in values.items():
         shown = ",".join(value) if isinstance(value, tuple) else value
         click.echo(f"{key:<13} {shown!s:<60} # {settings.sources[key]}")
 

@@ -99,6 +99,13 @@ def test_bad_values_name_where_they_come_from(cli: Cli, tmp_path: Path, monkeypa
         assert option in err and "invalid" in err.lower(), err
 
 
+def test_config_hides_the_registry_password() -> None:
+    as_set = Cli("postgresql://u:hunter2@db.example:5432/refmount")  # `refmount config` does not connect
+    for args in [("config",), ("config", "--json")]:
+        out = as_set(*args).out
+        assert "postgresql://u:***@db.example:5432/refmount" in out and "hunter2" not in out
+
+
 def test_config_command_shows_sources(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     conf = tmp_path / "only.toml"
     conf.write_text('cache_dir = "/var/cache/refmount-test"\n')
