@@ -32,10 +32,31 @@ class _MainGroup(click.Group):
     """A group whose default command is ``mount``: ``refmount /mnt/artifacts`` just mounts."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        first = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
-        if first is not None and args[first] not in self.commands:
-            args = [*args[:first], "mount", *args[first:]]
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, self._default_to_mount(ctx, args))
+
+    def _default_to_mount(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """``[OPTIONS] MOUNTPOINT ...`` -> ``[GROUP OPTIONS] mount [MOUNT OPTIONS] MOUNTPOINT ...``.
+
+        The first argument is a mountpoint when it is no command and has a slash or names an existing
+        path; any other word is a mistyped command, left for click to report ("No such command 'lgo'.
+        Did you mean 'log'?"). The options in front of it are split into the group's own (-v, --help)
+        and the rest, which go to ``mount``.
+        """
+        mount = self.commands["mount"]
+        owners = _option_owners(ctx, self, mount)
+        options, end = _leading_options(args, {name: takes for name, (_, takes) in owners.items()})
+        first = end + 1 if end < len(args) and args[end] == "--" else end
+        word = args[first] if first < len(args) else None
+        if word in self.commands:
+            return args
+        owner = {name: command for name, (command, _) in owners.items()}
+        own = [token for name, tokens in options if owner.get(name) is self for token in tokens]
+        theirs = [token for name, tokens in options if owner.get(name) is not self for token in tokens]
+        if word is None:  # `refmount -f`: mount says MOUNTPOINT is missing; `refmount -x`: the group says what -x is
+            return [*own, "mount", *theirs] if any(owner.get(name) is mount for name, _ in options) else args
+        if "/" not in word and not Path(word).exists():
+            return [*own, *args[end:]]  # a mistyped command: the options that mount would take are beside the point
+        return [*own, "mount", *theirs, *args[end:]]
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         """Every error a user can fix, usage errors included, is one line and a non-zero exit."""
@@ -52,6 +73,43 @@ class _MainGroup(click.Group):
             click.echo("refmount: aborted", err=True)
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)  # click returns Exit codes when not standalone
+
+
+def _option_owners(ctx: click.Context, *commands: click.Command) -> dict[str, tuple[click.Command, int]]:
+    """Each option name of ``commands`` -> (the first command that has it, how many arguments it takes)."""
+    owners: dict[str, tuple[click.Command, int]] = {}
+    for command in commands:
+        for param in command.get_params(ctx):
+            if isinstance(param, click.Option):
+                takes = 0 if param.is_flag or param.count else param.nargs
+                for name in (*param.opts, *param.secondary_opts):
+                    owners.setdefault(name, (command, takes))
+    return owners
+
+
+def _leading_options(args: list[str], takes: dict[str, int]) -> tuple[list[tuple[str, list[str]]], int]:
+    """The options in front of the first argument (or ``--``), each as (name, [option, its values...]),
+    and that argument's index. ``takes``: how many arguments each option takes (unknown ones: none)."""
+    found: list[tuple[str, list[str]]] = []
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] not in ("-", "--"):
+        arg = args[i]
+        i += 1
+        if arg.startswith("--"):
+            pieces = [(arg.partition("=")[0], arg, "=" in arg)]
+        else:  # short options cluster (-fv); one that takes a value takes the rest of the cluster (-oro)
+            pieces = []
+            for j, char in enumerate(arg[1:], start=2):
+                name = "-" + char
+                if takes.get(name, 0) and arg[j:]:
+                    pieces.append((name, name + arg[j:], True))
+                    break
+                pieces.append((name, name, False))
+        for name, token, attached in pieces:
+            count = max(takes.get(name, 0) - attached, 0)  # `--opt=X` and `-oX` carry their first value
+            found.append((name, [token, *args[i : i + count]]))
+            i += count
+    return found, i
 
 
 @click.group(cls=_MainGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -151,3 +151,28 @@ def test_registry_copy_to_postgres_and_back(cli: Cli, data: Path, postgres_url: 
     before = cli("ls", "vision/mnist", "--json", "--registry", other).out
     assert "other content; nothing copied" in cli("registry", "copy", postgres_url, other, ok=False).err
     assert cli("ls", "vision/mnist", "--json", "--registry", other).out == before
+
+
+# -- the command line itself -----------------------------------------------------------------------
+
+
+def test_mountpoint_shortcut_takes_options_in_any_order(cli: Cli, tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing")  # mount gets as far as finding it missing, so nothing is mounted
+    for args in [("-f", missing), (missing, "-f"), ("--registry", cli.registry_url, "-o", "ro", missing),
+                 ("-v", "-o", "log", "-f", missing), ("-fv", "-oro", "--uid=0", missing)]:  # fmt: skip
+        err = cli(*args, ok=False).err
+        assert f"mountpoint {missing} does not exist" in err and len(err.strip().splitlines()) == 1, (args, err)
+        assert cli(*args, "--help").out.startswith("Usage: refmount mount "), args
+    err = cli("--alias-ttl", "3", "-f", "--", missing, ok=False).err
+    assert f"mountpoint {missing} does not exist" in err, err
+
+
+def test_mistyped_command_is_no_such_command(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for args in [("lgo", "x"), ("lgo",), ("-f", "lgo"), ("--registry", cli.registry_url, "lgo", "x")]:
+        err = cli(*args, ok=False).err
+        assert "No such command 'lgo'. Did you mean 'log'?" in err and len(err.strip().splitlines()) == 1, err
+    assert "Missing argument 'MOUNTPOINT'" in cli("-f", ok=False).err
+    assert "No such option '-x'" in cli("-x", ok=False).err
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lgo").mkdir()  # a word that names a directory here is a mountpoint after all
+    assert cli("lgo", "--help").out.startswith("Usage: refmount mount ")
