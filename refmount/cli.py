@@ -65,6 +65,9 @@ class _MainGroup(click.Group):
         except RefmountError as exc:
             click.echo(f"refmount: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare `refmount` or `refmount registry`
+            exc.show()  # the help, as click prints it, with click's exit code
+            sys.exit(exc.exit_code)
         except click.UsageError as exc:
             hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
             click.echo(f"refmount: error: {exc.format_message()}{hint}", err=True)

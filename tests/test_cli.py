@@ -176,3 +176,10 @@ def test_mistyped_command_is_no_such_command(cli: Cli, tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "lgo").mkdir()  # a word that names a directory here is a mountpoint after all
     assert cli("lgo", "--help").out.startswith("Usage: refmount mount ")
+
+
+@pytest.mark.parametrize("group", [[], ["registry"]])
+def test_group_without_command_prints_its_help(cli: Cli, group: list[str]) -> None:
+    result = cli(*group, ok=False)
+    assert result.code == 2  # click's exit code for a group's no_args_is_help
+    assert result.err == cli(*group, "--help").out and "error" not in result.err
