@@ -27,6 +27,8 @@ from .registry import ENV_VAR, Registry, VersionInfo, open_registry
 
 log = logging.getLogger("refmount")
 
+INTERRUPTED = 130  # the shell's code for a command ended by SIGINT (128 + 2)
+
 
 class _MainGroup(click.Group):
     """A group whose default command is ``mount``: ``refmount /mnt/artifacts`` just mounts."""
@@ -72,9 +74,14 @@ class _MainGroup(click.Group):
             hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
             click.echo(f"refmount: error: {exc.format_message()}{hint}", err=True)
             sys.exit(exc.exit_code)
-        except click.Abort:
+        except click.Abort as exc:  # click's wrapper of a bare KeyboardInterrupt (or EOF at a prompt)
             click.echo("refmount: aborted", err=True)
-            sys.exit(1)
+            sys.exit(INTERRUPTED if isinstance(exc.__cause__, KeyboardInterrupt) else 1)
+        except BaseExceptionGroup as group:  # trio wraps a Ctrl-C that arrives inside a nursery
+            if group.subgroup(KeyboardInterrupt) is None:
+                raise
+            click.echo("\nrefmount: aborted", err=True)  # the newline ends the terminal's ^C, as click's does
+            sys.exit(INTERRUPTED)
         sys.exit(result if isinstance(result, int) else 0)  # click returns Exit codes when not standalone
 
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -183,3 +191,83 @@ def test_group_without_command_prints_its_help(cli: Cli, group: list[str]) -> No
     result = cli(*group, ok=False)
     assert result.code == 2  # click's exit code for a group's no_args_is_help
     assert result.err == cli(*group, "--help").out and "error" not in result.err
+
+
+@dataclass
+class StallingServer:
+    """An HTTP file whose answers to ``stall`` requests wait until the test releases them."""
+
+    url: str
+    stall: str = "GET"  # or "HEAD"
+    arrived: threading.Event = field(default_factory=threading.Event)  # a stalled request came in
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+@pytest.fixture
+def stalling_http() -> Iterator[StallingServer]:
+    body = b"slow" * 1024
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self._answer(b"")
+
+        def do_GET(self) -> None:
+            self._answer(body)
+
+        def _answer(self, content: bytes) -> None:
+            if self.command == served.stall:
+                served.arrived.set()
+                served.release.wait(60)
+            try:
+                self.send_response(200)
+                self.send_header("ETag", '"slow-1"')
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(content)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the interrupted client is gone
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    served = StallingServer(f"http://127.0.0.1:{server.server_port}/slow.bin")
+    thread = threading.Thread(target=server.serve_forever, name="stalling-http", daemon=True)
+    thread.start()
+    try:
+        yield served
+    finally:
+        served.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+# `log` waits for HEAD in the main thread: a bare KeyboardInterrupt. `download` waits for GET in a
+# trio worker thread: trio raises the KeyboardInterrupt wrapped in an exception group.
+@pytest.mark.parametrize("command, stall", [("log", "HEAD"), ("download", "GET")])
+def test_ctrl_c_is_one_line(cli: Cli, stalling_http: StallingServer, tmp_path: Path, command: str, stall: str) -> None:
+    if command == "download":
+        cli("log", "p/slow", stalling_http.url)
+    stalling_http.stall = stall
+    args = {"log": ["log", "p/other", stalling_http.url], "download": ["download", "p/slow", str(tmp_path / "dest"),
+                                                                        "--no-cache", "-q"]}[command]  # fmt: skip
+    # A child inherits an ignored SIGINT (as background jobs have it) but not a handler: handle it while forking.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "refmount", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "REFMOUNT_REGISTRY": cli.registry_url})  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        assert stalling_http.arrived.wait(60), f"refmount {command} never asked for the file"
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        stalling_http.release.set()  # download's worker thread waits for its read before trio lets the interrupt out
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert err.strip() == "refmount: aborted" and proc.returncode == 130, (proc.returncode, err)
