@@ -135,6 +135,18 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="refmount: %(levelname)s: %(message)s")
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_urllib3)
+
+
+def _quiet_urllib3(record: logging.LogRecord) -> bool:
+    """Drop urllib3's warnings (one per retry): the one-line error after the last retry says it all.
+
+    A filter on the terminal's handler rather than a level on urllib3's logger, so that a mount
+    daemon's log file, which replaces that handler, still records the retries.
+    """
+    return record.levelno >= logging.ERROR or not record.name.startswith("urllib3.")
 
 
 def registry_option(fn: Callable[..., Any]) -> Callable[..., Any]:

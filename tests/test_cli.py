@@ -18,6 +18,7 @@ import pytest
 
 from refmount.stores.file import file_uri
 from tests.conftest import Cli
+from tests.servers import free_port
 
 
 @pytest.fixture
@@ -271,3 +272,10 @@ def test_ctrl_c_is_one_line(cli: Cli, stalling_http: StallingServer, tmp_path: P
             proc.kill()
             proc.wait()
     assert err.strip() == "refmount: aborted" and proc.returncode == 130, (proc.returncode, err)
+
+
+def test_unreachable_server_is_one_line_without_retry_warnings(cli: Cli) -> None:
+    url = f"http://127.0.0.1:{free_port()}/x"
+    err = cli("log", "w/x", url, ok=False).err
+    assert "cannot reach the server" in err and len(err.strip().splitlines()) == 1, err
+    assert "Retrying" in cli("-v", "log", "w/x", url, ok=False).err  # still there for whoever asks
