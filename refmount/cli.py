@@ -130,6 +130,7 @@ def main(verbose: int) -> None:
 
     \b
       refmount /mnt/artifacts                   mount every artifact (see `refmount mount --help`)
+      refmount -f --cache-size 50G /mnt/a       with mount's options, before or after MOUNTPOINT
       refmount log vision/mnist s3://bucket/datasets/mnist/ --type dataset
       refmount ls vision/mnist                  versions and aliases
     """
