@@ -80,7 +80,7 @@ def registry_only(work: Path, entries: int, dirs: int) -> tuple[float, Walks]:
               {"etag": f"{i:032x}", "versionID": f"v{i}"})
         for i in range(entries)
     )  # fmt: skip
-    open_registry(registry).log_version("bench", "huge", manifest, type="dataset")
+    open_registry(registry, create=True).log_version("bench", "huge", manifest, type="dataset")
     del manifest
     log_s = time.perf_counter() - start
     return log_s, measure("refmount", lambda: refmount_mount(work, registry, "bench/huge/v0"), entries)

@@ -100,7 +100,7 @@ def log_artifact_result(
     manifest = artifact.manifest
     if len(manifest) == 0:
         raise InvalidInput(f"artifact {artifact.name!r} has no entries; add a reference first")
-    with _registry(registry) as reg:
+    with _registry(registry, create=True) as reg:
         return reg.log_version(
             project,
             artifact.name,
@@ -120,14 +120,16 @@ def use_artifact(ref: str, *, registry: Registry | str | None = None) -> Version
 
 
 class _registry:
-    """Use a given Registry as-is, or open (and later close) one from a URL or the default."""
+    """Use a given Registry as-is, or open (and later close) one from a URL or the default;
+    ``create`` it there only for a caller that writes."""
 
-    def __init__(self, registry: Registry | str | None):
+    def __init__(self, registry: Registry | str | None, *, create: bool = False):
         self._given = registry if isinstance(registry, Registry) else None
         self._url = registry if isinstance(registry, str) else None
+        self._create = create
 
     def __enter__(self) -> Registry:
-        self._reg = self._given or open_registry(self._url)
+        self._reg = self._given or open_registry(self._url, create=self._create)
         return self._reg
 
     def __exit__(self, *exc: object) -> None:

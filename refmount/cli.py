@@ -165,8 +165,9 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextmanager
-def _open(registry_url: str | None) -> Iterator[Registry]:
-    registry = open_registry(registry_url)
+def _open(registry_url: str | None, *, create: bool = False) -> Iterator[Registry]:
+    """``create`` only for commands that write: a read on a mistyped URL must not leave a registry behind."""
+    registry = open_registry(registry_url, create=create)
     try:
         yield registry
     finally:
@@ -238,7 +239,7 @@ def log_cmd(
     with _scan_progress(enabled=not quiet) as progress:
         for uri, name in zip(uris, names or [None] * len(uris), strict=True):
             artifact.add_reference(uri, name, checksum=not no_checksum, max_objects=max_objects, progress=progress(uri))
-    with _open(registry_url) as registry:
+    with _open(registry_url, create=True) as registry:
         result = log_artifact_result(artifact, ref.project, aliases=aliases, registry=registry)
     version = result.version
     if as_json:
@@ -423,7 +424,7 @@ def import_cmd(
     ref = _unversioned(target, "import")
     artifact = Artifact(ref.artifact, type_, description=description)
     artifact.add_entries(Manifest.loads(manifest_file.read()))
-    with _open(registry_url) as registry:
+    with _open(registry_url, create=True) as registry:
         result = log_artifact_result(artifact, ref.project, aliases=aliases, registry=registry)
     if as_json:
         click.echo(json.dumps({**result.version.to_json(), "created": result.created}, indent=2))
@@ -637,8 +638,11 @@ def registry_group() -> None:
 @registry_group.command("init")
 @registry_option
 def registry_init_cmd(registry_url: str | None) -> None:
-    """Create (or migrate) the registry's schema; done automatically on first use too."""
-    with _open(registry_url) as registry:
+    """Create the registry (SQLite file or PostgreSQL schema) unless it exists; `log` and `import` do this too.
+
+    Other commands never create one: on a missing registry they fail.
+    """
+    with _open(registry_url, create=True) as registry:
         click.echo(f"registry {_redact(registry.url)} is ready")
 
 
@@ -658,7 +662,7 @@ def registry_copy_cmd(source: str, target: str, quiet: bool) -> None:
         if not quiet:
             click.echo(f"{'copied' if created else 'already present'}: {version.qualified_name}", err=True)
 
-    with _open(source) as src, _open(target) as dst:
+    with _open(source) as src, _open(target, create=True) as dst:  # a missing SOURCE creates no TARGET
         report = copy_registry(src, dst, on_version=show)
     click.echo(f"copied {report.copied} versions ({report.present} already present), {report.aliases} aliases")
 

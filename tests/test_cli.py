@@ -279,3 +279,99 @@ def test_unreachable_server_is_one_line_without_retry_warnings(cli: Cli) -> None
     err = cli("log", "w/x", url, ok=False).err
     assert "cannot reach the server" in err and len(err.strip().splitlines()) == 1, err
     assert "Retrying" in cli("-v", "log", "w/x", url, ok=False).err  # still there for whoever asks
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and directory (None) under ``root``: to show that nothing was created or changed."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
+
+
+def test_only_writing_commands_create_a_missing_registry(cli: Cli, data: Path, tmp_path: Path) -> None:
+    (tmp_path / "mnt").mkdir()
+    path = tmp_path / "typo" / "dir" / "registry.db"
+    missing = f"sqlite:///{path}"
+    expected = f"refmount: error: no registry at {path} (log a version first, or run `refmount registry init`)"
+    before = tree(tmp_path)
+    for args in [
+        ("ls",),
+        ("ls", "p"),
+        ("ls", "p/a"),
+        ("show", "p/a"),
+        ("export", "p/a:v0"),
+        ("alias", "p/a:v0", "best"),
+        ("alias", "p/a", "best", "--delete"),
+        ("verify", "p/a"),
+        ("download", "p/a", str(tmp_path / "dest")),
+        ("mount", str(tmp_path / "mnt"), "--cache-dir", str(tmp_path / "cache")),
+    ]:
+        result = cli(*args, "--registry", missing, ok=False)
+        assert result.err.strip() == expected, (args, result.err)
+    result = cli("registry", "copy", missing, f"sqlite:///{tmp_path / 'copy.db'}", ok=False)
+    assert result.err.strip() == expected
+    assert tree(tmp_path) == before
+
+    cli("log", "p/a", file_uri(data), "--registry", missing)
+    exported = tmp_path / "manifest.json"
+    exported.write_text(cli("export", "p/a", "--registry", missing).out)
+    imported = f"sqlite:///{tmp_path / 'new' / 'imported.db'}"
+    cli("import", str(exported), "p/a", "--registry", imported)
+    copied = f"sqlite:///{tmp_path / 'new' / 'copied.db'}"
+    cli("registry", "copy", missing, copied)
+    for url in (missing, imported, copied):
+        assert cli("ls", "p/a", "--json", "--registry", url).json()[0]["version"] == "v0"
+    initialized = f"sqlite:///{tmp_path / 'new' / 'init.db'}"
+    assert "is ready" in cli("registry", "init", "--registry", initialized).out
+    assert not list(tmp_path.rglob(".*.tmp"))  # the files built before linking into place are gone
+    assert cli("ls", "--json", "--registry", initialized).json() == []
+
+
+def test_the_default_registry_is_created_by_the_first_log(
+    tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("REFMOUNT_CONFIG", str(tmp_path / "no-config.toml"))
+    fresh = Cli("")  # no REFMOUNT_REGISTRY: the default, under $XDG_DATA_HOME
+    default = tmp_path / "xdg" / "refmount" / "registry.db"
+    assert f"no registry at {default} (log a version first" in fresh("ls", ok=False).err
+    assert not (tmp_path / "xdg").exists()
+    fresh("log", "p/a", file_uri(data))
+    assert default.is_file() and fresh("ls", "--json").json() == [{"project": "p"}]
+
+
+def test_a_file_that_is_not_a_registry_is_refused_by_every_command_and_left_untouched(
+    cli: Cli, data: Path, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    cli("log", "p/a", file_uri(data))
+    exported = tmp_path / "manifest.json"
+    exported.write_text(cli("export", "p/a").out)
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "empty.db").write_bytes(b"")
+    (files / "text.db").write_text("not a database\n" * 100)
+    other = sqlite3.connect(files / "other.db")
+    other.execute("CREATE TABLE schema_version (version INTEGER)")
+    other.execute("INSERT INTO schema_version VALUES (1)")
+    other.commit()
+    other.close()
+    (tmp_path / "mnt").mkdir()
+    before = tree(files)
+    for name in ("empty.db", "text.db", "other.db"):
+        url = f"sqlite:///{files / name}"
+        for args in [
+            ("ls", "--registry", url),
+            ("show", "p/a", "--registry", url),
+            ("alias", "p/a:v0", "best", "--registry", url),
+            ("log", "p/a", file_uri(data), "--registry", url),
+            ("import", str(exported), "p/b", "--registry", url),
+            ("registry", "init", "--registry", url),
+            ("registry", "copy", cli.registry_url, url),
+            ("registry", "copy", url, f"sqlite:///{tmp_path / 'copy.db'}"),
+            ("mount", str(tmp_path / "mnt"), "--registry", url),
+        ]:
+            result = cli(*args, ok=False)
+            assert f"{files / name} is not a refmount registry (" in result.err, (args, result.err)
+            assert len(result.err.strip().splitlines()) == 1, (args, result.err)
+    assert tree(files) == before
+    assert not (tmp_path / "copy.db").exists() and not any((tmp_path / "mnt").iterdir())

@@ -324,7 +324,7 @@ def test_memory_does_not_hold_entries(tmp_path: Path, registry_url: str, mount_f
 
     entries = [Entry(f"d{i % 50}/f{i}.bin", f"s3://bucket/k{i}", f"etag{i}", 1, {"etag": f"etag{i}"})
                for i in range(20_000)]  # fmt: skip
-    open_registry(registry_url).log_version("p", "big", Manifest(entries), type="dataset")
+    open_registry(registry_url, create=True).log_version("p", "big", Manifest(entries), type="dataset")
     m = mount_factory()
     assert m.proc is not None
     rss_before = _rss_kib(m.proc.pid)

@@ -11,7 +11,7 @@ import pytest
 
 from refmount.errors import InvalidInput, NotFound
 from refmount.manifest import Entry, Manifest
-from refmount.registry import Registry, open_registry
+from refmount.registry import NoRegistry, Registry, open_registry
 from refmount.registry.postgres import PostgresRegistry
 
 
@@ -25,7 +25,7 @@ def any_registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def registry(any_registry_url: str, tmp_path: Path) -> Iterator[Registry]:
-    reg = open_registry(any_registry_url)
+    reg = open_registry(any_registry_url, create=True)
     if isinstance(reg, PostgresRegistry):
         reg.index_dir = tmp_path / "index"
     yield reg
@@ -135,7 +135,7 @@ def _log_some(url: str, worker: int, count: int, start_at: float) -> list[int]:
 
 @pytest.mark.parametrize("workers, each", [(8, 1), (16, 5)])
 def test_concurrent_loggers_get_distinct_contiguous_versions(any_registry_url: str, workers: int, each: int) -> None:
-    open_registry(any_registry_url).close()
+    open_registry(any_registry_url, create=True).close()
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         start_at = time.time() + 3
         results = pool.starmap(_log_some, [(any_registry_url, w, each, start_at) for w in range(workers)])
@@ -147,3 +147,55 @@ def test_concurrent_loggers_get_distinct_contiguous_versions(any_registry_url: s
     assert len({v.digest for v in versions}) == total
     assert reg.aliases("p", "race") == {"latest": total - 1}  # the last committed
     reg.close()
+
+
+def _tables(url: str) -> list[str]:
+    """The tables at a registry URL; [] when there is not even a database file."""
+    if url.startswith("sqlite://"):
+        import sqlite3
+
+        path = Path(url.removeprefix("sqlite://"))
+        if not path.exists():
+            return []
+        db = sqlite3.connect(path)
+        rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    else:
+        import psycopg
+
+        db = psycopg.connect(url)
+        rows = db.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").fetchall()
+    db.close()
+    return sorted(name for (name,) in rows)
+
+
+def _execute(url: str, sql: str) -> None:
+    import sqlite3
+
+    import psycopg
+
+    db = sqlite3.connect(url.removeprefix("sqlite://")) if url.startswith("sqlite://") else psycopg.connect(url)
+    db.execute(sql)
+    db.commit()
+    db.close()
+
+
+def test_only_writers_create_a_registry(any_registry_url: str, tmp_path: Path) -> None:
+    for _ in range(2):
+        with pytest.raises(
+            NoRegistry, match=r"^no registry at .* \(log a version first, or run `refmount registry init`\)$"
+        ):
+            open_registry(any_registry_url)
+        assert _tables(any_registry_url) == []
+    open_registry(any_registry_url, create=True).close()
+    assert "schema_version" in _tables(any_registry_url)
+    reg = open_registry(any_registry_url)
+    assert reg.projects() == []
+    reg.close()
+
+
+def test_a_newer_schema_is_refused(any_registry_url: str) -> None:
+    open_registry(any_registry_url, create=True).close()
+    _execute(any_registry_url, "UPDATE schema_version SET version = 2")
+    for create in (False, True):
+        with pytest.raises(InvalidInput, match="has schema v2; this refmount knows v1"):
+            open_registry(any_registry_url, create=create)

@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import InvalidInput
-from .base import ArtifactInfo, LogResult, ManifestIndex, Node, Registry, VersionInfo
+from .base import ArtifactInfo, LogResult, ManifestIndex, Node, NoRegistry, Registry, VersionInfo
 
 ENV_VAR = "REFMOUNT_REGISTRY"
 
@@ -19,8 +19,12 @@ def default_url() -> str:
     return load().registry
 
 
-def open_registry(url: str | None = None, *, index_dir: Path | None = None) -> Registry:
-    """``index_dir``: where a shared (network) registry keeps local copies of manifest indexes."""
+def open_registry(url: str | None = None, *, index_dir: Path | None = None, create: bool = False) -> Registry:
+    """``index_dir``: where a shared (network) registry keeps local copies of manifest indexes.
+
+    ``create``: make the registry if there is none at ``url`` yet; for callers that are about to write.
+    Otherwise a missing registry raises :class:`NoRegistry` and nothing is created.
+    """
     url = url or default_url()
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
@@ -29,11 +33,11 @@ def open_registry(url: str | None = None, *, index_dir: Path | None = None) -> R
         path = url.removeprefix("sqlite://")  # sqlite:///abs/path (sqlite:////abs/path works too)
         if not path.startswith("/"):
             raise InvalidInput(f"registry URL {url!r} must name an absolute path, e.g. sqlite:///home/me/registry.db")
-        return SQLiteRegistry("/" + path.lstrip("/"))
+        return SQLiteRegistry("/" + path.lstrip("/"), create=create)
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresRegistry
 
-        return PostgresRegistry(url, index_dir=index_dir)
+        return PostgresRegistry(url, index_dir=index_dir, create=create)
     raise InvalidInput(
         f"unsupported registry URL {url!r} (expected sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DB)"
     )
@@ -44,6 +48,7 @@ __all__ = [
     "ArtifactInfo",
     "LogResult",
     "ManifestIndex",
+    "NoRegistry",
     "Node",
     "Registry",
     "VersionInfo",

@@ -13,7 +13,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import NotFound
 from ..manifest import Entry, Manifest
+
+
+class NoRegistry(NotFound):
+    """The URL names no registry yet. Only commands that write (log, import, ``registry init``,
+    the target of ``registry copy``) create one, so that a mistyped URL cannot turn into an empty registry."""
+
+    def __init__(self, where: str):
+        super().__init__(f"no registry at {where} (log a version first, or run `refmount registry init`)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import abc
 import json
+import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -49,12 +50,27 @@ CREATE TABLE IF NOT EXISTS aliases (
     PRIMARY KEY (artifact_id, alias), FOREIGN KEY (artifact_id, idx) REFERENCES versions (artifact_id, idx));
 """
 
+REGISTRY_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA + NODES_SCHEMA))
+
 _VERSION_COLUMNS = """p.name, a.name, a.type, v.idx, v.digest, m.content_id, v.created_at, m.file_count,
     m.total_size, v.description, v.metadata, v.artifact_id"""
 _VERSION_FROM = """versions v JOIN artifacts a ON a.id = v.artifact_id JOIN projects p ON p.id = a.project_id
     JOIN manifests m ON m.id = v.manifest_id"""
 NODE_COLUMNS = "id, name, is_dir, path, size, digest, ref, extra"
 _INSERT_BATCH = 10_000
+
+
+def check_schema(db: Connection, tables: Iterable[str], where: str) -> None:
+    """Refuse what is not a refmount registry this refmount can read; ``tables``: the ones ``db`` has."""
+    missing = REGISTRY_TABLES.difference(tables)
+    if missing:
+        what = "none of its tables" if missing == REGISTRY_TABLES else f"no {', '.join(sorted(missing))} table"
+        raise InvalidInput(f"{where} is not a refmount registry ({what}); left untouched")
+    (version,) = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    if version is None:
+        raise InvalidInput(f"{where} is not a refmount registry (no schema version); left untouched")
+    if version > SCHEMA_VERSION:
+        raise InvalidInput(f"registry {where} has schema v{version}; this refmount knows v{SCHEMA_VERSION}")
 
 
 def schema_ddl(*, id_type: str, int_type: str, real_type: str) -> str:

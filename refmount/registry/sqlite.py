@@ -7,32 +7,89 @@ daemon keep reading while somebody logs.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from ..errors import InvalidInput
-from .sql import SCHEMA_VERSION, SQLRegistry, schema_ddl
+from .base import NoRegistry
+from .sql import SCHEMA_VERSION, SQLRegistry, check_schema, schema_ddl
 
 
 class SQLiteRegistry(SQLRegistry):
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 120.0):
+    """``create``: make the file when it does not exist yet (only callers that write ask for it).
+
+    An existing file is used only if it is a refmount registry: anything else (empty, another
+    application's database, not SQLite at all) is refused without writing a byte to it.
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = False, busy_timeout_s: float = 120.0):
         self.path = Path(path).expanduser()
         self.url = f"sqlite://{self.path}"
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
+        if not self.path.exists():
+            if not create:
+                raise NoRegistry(str(self.path))
+            self._create()
+        self._check_schema()
+
+    def _create(self) -> None:
+        """Write the schema into a private file, then link it into place: a concurrent opener sees
+        no file or a complete registry, never an empty file it would have to refuse."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InvalidInput(f"cannot create the registry directory {self.path.parent}: {exc.strerror}") from exc
-        # executescript commits on its own, so the whole schema set-up is one script.
-        ddl = schema_ddl(id_type="INTEGER PRIMARY KEY", int_type="INTEGER", real_type="REAL")
-        self._db.executescript(
-            f"BEGIN IMMEDIATE; {ddl} INSERT INTO schema_version SELECT {SCHEMA_VERSION}"
-            " WHERE NOT EXISTS (SELECT 1 FROM schema_version); COMMIT;"
-        )
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            self._write_schema(tmp)
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs (checked like any existing file)
+            except OSError:  # a filesystem without hard links: create in place, without that guarantee
+                self._write_schema(self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise InvalidInput(f"cannot create registry {self.url}: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _write_schema(self, path: Path) -> None:
+        db = sqlite3.connect(path, timeout=self._busy_timeout_s, isolation_level=None)
+        try:
+            # WAL from birth: switching later needs an exclusive lock that racing first users would fight over.
+            db.execute("PRAGMA journal_mode=WAL")
+            # executescript commits on its own, so the whole schema set-up is one script.
+            ddl = schema_ddl(id_type="INTEGER PRIMARY KEY", int_type="INTEGER", real_type="REAL")
+            db.executescript(
+                f"BEGIN IMMEDIATE; {ddl} INSERT INTO schema_version SELECT {SCHEMA_VERSION}"
+                " WHERE NOT EXISTS (SELECT 1 FROM schema_version); COMMIT;"
+            )
+        finally:
+            db.close()
+
+    def _check_schema(self) -> None:
+        """Refuse anything but a refmount registry, through a read-only connection (it writes nothing)."""
+        if self.path.is_dir():
+            raise InvalidInput(f"registry path {self.path} is a directory, not a file")
+        try:
+            db = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro", uri=True, timeout=self._busy_timeout_s)
+        except sqlite3.Error as exc:
+            raise InvalidInput(f"cannot open registry {self.url}: {exc}") from exc
+        try:
+            tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            check_schema(db, tables, str(self.path))
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                raise InvalidInput(f"{self.path} is not a refmount registry ({exc}); left untouched") from None
+            raise InvalidInput(f"cannot open registry {self.url}: {exc}") from exc
+        finally:
+            db.close()
 
     # -- connections ----------------------------------------------------------------------------
     @property
