@@ -24,6 +24,7 @@ STORAGE_POLICY_CONFIG: dict[str, Any] = {"storageLayout": "V2"}
 
 MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux: a longer name cannot be shown by the mount
 MAX_PATH_BYTES = 4096  # PATH_MAX
+MAX_SIZE = 2**63 - 1  # a signed 64-bit integer: what SQLite and PostgreSQL (BIGINT) store, and what stat can show
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +68,16 @@ class Entry:
             raise InvalidInput(f"manifest entry {path!r} has no digest")
         if not isinstance(ref, str) or not ref:
             raise InvalidInput(f"manifest entry {path!r} has no ref (only reference artifacts can be imported)")
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-            raise InvalidInput(f"manifest entry {path!r} has an invalid size {size!r}")
         if not isinstance(extra, dict):
             raise InvalidInput(f"manifest entry {path!r} has an invalid 'extra'")
-        return cls(path=validate_path(path), ref=ref, digest=digest, size=size, extra=extra)
+        return cls(path=validate_path(path), ref=ref, digest=digest, size=validate_size(path, size), extra=extra)
+
+
+def validate_size(path: str, size: Any) -> int | None:
+    """Return ``size`` if it is None or a byte count a registry can store, else raise InvalidInput."""
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE):
+        raise InvalidInput(f"manifest entry {path!r} has an invalid size {size!r} (expected 0 to {MAX_SIZE})")
+    return size
 
 
 def validate_path(path: str) -> str:
@@ -118,8 +124,12 @@ class Manifest:
 
     def __init__(self, entries: Iterable[Entry]):
         by_path: dict[str, Entry] = {}
+        total_size = 0
         for entry in entries:
             validate_path(entry.path)
+            total_size += validate_size(entry.path, entry.size) or 0
+            if total_size > MAX_SIZE:  # stored with the manifest: it must fit as well
+                raise InvalidInput(f"manifest entry {entry.path!r} makes the total size exceed {MAX_SIZE} bytes")
             if entry.path in by_path:
                 raise InvalidInput(
                     f"duplicate artifact path {entry.path!r} ({by_path[entry.path].ref} and {entry.ref})"

@@ -375,3 +375,25 @@ def test_a_file_that_is_not_a_registry_is_refused_by_every_command_and_left_unto
             assert len(result.err.strip().splitlines()) == 1, (args, result.err)
     assert tree(files) == before
     assert not (tmp_path / "copy.db").exists() and not any((tmp_path / "mnt").iterdir())
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"size": 10**30}, "manifest entry 'bad.bin' has an invalid size 1000000000000000000000000000000"),
+        ({"size": 2**63}, "manifest entry 'bad.bin' has an invalid size 9223372036854775808"),
+    ],
+)
+def test_import_refuses_entries_no_registry_or_store_can_serve(
+    cli: Cli, data: Path, tmp_path: Path, entry: dict[str, object], message: str
+) -> None:
+    cli("log", "p/a", file_uri(data))
+    before = snapshot(cli)
+    manifest = json.loads(cli("export", "p/a").out)
+    manifest["contents"]["bad.bin"] = {"digest": "d", "ref": file_uri(data / "labels.csv"), "size": 1, **entry}
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text(json.dumps(manifest))
+    for target in ("p/a", "p/new"):
+        result = cli("import", str(hostile), target, ok=False)
+        assert message in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert snapshot(cli) == before

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from refmount.errors import InvalidInput
-from refmount.manifest import Entry, Manifest, validate_path
+from refmount.manifest import MAX_SIZE, Entry, Manifest, validate_path
 from refmount.names import ArtifactRef, validate_alias, validate_name, version_index
 from refmount.uri import parse_ref
 
@@ -124,3 +124,20 @@ def test_names_and_refs() -> None:
     for bad in ["vision", "vision/mnist:", "vision/mn/ist", "vision/mnist:a b"]:
         with pytest.raises(InvalidInput):
             ArtifactRef.parse(bad)
+
+
+def test_sizes_must_fit_a_signed_64_bit_integer() -> None:
+    def contents(**sizes: int) -> dict[str, object]:
+        return {
+            "version": 1,
+            "contents": {p: {"digest": "d", "ref": f"s3://b/{p}", "size": n} for p, n in sizes.items()},
+        }
+
+    assert Manifest.from_json(contents(a=MAX_SIZE)).total_size == 2**63 - 1
+    for size in (2**63, 10**30, -1):
+        with pytest.raises(InvalidInput, match=rf"^manifest entry 'a' has an invalid size {size} \(expected 0 to "):
+            Manifest.from_json(contents(a=size))
+    with pytest.raises(InvalidInput, match="manifest entry 'b' makes the total size exceed"):
+        Manifest.from_json(contents(a=2**62, b=2**62))
+    with pytest.raises(InvalidInput, match="invalid size"):
+        Manifest([entry("a", size=2**64)])  # entries made in Python are checked too
