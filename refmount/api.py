@@ -63,10 +63,14 @@ class Artifact:
         return found
 
     def add_entries(self, entries: Iterable[Entry]) -> None:
-        """Add ready-made entries (e.g. from an imported manifest), vetting every reference."""
+        """Add ready-made entries (e.g. from an imported manifest), vetting every reference as its
+        store would before serving it, so that nothing is logged that could only fail on reading."""
         entries = list(entries)
         for entry in entries:
-            stores.parse(entry.ref)
+            try:
+                stores.check(entry.ref)
+            except InvalidInput as exc:
+                raise InvalidInput(f"manifest entry {entry.path!r}: {exc}") from None
         self._add(entries)
 
     def _add(self, entries: list[Entry]) -> None:

@@ -382,6 +382,17 @@ def test_a_file_that_is_not_a_registry_is_refused_by_every_command_and_left_unto
     [
         ({"size": 10**30}, "manifest entry 'bad.bin' has an invalid size 1000000000000000000000000000000"),
         ({"size": 2**63}, "manifest entry 'bad.bin' has an invalid size 9223372036854775808"),
+        ({"ref": "s3:///key"}, "manifest entry 'bad.bin': s3:///key: no bucket name (expected s3://BUCKET/KEY)"),
+        ({"ref": "s3://b/key?part=1"}, "manifest entry 'bad.bin': s3://b/key?part=1: unsupported query parameter"),
+        ({"ref": "gs:///key"}, "manifest entry 'bad.bin': gs:///key: no bucket name"),
+        ({"ref": "az:///key"}, "manifest entry 'bad.bin': az:///key: no container name"),
+        ({"ref": "https://acct.blob.core.windows.net/c/k?x=1"}, "query parameters are not supported"),
+        ({"ref": "http:///file.bin"}, "manifest entry 'bad.bin': http:///file.bin: no host in the URL"),
+        (
+            {"ref": "file://otherhost/tmp/x"},
+            "manifest entry 'bad.bin': file://otherhost/tmp/x: file:// references must",
+        ),
+        ({"ref": "ftp://host/x"}, "manifest entry 'bad.bin': unknown scheme 'ftp'"),
     ],
 )
 def test_import_refuses_entries_no_registry_or_store_can_serve(

@@ -32,6 +32,13 @@ def parse(uri: str) -> RefURI:
     return parse_ref(uri, known_schemes=SCHEMES)
 
 
+def check(uri: str) -> RefURI:
+    """Vet ``uri`` as :func:`parse` does, then as its store would before serving it (no request is made)."""
+    ref = parse(uri)
+    store_for(ref).check_ref(ref)
+    return ref
+
+
 def store_for(ref: RefURI | str) -> Store:
     """The (shared, thread-safe) store for a reference's scheme."""
     scheme = _store_key(ref.raw if isinstance(ref, RefURI) else ref)
@@ -68,4 +75,4 @@ def reset() -> None:
         _instances.clear()
 
 
-__all__ = ["DEFAULT_MAX_OBJECTS", "SCHEMES", "Store", "parse", "prepare", "store_for"]
+__all__ = ["DEFAULT_MAX_OBJECTS", "SCHEMES", "Store", "check", "parse", "prepare", "store_for"]

@@ -78,11 +78,15 @@ class AzureStore(Store):
             return self._clients[host]
 
     # -- scanning -------------------------------------------------------------------------------------
-    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
-             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
-        where = _locate(ref)
+    def check_ref(self, ref: RefURI) -> None:
+        _locate(ref)
         if ref.query:
             raise InvalidInput(f"{ref.raw}: query parameters are not supported (SAS tokens are never stored)")
+
+    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
+             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
+        self.check_ref(ref)
+        where = _locate(ref)
         if not checksum:
             return iter([location_entry(ref, name)])
         container = self.client(where.host, ref.raw).get_container_client(where.container)

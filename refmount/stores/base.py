@@ -28,6 +28,11 @@ class Store(abc.ABC):
     schemes: ClassVar[tuple[str, ...]]
 
     @abc.abstractmethod
+    def check_ref(self, ref: RefURI) -> None:
+        """Raise InvalidInput unless this store could serve ``ref`` (a bucket named, only query parameters
+        it understands, ...), without any request. :meth:`scan` starts with it; imported entries get it too."""
+
+    @abc.abstractmethod
     def scan(
         self, ref: RefURI, *, name: str | None = None, checksum: bool = True, max_objects: int = DEFAULT_MAX_OBJECTS
     ) -> Iterator[Entry]:

@@ -50,9 +50,13 @@ class FileStore(Store):
         """From now on, files that not everyone may read are served only after an MD5 check."""
         self.serves_other_users = True
 
+    def check_ref(self, ref: RefURI) -> None:
+        _local_path(ref)
+
     def scan(
         self, ref: RefURI, *, name: str | None = None, checksum: bool = True, max_objects: int = DEFAULT_MAX_OBJECTS
     ) -> Iterator[Entry]:
+        self.check_ref(ref)
         root = _local_path(ref)
         if not checksum:
             return iter([location_entry(ref, name)])

@@ -85,10 +85,13 @@ class HTTPStore(Store):
         return session
 
     # -- scanning -------------------------------------------------------------------------------------
-    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
-             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
+    def check_ref(self, ref: RefURI) -> None:
         if not ref.netloc:
             raise InvalidInput(f"{ref.raw}: no host in the URL")
+
+    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
+             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
+        self.check_ref(ref)
         if not checksum:
             return iter([location_entry(ref, name)])
         digest, size, extra = self._identify(ref.raw)

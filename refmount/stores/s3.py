@@ -114,12 +114,16 @@ class S3Store(Store):
         self.client  # noqa: B018 (builds it)
 
     # -- scanning -------------------------------------------------------------------------------------
-    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
-             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
-        bucket, key = _bucket_key(ref)
+    def check_ref(self, ref: RefURI) -> None:
+        _bucket_key(ref)
         unknown = [k for k, _ in ref.query if k != "versionId"]
         if unknown:
             raise InvalidInput(f"{ref.raw}: unsupported query parameter {unknown[0]!r} (only versionId)")
+
+    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
+             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
+        self.check_ref(ref)
+        bucket, key = _bucket_key(ref)
         if not checksum:
             return iter([location_entry(ref, name)])
         version_id = ref.query_value("versionId")
