@@ -392,6 +392,10 @@ def test_a_file_that_is_not_a_registry_is_refused_by_every_command_and_left_unto
             {"ref": "file://otherhost/tmp/x"},
             "manifest entry 'bad.bin': file://otherhost/tmp/x: file:// references must",
         ),
+        (
+            {"ref": "file:///tmp/src/c?x=1"},
+            "manifest entry 'bad.bin': file:///tmp/src/c?x=1: file:// references take no",
+        ),
         ({"ref": "ftp://host/x"}, "manifest entry 'bad.bin': unknown scheme 'ftp'"),
     ],
 )
@@ -408,3 +412,22 @@ def test_import_refuses_entries_no_registry_or_store_can_serve(
         result = cli("import", str(hostile), target, ok=False)
         assert message in result.err and len(result.err.strip().splitlines()) == 1, result.err
     assert snapshot(cli) == before
+
+
+def test_file_references_take_no_query_or_fragment(cli: Cli, data: Path) -> None:
+    cli("log", "p/a", file_uri(data))
+    before = snapshot(cli)
+    for uri, message in {
+        file_uri(data / "labels.csv") + "?x=1": "file:// references take no query parameters",
+        file_uri(data) + "?versionId=3": "file:// references take no query parameters",
+        file_uri(data) + "#part": "has a fragment",
+    }.items():
+        for extra in ((), ("--no-checksum",)):
+            result = cli("log", "p/a", uri, *extra, ok=False)
+            assert uri in result.err and message in result.err, result.err
+            assert len(result.err.strip().splitlines()) == 1, result.err
+    assert snapshot(cli) == before
+    weird = data / "what?.txt"  # a '?' in a file name is percent-encoded, not a query
+    weird.write_text("?")
+    cli("log", "p/a", file_uri(weird))
+    assert json.loads(cli("export", "p/a").out)["contents"]["what?.txt"]["ref"].endswith("/what%3F.txt")

@@ -52,6 +52,10 @@ class FileStore(Store):
 
     def check_ref(self, ref: RefURI) -> None:
         _local_path(ref)
+        if ref.query:  # file_uri() writes a '?' in a file name as %3F: a bare one starts a query
+            raise InvalidInput(
+                f"{ref.raw}: file:// references take no query parameters (write '?' in a file name as %3F)"
+            )
 
     def scan(
         self, ref: RefURI, *, name: str | None = None, checksum: bool = True, max_objects: int = DEFAULT_MAX_OBJECTS
