@@ -13,7 +13,7 @@ from typing import Any
 
 from . import stores
 from .errors import InvalidInput
-from .manifest import Entry, Manifest
+from .manifest import Entry, Manifest, validate_reference_name
 from .names import ArtifactRef, validate_alias, validate_name
 from .registry import LogResult, Registry, VersionInfo, open_registry
 
@@ -52,6 +52,8 @@ class Artifact:
         added if the scan fails or any path collides with one already added.
         """
         ref = stores.parse(uri)
+        if name is not None:  # checked here: the stores would place entries under whatever it is
+            name = validate_reference_name(name)
         if max_objects < 1:
             raise InvalidInput(f"max_objects must be positive, got {max_objects}")
         found: list[Entry] = []

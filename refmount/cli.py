@@ -21,7 +21,7 @@ import trio
 from . import __version__, config, stores
 from .api import Artifact, log_artifact_result
 from .errors import InvalidInput, RefmountError
-from .manifest import Manifest
+from .manifest import Manifest, validate_reference_name
 from .names import ArtifactRef, validate_alias
 from .registry import ENV_VAR, Registry, VersionInfo, open_registry
 
@@ -185,7 +185,8 @@ def _open(registry_url: str | None, *, create: bool = False) -> Iterator[Registr
     "--name",
     "names",
     multiple=True,
-    help="Directory (or file name, for one object) to place each URI under, in URI order; none or one per URI.",
+    help="Directory (or file name, for one object) to place each URI under, in URI order; none or one per URI."
+    " A relative path: no leading '/', no '.', '..' or empty parts.",
 )
 @click.option("--alias", "aliases", multiple=True, help="Alias to point at the logged version (repeatable).")
 @click.option("--description", help="Free-text description of this version.")
@@ -233,6 +234,7 @@ def log_cmd(
     ref = _unversioned(target, "log")
     if names and len(names) != len(uris):
         raise InvalidInput(f"got {len(names)} --name for {len(uris)} URIs: give none or one per URI")
+    names = tuple(validate_reference_name(name, "--name") for name in names)  # before any scan, naming the option
     for alias in aliases:
         validate_alias(alias)
     artifact = Artifact(ref.artifact, type_, description=description, metadata=_parse_metadata(metadata))

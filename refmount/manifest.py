@@ -102,6 +102,15 @@ def validate_path(path: str) -> str:
     return path
 
 
+def validate_reference_name(name: str, what: str = "name") -> str:
+    """``name`` (where a reference's entries go: a directory, or one object's path) if it is a safe
+    relative artifact path, without a trailing '/' (allowed, as in ``train/``); else InvalidInput naming ``what``."""
+    try:
+        return validate_path(name[:-1] if name.endswith("/") else name)
+    except InvalidInput as exc:
+        raise InvalidInput(f"invalid {what} {name!r}: {exc}") from None
+
+
 def join_path(prefix: str | None, rel: str) -> str:
     """Place ``rel`` under an optional directory ``prefix`` (W&B's ``name=``)."""
     return f"{prefix.strip('/')}/{rel}" if prefix and prefix.strip("/") else rel

@@ -431,3 +431,25 @@ def test_file_references_take_no_query_or_fragment(cli: Cli, data: Path) -> None
     weird.write_text("?")
     cli("log", "p/a", file_uri(weird))
     assert json.loads(cli("export", "p/a").out)["contents"]["what?.txt"]["ref"].endswith("/what%3F.txt")
+
+
+def test_name_must_be_a_relative_artifact_path(cli: Cli, data: Path) -> None:
+    cli("log", "p/a", file_uri(data))
+    before = snapshot(cli)
+    for name, message in {
+        "/abs": "artifact path '/abs' is absolute",
+        "../x": "artifact path '../x' has an empty, '.' or '..' component",
+        "a/../../x": "'..' component",
+        "a//b": "empty, '.' or '..' component",
+        "./a": "empty, '.' or '..' component",
+        "": "artifact path is empty",
+        "/": "artifact path is empty",
+    }.items():
+        for uri in (file_uri(data), file_uri(data / "labels.csv")):
+            result = cli("log", "p/a", uri, "--name", name, ok=False)
+            assert result.err.startswith(f"refmount: error: invalid --name {name!r}: "), result.err
+            assert message in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert snapshot(cli) == before
+    cli("log", "p/b", file_uri(data / "train"), file_uri(data / "labels.csv"), "--name", "imgs/", "--name", "l.csv")
+    paths = set(json.loads(cli("export", "p/b").out)["contents"])
+    assert paths == {"imgs/0000.png", "imgs/0001.png", "imgs/0002.png", "l.csv"}  # a trailing '/' is allowed

@@ -1,10 +1,12 @@
 import hashlib
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from refmount.errors import InvalidInput
-from refmount.manifest import MAX_SIZE, Entry, Manifest, validate_path
+from refmount.manifest import MAX_SIZE, Entry, Manifest, validate_path, validate_reference_name
 from refmount.names import ArtifactRef, validate_alias, validate_name, version_index
 from refmount.uri import parse_ref
 
@@ -141,3 +143,15 @@ def test_sizes_must_fit_a_signed_64_bit_integer() -> None:
         Manifest.from_json(contents(a=2**62, b=2**62))
     with pytest.raises(InvalidInput, match="invalid size"):
         Manifest([entry("a", size=2**64)])  # entries made in Python are checked too
+
+
+def test_reference_names_are_relative_artifact_paths(tmp_path: Path) -> None:
+    import refmount
+
+    assert validate_reference_name("a/b") == "a/b" and validate_reference_name("train/") == "train"
+    for bad in ["/abs", "../x", "a//b", "a/./b", "", "/", "nul\x00", "x//"]:
+        with pytest.raises(InvalidInput, match=rf"^invalid --name {re.escape(repr(bad))}: artifact path"):
+            validate_reference_name(bad, "--name")
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(InvalidInput, match=r"^invalid name '/abs': artifact path '/abs' is absolute"):
+        refmount.Artifact("a").add_reference(tmp_path.as_uri(), "/abs")
