@@ -329,7 +329,8 @@ def test_the_default_registry_is_created_by_the_first_log(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("REFMOUNT_CONFIG", str(tmp_path / "no-config.toml"))
+    (tmp_path / "empty.toml").write_text("")  # and no config file of this machine's
+    monkeypatch.setenv("REFMOUNT_CONFIG", str(tmp_path / "empty.toml"))
     fresh = Cli("")  # no REFMOUNT_REGISTRY: the default, under $XDG_DATA_HOME
     default = tmp_path / "xdg" / "refmount" / "registry.db"
     assert f"no registry at {default} (log a version first" in fresh("ls", ok=False).err
