@@ -27,6 +27,7 @@ from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 
 from . import directio
 from .buffers import Block
+from .errors import InvalidInput
 from .manifest import Entry
 
 log = logging.getLogger(__name__)
@@ -73,17 +74,22 @@ class _BlockDisk(diskcache.Disk):
 
 class BlockCache:
     def __init__(self, directory: str | Path, size_limit: int):
+        """Raises InvalidInput (one line: the directory and why) if the directory cannot be used."""
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.directory, 0o700)  # cached bytes may be private data: owner only
-        self._cache = diskcache.Cache(
-            str(self.directory / "blocks"),
-            size_limit=size_limit,
-            eviction_policy="least-recently-used",
-            disk=_BlockDisk,
-            disk_min_file_size=0,  # every block is its own file: no megabytes inside SQLite pages
-            timeout=60,
-        )
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.directory, 0o700)  # cached bytes may be private data: owner only
+            self._cache = diskcache.Cache(
+                str(self.directory / "blocks"),
+                size_limit=size_limit,
+                eviction_policy="least-recently-used",
+                disk=_BlockDisk,
+                disk_min_file_size=0,  # every block is its own file: no megabytes inside SQLite pages
+                timeout=60,
+            )
+        except (OSError, sqlite3.Error) as exc:  # sqlite3: a directory we may enter but not write
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise InvalidInput(f"cannot use the cache directory {self.directory}: {reason}") from exc
         self.corrupt_blocks = 0
 
     def get(self, key: str, buffer: mmap.mmap, length: int) -> Block | None:
