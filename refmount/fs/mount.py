@@ -7,9 +7,11 @@ daemon reports readiness only after a real request through the kernel succeeded.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +34,11 @@ from .namespace import Namespace
 from .operations import Operations
 
 log = logging.getLogger(__name__)
+
+# What refmount's mounts show as their type in /proc/self/mountinfo (FUSE's ``subtype`` option):
+# ``refmount umount`` removes those and nothing else.
+SUBTYPE = "refmount"
+FSTYPE = f"fuse.{SUBTYPE}"
 
 
 @dataclass
@@ -74,6 +81,10 @@ def run(options: MountOptions) -> int:
     on), or 1 after printing the daemon's error; in the foreground it returns when unmounted
     (``refmount umount``, ``fusermount3 -u``, SIGTERM/SIGINT/SIGHUP).
     """
+    # The real path: the one /proc/self/mountinfo will show, whatever symlink led here.
+    options = dataclasses.replace(options, mountpoint=options.mountpoint.resolve())
+    if any(option.startswith("subtype=") for option in options.fuse_options):
+        raise InvalidInput(f"-o subtype cannot be set: refmount umount knows refmount's mounts by {FSTYPE}")
     prepare_mountpoint(options.mountpoint)
     open_registry(options.registry_url).close()  # fail here, on the user's terminal, if it is unusable
     BlockCache(options.cache_dir, options.cache_size_bytes).close()
@@ -85,27 +96,47 @@ def run(options: MountOptions) -> int:
 
 
 def prepare_mountpoint(mountpoint: Path) -> None:
-    """Refuse unusable mountpoints with one line; recover a stale one left by a crashed daemon."""
-    if _is_stale(mountpoint):
+    """Refuse unusable mountpoints with one line; recover a stale refmount mount left by a crashed daemon."""
+    fstype = mount_type(mountpoint)
+    if fstype == FSTYPE and _is_stale(mountpoint):
         log.warning("recovering stale mount at %s (its daemon is gone)", mountpoint)
         _fusermount(mountpoint, lazy=True)
+    elif fstype == FSTYPE:
+        raise InvalidInput(f"{mountpoint} is already a mount point (refmount umount {mountpoint} first)")
+    elif fstype is not None:
+        raise InvalidInput(f"{mountpoint} is already a mount point (a {fstype} mount)")
     if not mountpoint.exists():
         raise InvalidInput(f"mountpoint {mountpoint} does not exist (mkdir -p {mountpoint})")
     if not mountpoint.is_dir():
         raise InvalidInput(f"mountpoint {mountpoint} is not a directory")
-    if os.path.ismount(mountpoint):
-        raise InvalidInput(f"{mountpoint} is already a mount point (refmount umount {mountpoint} first)")
     if any(mountpoint.iterdir()):
         raise InvalidInput(f"mountpoint {mountpoint} is not empty")
+
+
+def mount_type(path: Path) -> str | None:
+    """The type of the file system mounted at ``path`` (the topmost, if several), None if none is.
+
+    Read from /proc/self/mountinfo rather than stat'ed: a stale FUSE mount fails every stat (ENOTCONN),
+    so os.path.ismount calls it no mount. ``path`` must be resolved, as mountinfo's paths are.
+    """
+    fstype = None
+    for line in Path("/proc/self/mountinfo").read_text(errors="surrogateescape").splitlines():
+        # ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS
+        fields = line.split(" ")
+        if _unescape(fields[4]) == str(path):
+            fstype = fields[fields.index("-") + 1]
+    return fstype
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash in paths as octal escapes (\\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match[1], 8)), field)
 
 
 def _is_stale(mountpoint: Path) -> bool:
     """A FUSE mount whose daemon died answers ENOTCONN (stat may still hit the kernel's cache: list it)."""
     try:
-        if os.path.ismount(mountpoint):
-            os.listdir(mountpoint)
-        else:
-            os.stat(mountpoint)
+        os.listdir(mountpoint)
     except OSError as exc:
         return exc.errno == errno.ENOTCONN
     return False
@@ -114,11 +145,16 @@ def _is_stale(mountpoint: Path) -> bool:
 def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
     """``fusermount3 -u`` (``-z`` with ``lazy``: detach now, finish when the last open file closes).
 
-    Stale mounts (daemon gone) are unmounted too. Raises InvalidInput if nothing is mounted there and
-    RefmountError with the reason (and a hint to use ``lazy`` when busy) if the unmount fails.
+    Only refmount's own mounts, stale ones (daemon gone) included: as root fusermount3 would unmount
+    anything. Raises InvalidInput if nothing or something else is mounted there and RefmountError with
+    the reason (and a hint to use ``lazy`` when busy) if the unmount fails.
     """
-    if not (os.path.ismount(mountpoint) or _is_stale(mountpoint)):
+    mountpoint = mountpoint.resolve()
+    fstype = mount_type(mountpoint)
+    if fstype is None:
         raise InvalidInput(f"{mountpoint} is not mounted")
+    if fstype != FSTYPE:
+        raise InvalidInput(f"{mountpoint} is a {fstype} mount, not a refmount mount")
     _fusermount(mountpoint, lazy=lazy)
 
 
@@ -185,7 +221,7 @@ def _serve_until_done(options: MountOptions, on_ready: object) -> int:
     namespace = Namespace(registry, options.alias_ttl_s)
     reader = Reader(cache)
     ops = Operations(namespace, reader, uid=options.uid, gid=options.gid)
-    fuse_options = {"fsname=refmount", "subtype=refmount", "ro", "default_permissions", *options.fuse_options}
+    fuse_options = {"fsname=refmount", f"subtype={SUBTYPE}", "ro", "default_permissions", *options.fuse_options}
     if options.allow_other:
         fuse_options.add("allow_other")
     if "allow_other" in fuse_options:  # also when given with -o

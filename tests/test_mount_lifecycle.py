@@ -1,0 +1,73 @@
+"""``refmount mount`` and ``umount`` through the real CLI and kernel: which mounts umount may remove,
+symlinked mountpoints, and one-line errors (the daemon's too) when a mount cannot start."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Cli, CliResult
+from tests.mounts import is_mounted
+
+
+@contextmanager
+def tmpfs_at(path: Path, *options: str) -> Iterator[Path]:
+    """A real tmpfs (not refmount's) mounted at ``path`` for the block, always unmounted after."""
+    path.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", *(["-o", ",".join(options)] if options else []), "none", str(path)],
+                   check=True)  # fmt: skip
+    try:
+        yield path
+    finally:
+        if is_mounted(path):
+            subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.fixture
+def mnt(tmp_path: Path) -> Iterator[Path]:
+    """An empty mountpoint, unmounted at teardown whatever the test left there (stacked mounts too)."""
+    path = tmp_path / "mnt"
+    path.mkdir()
+    yield path
+    for _ in range(5):
+        if not is_mounted(path):
+            break
+        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
+
+
+def one_line_error(result: CliResult, *fragments: str) -> None:
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("refmount: error: "), result.err
+    for fragment in fragments:
+        assert fragment in lines[0], result.err
+
+
+def test_umount_removes_refmount_mounts_only(tmp_path: Path, cli: Cli, mount_factory: Any) -> None:
+    with tmpfs_at(tmp_path / "tmpfs") as tmpfs:
+        one_line_error(cli("umount", str(tmpfs), ok=False), f"{tmpfs} is a tmpfs mount, not a refmount mount")
+        one_line_error(cli("umount", "--lazy", str(tmpfs), ok=False), "not a refmount mount")
+        assert is_mounted(tmpfs)
+    # A stale refmount mount (its daemon killed) is still refmount's own: umount removes it.
+    crashed = mount_factory()
+    assert crashed.proc is not None
+    crashed.proc.kill()
+    crashed.proc.wait()
+    assert is_mounted(crashed.path)
+    cli("umount", str(crashed.path))
+    assert not is_mounted(crashed.path)
+
+
+def test_mount_and_umount_through_a_symlink(tmp_path: Path, cli: Cli, mnt: Path) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(mnt)
+    cli("mount", str(link), "--cache-dir", str(tmp_path / "cache"))
+    assert is_mounted(mnt)
+    one_line_error(cli("mount", str(link), "--cache-dir", str(tmp_path / "cache"), ok=False),
+                   "already a mount point")  # fmt: skip
+    cli("umount", str(link))
+    assert not is_mounted(mnt)
