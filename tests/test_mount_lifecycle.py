@@ -71,3 +71,25 @@ def test_mount_and_umount_through_a_symlink(tmp_path: Path, cli: Cli, mnt: Path)
                    "already a mount point")  # fmt: skip
     cli("umount", str(link))
     assert not is_mounted(mnt)
+
+
+@pytest.mark.parametrize("foreground", [False, True], ids=["daemon", "foreground"])
+def test_unusable_cache_dir_or_log_file_is_one_line(tmp_path: Path, cli: Cli, mnt: Path, foreground: bool) -> None:
+    """Reported by the command itself before it forks: no daemon, nothing mounted."""
+    (tmp_path / "file").write_text("x")
+    cases = {
+        ("--cache-dir", "/proc/refmount-cache"): "cannot use the cache directory /proc/refmount-cache: "
+                                                  "No such file or directory",
+        ("--cache-dir", str(tmp_path / "file" / "cache")): f"cannot use the cache directory {tmp_path}/file/cache: "
+                                                            "Not a directory",
+        ("--cache-dir", str(tmp_path / "ro")): f"cannot use the cache directory {tmp_path}/ro: Read-only file system",
+        ("--log-file", str(tmp_path / "nodir" / "x.log")): f"cannot write the log file {tmp_path}/nodir/x.log: "
+                                                            "No such file or directory",
+    }  # fmt: skip
+    with tmpfs_at(tmp_path / "ro", "ro"):
+        for args, message in cases.items():
+            cache = () if args[0] == "--cache-dir" else ("--cache-dir", str(tmp_path / "cache"))
+            result = cli("mount", str(mnt), *cache, *args, *(["--foreground"] if foreground else []), ok=False)
+            one_line_error(result, message)
+            assert "daemon" not in result.err and result.code == 2, result.err
+            assert not is_mounted(mnt)

@@ -90,7 +90,7 @@ def run(options: MountOptions) -> int:
     BlockCache(options.cache_dir, options.cache_size_bytes).close()
     stores.store_for("s3://")  # import botocore (0.2 s) now, so the daemon has only the client to build
     if options.foreground:
-        _log_to(options.log_file)
+        _log_to(_log_handler(options.log_file))
         return _serve_until_done(options, on_ready=None)
     return _daemonize(options)
 
@@ -167,9 +167,17 @@ def _fusermount(mountpoint: Path, *, lazy: bool) -> None:
         raise RefmountError(f"cannot unmount {mountpoint}: {reason}{hint}")
 
 
-def _log_to(log_file: Path | None) -> None:
-    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+def _log_handler(log_file: Path | None) -> logging.Handler:
+    """A handler for ``log_file`` (stderr if None); one line if the file cannot be written."""
+    try:
+        handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write the log file {log_file}: {exc.strerror or exc}") from exc
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
+def _log_to(handler: logging.Handler) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(min(root.getEffectiveLevel(), logging.INFO))
@@ -178,9 +186,11 @@ def _log_to(log_file: Path | None) -> None:
 def _daemonize(options: MountOptions) -> int:
     """Fork; the child mounts and serves, the parent waits for its first word (ok or an error)."""
     log_file = options.log_file or options.default_log_file
+    handler = _log_handler(log_file)  # opened before forking, so that the user sees why it cannot be
     read_end, write_end = os.pipe()
     if os.fork() > 0:
         os.close(write_end)
+        handler.close()  # the daemon has its own copy
         with os.fdopen(read_end) as pipe:
             word = pipe.read().strip()
         if word == "ok":
@@ -192,7 +202,7 @@ def _daemonize(options: MountOptions) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    _log_to(log_file)
+    _log_to(handler)
     reply = os.fdopen(write_end, "w")
 
     def ready() -> None:
