@@ -93,3 +93,12 @@ def test_unusable_cache_dir_or_log_file_is_one_line(tmp_path: Path, cli: Cli, mn
             one_line_error(result, message)
             assert "daemon" not in result.err and result.code == 2, result.err
             assert not is_mounted(mnt)
+
+
+@pytest.mark.parametrize("foreground", [False, True], ids=["daemon", "foreground"])
+def test_libfuse_refusal_is_one_line(tmp_path: Path, cli: Cli, mnt: Path, foreground: bool) -> None:
+    """libfuse prints its reason on stderr (/dev/null in the daemon) and pyfuse3 raises a bare RuntimeError."""
+    args = ["mount", str(mnt), "--cache-dir", str(tmp_path / "cache"), "-o", "bogusopt"]
+    result = cli(*args, *(["--foreground"] if foreground else []), ok=False)
+    one_line_error(result, f"cannot mount {mnt}: fuse: unknown option(s): `-o bogusopt'")
+    assert not is_mounted(mnt)

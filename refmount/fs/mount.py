@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,8 +80,8 @@ def run(options: MountOptions) -> int:
 
     Unusable mountpoints, registries and cache directories raise a RefmountError (one line) before
     anything is mounted. In daemon mode this returns 0 as soon as the mount answers (the daemon runs
-    on), or 1 after printing the daemon's error; in the foreground it returns when unmounted
-    (``refmount umount``, ``fusermount3 -u``, SIGTERM/SIGINT/SIGHUP).
+    on), or the daemon's exit status after printing its error; in the foreground it returns when
+    unmounted (``refmount umount``, ``fusermount3 -u``, SIGTERM/SIGINT/SIGHUP).
     """
     # The real path: the one /proc/self/mountinfo will show, whatever symlink led here.
     options = dataclasses.replace(options, mountpoint=options.mountpoint.resolve())
@@ -184,19 +186,21 @@ def _log_to(handler: logging.Handler) -> None:
 
 
 def _daemonize(options: MountOptions) -> int:
-    """Fork; the child mounts and serves, the parent waits for its first word (ok or an error)."""
+    """Fork; the child mounts and serves, the parent waits for its first word (ok or an error line)."""
     log_file = options.log_file or options.default_log_file
     handler = _log_handler(log_file)  # opened before forking, so that the user sees why it cannot be
     read_end, write_end = os.pipe()
-    if os.fork() > 0:
+    child = os.fork()
+    if child > 0:
         os.close(write_end)
         handler.close()  # the daemon has its own copy
         with os.fdopen(read_end) as pipe:
             word = pipe.read().strip()
         if word == "ok":
             return 0
-        print(f"refmount: error: {word or 'the daemon exited before mounting'} (log: {log_file})", file=sys.stderr)
-        return 1
+        print(f"refmount: error: {word or f'the daemon exited before mounting (log: {log_file})'}", file=sys.stderr)
+        code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])  # the daemon exits once it has written
+        return code if code > 0 else 1  # negative: killed by a signal
     os.close(read_end)
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -205,18 +209,23 @@ def _daemonize(options: MountOptions) -> int:
     _log_to(handler)
     reply = os.fdopen(write_end, "w")
 
-    def ready() -> None:
-        reply.write("ok\n")
-        reply.close()
+    def tell_parent(word: str) -> None:
+        if not reply.closed:
+            with suppress(OSError):  # the parent is gone (interrupted): nobody to tell
+                reply.write(" ".join(word.split()) + "\n")  # one line, whatever the exception said
+                reply.close()
 
     try:
-        code = _serve_until_done(options, on_ready=ready)
+        code = _serve_until_done(options, on_ready=lambda: tell_parent("ok"))
+    except RefmountError as exc:
+        log.error("%s", exc)
+        tell_parent(str(exc))
+        code = exc.exit_code
     except BaseException as exc:
         log.exception("daemon failed")
-        if not reply.closed:
-            reply.write(f"{exc}\n")
+        tell_parent(f"{type(exc).__name__}: {exc} (log: {log_file})")
         code = 1
-    os._exit(code)
+    os._exit(code)  # reply is closed by now: os._exit would not flush it
 
 
 def _serve_until_done(options: MountOptions, on_ready: object) -> int:
@@ -239,7 +248,7 @@ def _serve_until_done(options: MountOptions, on_ready: object) -> int:
         assert isinstance(file_store, FileStore)
         file_store.serve_other_users()
     listings_cached = dircache.install()
-    pyfuse3.init(ops, str(options.mountpoint), fuse_options)
+    _fuse_init(ops, options.mountpoint, fuse_options)
     log.info("mounted %s at %s (cache %s; kernel caches version directory listings: %s)", registry.url,
              options.mountpoint, options.cache_dir, "yes" if listings_cached else "no")  # fmt: skip
     try:
@@ -250,6 +259,49 @@ def _serve_until_done(options: MountOptions, on_ready: object) -> int:
         registry.close()
         log.info("unmounted %s", options.mountpoint)
     return 0
+
+
+def _fuse_init(ops: Operations, mountpoint: Path, fuse_options: set[str]) -> None:
+    """``pyfuse3.init``, whose failure becomes one line with libfuse's reason.
+
+    pyfuse3 only raises "fuse_session_new() failed" or the like; libfuse and fusermount3 print why
+    (an unknown option, a refused mount) on stderr, which is /dev/null in the daemon and an extra line
+    in the foreground. Their lines go to the log (or the error); anything else printed meanwhile is
+    passed on to stderr.
+    """
+    printed: list[str] = []
+    try:
+        with _stderr_captured(printed):
+            pyfuse3.init(ops, str(mountpoint), fuse_options)
+        failure = None
+    except RuntimeError as exc:
+        failure = exc
+    fuse_lines = [line for line in printed if line.startswith("fuse")]  # "fuse: ...", "fusermount3: ..."
+    for line in printed:
+        if line not in fuse_lines:
+            print(line, file=sys.stderr)
+    if failure is not None:
+        raise RefmountError(f"cannot mount {mountpoint}: {'; '.join(fuse_lines) or failure}") from failure
+    for line in fuse_lines:
+        log.warning("%s", line)
+
+
+@contextmanager
+def _stderr_captured(lines: list[str]) -> Iterator[None]:
+    """Point file descriptor 2 (C code and child processes write there) at a memory file meanwhile;
+    ``lines`` gets the lines written to it when the block ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with os.fdopen(os.memfd_create("refmount-stderr"), "w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines += capture.read().decode(errors="replace").splitlines()
 
 
 def _prepare_s3() -> None:
