@@ -28,6 +28,12 @@ def tmpfs_at(path: Path, *options: str) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(path)], check=True)
 
 
+@pytest.fixture(autouse=True)
+def registry(cli: Cli) -> None:
+    """An empty registry: mounting one that does not exist is an error of its own."""
+    cli("registry", "init")
+
+
 @pytest.fixture
 def mnt(tmp_path: Path) -> Iterator[Path]:
     """An empty mountpoint, unmounted at teardown whatever the test left there (stacked mounts too)."""
