@@ -328,6 +328,9 @@ def ls_cmd(what: str | None, as_json: bool, registry_url: str | None) -> None:
                 for a in registry.artifacts(what)
             ]
         else:
+            if ":" in what:  # ls lists an artifact's versions: a version's files are `show`'s
+                raise InvalidInput(f"ls takes PROJECT or PROJECT/ARTIFACT, not a version; to see the files of "
+                                   f"{what}, run `refmount show {what}`")  # fmt: skip
             ref = ArtifactRef.parse(what)
             versions = registry.versions(ref.project, ref.artifact)
             rows = [v.to_json() for v in versions] if as_json else [_version_row(v) for v in versions]
@@ -442,12 +445,20 @@ def import_cmd(
 def alias_cmd(target: str, alias: str, delete: bool, registry_url: str | None) -> None:
     """Point ALIAS at a version (creating or moving it), or remove it with --delete.
 
-    `latest` and `vN` are managed by refmount and cannot be set.
+    With --delete, PROJECT/ARTIFACT:VERSION removes ALIAS only while it points at VERSION;
+    PROJECT/ARTIFACT alone removes it wherever it points. `latest` and `vN` are managed by
+    refmount and cannot be set.
     """
     validate_alias(alias)
     ref = ArtifactRef.parse(target, default_label=None) if not delete else ArtifactRef.parse(target)
     with _open(registry_url) as registry:
         if delete:
+            if ":" in target:  # someone may have moved it since: do not remove it from under them
+                version = registry.resolve(ref.project, ref.artifact, ref.label)
+                current = registry.aliases(ref.project, ref.artifact).get(alias)
+                if current is not None and current != version.index:
+                    raise InvalidInput(f"{alias} points at v{current}, not {ref.label}: nothing removed "
+                                       f"(name {ref.project}/{ref.artifact} alone to remove it anyway)")  # fmt: skip
             registry.delete_alias(ref.project, ref.artifact, alias)
             click.echo(f"removed alias {alias} from {ref.project}/{ref.artifact}")
             return

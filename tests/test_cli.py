@@ -74,8 +74,19 @@ def test_alias_commands(cli: Cli, data: Path) -> None:
     assert "p/a:best -> v0" in cli("alias", "p/a:v0", "best").out
     cli("alias", "p/a:latest", "best")
     assert cli("ls", "p/a", "--json").json()[1]["aliases"] == ["best", "latest"]
-    cli("alias", "p/a", "best", "--delete")
+    moved = cli("alias", "p/a:v0", "best", "--delete", ok=False)  # since moved to v1: left alone
+    assert (
+        moved.err == "refmount: error: best points at v1, not v0: nothing removed (name p/a alone to remove "
+        "it anyway)\n"
+    )
+    assert cli("ls", "p/a", "--json").json()[1]["aliases"] == ["best", "latest"]
+    cli("alias", "p/a:v1", "best", "--delete")
     assert cli("ls", "p/a", "--json").json()[1]["aliases"] == ["latest"]
+    cli("alias", "p/a:v0", "best")
+    cli("alias", "p/a", "best", "--delete")  # wherever it points
+    assert cli("ls", "p/a", "--json").json()[0]["aliases"] == []
+    listed = cli("ls", "p/a:v0", ok=False)
+    assert "ls takes PROJECT or PROJECT/ARTIFACT, not a version" in listed.err and "refmount show p/a:v0" in listed.err
 
 
 def test_export_import_round_trip(cli: Cli, data: Path, tmp_path: Path) -> None:
