@@ -206,7 +206,8 @@ async def verify(registry: Registry, version: VersionInfo, *, jobs: int = 16,
 
     async def one(entry: Entry) -> None:
         try:
-            await trio.to_thread.run_sync(stores.store_for(entry.ref).check, entry, limiter=limiter)
+            await trio.to_thread.run_sync(stores.store_for(entry.ref).check, entry, limiter=limiter,
+                                          abandon_on_cancel=True)  # fmt: skip
             report.kept += 1
         except RefmountError as exc:
             report.failures.append(str(exc))

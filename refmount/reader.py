@@ -171,8 +171,10 @@ class Reader:
         lengths = [max(0, min(self.block_size, (entry.size or 0) - index * self.block_size)) for index in run]
         buffers = [self._buffers.take(n) for n in lengths]  # taken here: the pool belongs to the trio thread
         try:
+            # Abandoned when cancelled (Ctrl-C, unmount): a store that stopped answering must not hold us
+            # for its timeouts and retries. The thread keeps its buffers referenced, so none is reused under it.
             loaded = await trio.to_thread.run_sync(self._load, entry, run, keys, lengths, buffers,
-                                                   limiter=self._limiter)  # fmt: skip
+                                                   limiter=self._limiter, abandon_on_cancel=True)  # fmt: skip
             for key, flight, (block, _) in zip(keys, flights, loaded, strict=True):
                 flight.data = block
                 self._remember(key, block)

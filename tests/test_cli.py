@@ -276,8 +276,7 @@ def test_ctrl_c_is_one_line(cli: Cli, stalling_http: StallingServer, tmp_path: P
         assert stalling_http.arrived.wait(60), f"refmount {command} never asked for the file"
         assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
-        stalling_http.release.set()  # download's worker thread waits for its read before trio lets the interrupt out
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)  # the request still hangs: the worker thread is left behind
     finally:
         if proc.poll() is None:
             proc.kill()
