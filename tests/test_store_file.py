@@ -112,3 +112,24 @@ def test_read_ranges_and_changes(tree: Path) -> None:
     with pytest.raises(ChangedObject, match="deleted") as info:
         store.read(entry, 0, 10)
     assert entry.ref in str(info.value) and "x.bin" in str(info.value)
+
+
+def test_every_check_is_made_on_the_file_that_is_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path flipped from one file to another after the open (a symlink swapped by whoever logged it)
+    cannot pass the first file's bytes off as the second's: the MD5 is taken from the open file."""
+    secret, decoy, link = tmp_path / "secret", tmp_path / "decoy", tmp_path / "link"
+    secret.write_bytes(b"private bytes")
+    decoy.write_bytes(b"public  bytes")
+    link.symlink_to(secret)
+    entry = Entry(path="x", ref=file_uri(link), digest=b64md5(decoy.read_bytes()), size=13)  # no mtime: hashed
+    real_fstat = os.fstat
+
+    def fstat_then_flip(fd: int) -> os.stat_result:
+        st = real_fstat(fd)
+        link.unlink()
+        link.symlink_to(decoy)
+        return st
+
+    monkeypatch.setattr("refmount.stores.file.os.fstat", fstat_then_flip)
+    with pytest.raises(ChangedObject, match="MD5 differs"):
+        FileStore().read(entry, 0, 13)

@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput, NotFound, StoreError
 from ..manifest import Entry, b64_md5, join_path
 from ..uri import RefURI, parse_ref, quote_path
 from .base import DEFAULT_MAX_OBJECTS, Store, changed, limit, location_entry
@@ -85,52 +85,53 @@ class FileStore(Store):
         return self._opened(entry, lambda fd: _read_fully(fd, targets, offset))
 
     def _opened(self, entry: Entry, use: Callable[[int], T]) -> T:
-        """``use`` the file opened and checked against the logged version."""
+        """``use`` the file opened and checked against the logged version: every check is made on the open
+        file itself, so a path swapped meanwhile (a symlink flipped between two files) cannot slip one
+        file's bytes past another's check. O_NONBLOCK: a FIFO put in a file's place must not hang us."""
         path = _local_path(parse_ref(entry.ref))
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise changed(entry, "the file was deleted") from None
+        except OSError as exc:  # permissions, a broken NFS mount: one line naming the file
+            raise StoreError(f"{entry.path}: cannot open {path}: {exc.strerror or exc}") from None
         try:
             if entry.is_snapshot:
-                self._verify(entry, path, os.fstat(fd))
+                self._verify(entry, path, fd)
             return use(fd)
         finally:
             os.close(fd)
 
     def check(self, entry: Entry) -> None:
-        path = _local_path(parse_ref(entry.ref))
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            raise changed(entry, "the file was deleted") from None
-        if entry.is_snapshot:
-            self._verify(entry, path, st)
+        self._opened(entry, lambda fd: None)
 
-    def _verify(self, entry: Entry, path: Path, st: os.stat_result) -> None:
+    def _verify(self, entry: Entry, path: Path, fd: int) -> None:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise changed(entry, "it is no longer a regular file")
         if entry.size is not None and st.st_size != entry.size:
             raise changed(entry, f"size is now {st.st_size}, logged {entry.size}")
-        if entry.extra.get("mtime_ns") == st.st_mtime_ns and (not self.serves_other_users or _public(path, st)):
+        if entry.extra.get("mtime_ns") == st.st_mtime_ns and (not self.serves_other_users or _public(fd, st)):
             return
         key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         with self._lock:
             known = self._verified.get(key)
         if known is None:
-            known = _md5_b64(path)
+            known = _md5_b64_of(fd)
             with self._lock:
                 self._verified[key] = known
         if known != entry.digest:
             raise changed(entry, "its content changed (MD5 differs)")
 
 
-def _public(path: Path, st: os.stat_result) -> bool:
-    """Could any user read ``path`` without us: readable by others, in directories others may enter?"""
+def _public(fd: int, st: os.stat_result) -> bool:
+    """Could any user read the open file ``fd`` without us: readable by others, in directories others may
+    enter? The directories are those the kernel reached it through, not the ones a symlink showed."""
     if not st.st_mode & stat.S_IROTH:
         return False
     try:
-        return all(os.stat(parent).st_mode & stat.S_IXOTH for parent in path.parents)
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        return all(os.stat(parent).st_mode & stat.S_IXOTH for parent in real.parents)
     except OSError:
         return False
 
@@ -183,10 +184,17 @@ def _entry_for(pair: tuple[str, Path]) -> Entry:
 
 
 def _md5_b64(path: Path) -> str:
-    h = hashlib.md5()
     with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
+        return _md5_b64_of(f.fileno())
+
+
+def _md5_b64_of(fd: int) -> str:
+    """The MD5 of an open file, read from its start with pread (the descriptor's offset is left alone)."""
+    h = hashlib.md5()
+    offset = 0
+    while chunk := os.pread(fd, _HASH_CHUNK, offset):
+        h.update(chunk)
+        offset += len(chunk)
     return b64_md5(h.digest())
 
 
