@@ -50,20 +50,24 @@ def test_two_nodes_share_one_registry(cli: Cli, postgres_url: str, tmp_path: Pat
 
 def test_database_outage(cli: Cli, postgres: Postgres, postgres_url: str, tmp_path: Path, mount_factory: Any) -> None:
     write_tree(tmp_path / "v0", "v0")
+    write_tree(tmp_path / "v1", "v1")
     cli("log", "p/ds", file_uri(tmp_path / "v0"), "--registry", postgres_url)
+    cli("log", "p/ds", file_uri(tmp_path / "v1"), "--registry", postgres_url)
     cli("log", "p/other", file_uri(tmp_path / "v0"), "--registry", postgres_url)
     node = mount_factory(registry_url=postgres_url, alias_ttl=0.5)
     assert sorted(os.listdir(node.path / "p")) == ["ds", "other"]
-    assert (node.path / "p/ds/v0/labels.csv").exists()  # p/ds:v0 is now resolved (its index is local)
+    assert os.listdir(node.path / "p/ds") == ["v0", "v1", "latest"]  # both resolved, neither looked inside
+    assert (node.path / "p/ds/v0/labels.csv").exists()  # p/ds:v0's index is now local
     postgres.stop()
     try:
         time.sleep(1)  # let the namespace answers expire
         assert (node.path / "p/ds/v0/train/b.bin").read_bytes() == (tmp_path / "v0/train/b.bin").read_bytes()
-        assert os.readlink(node.path / "p/ds/latest") == "v0"
-        with pytest.raises(OSError) as info:
-            os.listdir(node.path / "p/other")  # never looked at before: needs the database
-        assert info.value.errno == errno.EIO
-        assert "is unavailable" in node.log()
+        assert os.readlink(node.path / "p/ds/latest") == "v1"
+        for never_looked_at in ("p/other", "p/ds/v1"):  # these need the database
+            with pytest.raises(OSError) as info:
+                os.listdir(node.path / never_looked_at)
+            assert info.value.errno == errno.EIO
+        assert node.log().count("is unavailable") == 1 and "unexpected error" not in node.log()
     finally:
         postgres.start()
     wait_for(lambda: _lists(node.path / "p/other"), "recovery after the database came back")

@@ -75,28 +75,37 @@ def node(ns: Namespace, inode: int) -> tuple[VersionSlot, Node] | None:
     return trio.run(ns.node, inode)
 
 
+def child(ns: Namespace, slot: VersionSlot, parent: Node, name: str) -> Node | None:
+    return trio.run(ns.child, slot, parent, name)
+
+
+def test_a_version_root_needs_no_index(logged: CountingRegistry) -> None:
+    ns = Namespace(logged, alias_ttl=60)  # type: ignore[arg-type]
+    slot, root = version_root(ns)
+    assert root.is_dir and root.id == slot.root_id
+    assert not logged.indexes  # a stat of vN fetches (on PostgreSQL: copies) no manifest
+
+
 def test_a_looked_up_file_is_opened_without_asking_the_index_again(logged: CountingRegistry) -> None:
     ns = Namespace(logged, alias_ttl=60)  # type: ignore[arg-type]
     slot, root = version_root(ns)
-    index = logged.indexes[0]
-    child = ns.child(slot, root, "b.txt")
-    assert child is not None and child.entry is not None and child.entry.path == "b.txt"
-    assert ns.child(slot, root, "missing.txt") is None
-    assert node(ns, slot.inode(child.id)) == (slot, child)
-    assert node(ns, slot.root_inode) == (slot, root)
-    assert index.calls == {"node": 1, "child": 2}
+    found = child(ns, slot, root, "b.txt")
+    assert found is not None and found.entry is not None and found.entry.path == "b.txt"
+    assert child(ns, slot, root, "missing.txt") is None
+    assert node(ns, slot.inode(found.id)) == (slot, found)
+    assert len(logged.indexes) == 1 and logged.indexes[0].calls == {"child": 2}
 
 
 def test_only_the_most_recent_nodes_are_kept(logged: CountingRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(namespace, "RECENT_NODES", 2)
     ns = Namespace(logged, alias_ttl=60)  # type: ignore[arg-type]
     slot, root = version_root(ns)
-    index = logged.indexes[0]
-    a, b = ns.child(slot, root, "a.txt"), ns.child(slot, root, "b.txt")  # the root is forgotten
-    assert a is not None and b is not None
-    assert node(ns, slot.inode(a.id)) == (slot, a)  # kept, and now the most recent
-    assert index.calls["node"] == 1
-    assert node(ns, slot.root_inode) == (slot, root)  # asked again, and b is forgotten
-    assert index.calls["node"] == 2
-    assert node(ns, slot.inode(b.id)) == (slot, b)
-    assert index.calls["node"] == 3
+    a, b, c = (child(ns, slot, root, name) for name in ("a.txt", "b.txt", "c.txt"))  # a is forgotten
+    assert a is not None and b is not None and c is not None
+    calls = logged.indexes[0].calls
+    assert node(ns, slot.inode(b.id)) == (slot, b)  # kept, and now the most recent
+    assert calls["node"] == 0
+    assert node(ns, slot.inode(a.id)) == (slot, a)  # asked again, and c is forgotten
+    assert calls["node"] == 1
+    assert node(ns, slot.inode(c.id)) == (slot, c)
+    assert calls["node"] == 2

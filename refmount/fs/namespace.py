@@ -58,13 +58,8 @@ class VersionSlot:
     slot: int
     version: VersionInfo
     root_id: int
-    loaded: ManifestIndex | None = None
+    loaded: ManifestIndex | None = None  # see Namespace.index()
     loading: trio.Lock = field(default_factory=trio.Lock)
-
-    @property
-    def index(self) -> ManifestIndex:
-        assert self.loaded is not None, "Namespace.node() fetches the index before anything looks inside"
-        return self.loaded
 
     @property
     def root(self) -> Node:
@@ -120,15 +115,21 @@ class Namespace:
         slot = self.slot_of(inode)
         if slot is None:
             return None
-        if slot.loaded is None:
-            async with slot.loading:  # one fetch, whoever else is waiting for it
-                if slot.loaded is None:
-                    slot.loaded = await self._ask(lambda: self.registry.manifest_index(slot.version.manifest_id))
-        node = slot.index.node(self.node_id(inode))
+        if self.node_id(inode) == slot.root_id:
+            return slot, slot.root  # a stat of `vN` needs no index (nor, on a network registry, its copy)
+        node = (await self.index(slot)).node(self.node_id(inode))
         return None if node is None else self._remember(slot, node)
 
-    def child(self, slot: VersionSlot, parent: Node, name: str) -> Node | None:
-        node = slot.index.child(parent.id, name)
+    async def index(self, slot: VersionSlot) -> ManifestIndex:
+        """The version's manifest index, fetched (once, whoever else is waiting for it) on first use."""
+        if slot.loaded is None:
+            async with slot.loading:
+                if slot.loaded is None:
+                    slot.loaded = await self._ask(lambda: self.registry.manifest_index(slot.version.manifest_id))
+        return slot.loaded
+
+    async def child(self, slot: VersionSlot, parent: Node, name: str) -> Node | None:
+        node = (await self.index(slot)).child(parent.id, name)
         if node is not None:
             self._remember(slot, node)
         return node

@@ -58,6 +58,8 @@ def _contained(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[
             return await handler(self, *args, **kwargs)
         except pyfuse3.FUSEError:
             raise
+        except RegistryDown:  # an outage: logged once by the namespace, not a traceback per request
+            raise _fail(errno.EIO) from None
         except Exception:
             log.exception("EIO for a %s request %r: unexpected error", handler.__name__, args)
             raise _fail(errno.EIO) from None
@@ -156,7 +158,7 @@ class Operations(pyfuse3.Operations):
             if found is None:
                 raise _fail(errno.ENOENT)
             slot, parent = found
-            child = self.ns.child(slot, parent, text)
+            child = await self.ns.child(slot, parent, text)
             if child is None or not self._visible(child):
                 return self._negative(IMMUTABLE_TTL)
             return self._version_node(slot, child)
@@ -247,7 +249,8 @@ class Operations(pyfuse3.Operations):
         slot, directory = found
         mtime = int(slot.version.created_at * 1e9)
         after = start_id
-        while rows := slot.index.listing(directory.id, after_id=after, limit=1000):
+        index = await self.ns.index(slot)
+        while rows := index.listing(directory.id, after_id=after, limit=1000):
             for node_id, name, is_dir, size in rows:
                 after = node_id
                 if not _showable(name):
