@@ -13,6 +13,7 @@ from refmount.errors import InvalidInput, NotFound
 from refmount.manifest import Entry, Manifest
 from refmount.registry import NoRegistry, Registry, open_registry
 from refmount.registry.postgres import PostgresRegistry
+from refmount.registry.sql import REGISTRY_TABLES
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -199,3 +200,13 @@ def test_a_newer_schema_is_refused(any_registry_url: str) -> None:
     for create in (False, True):
         with pytest.raises(InvalidInput, match="has schema v2; this refmount knows v1"):
             open_registry(any_registry_url, create=create)
+
+
+def test_a_database_with_some_other_projects_table_is_left_untouched(any_registry_url: str) -> None:
+    assert "projects" in REGISTRY_TABLES
+    _execute(any_registry_url, "CREATE TABLE projects (id BIGINT PRIMARY KEY, name TEXT)")  # someone else's
+    _execute(any_registry_url, "CREATE TABLE customers (id INTEGER)")
+    for create in (False, True):
+        with pytest.raises(InvalidInput, match="is not a refmount registry"):
+            open_registry(any_registry_url, create=create)
+        assert _tables(any_registry_url) == ["customers", "projects"]

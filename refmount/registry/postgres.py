@@ -67,12 +67,12 @@ class PostgresRegistry(SQLRegistry):
         self._local = threading.local()
         self.index_dir = Path(index_dir) if index_dir else _default_index_dir()
         with self._write() as db:
-            if create:
-                self._create_schema(db)
-            rows = db.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
-            tables = [name for (name,) in rows]
+            tables = _tables(db)
             if REGISTRY_TABLES.isdisjoint(tables):  # a database without a registry yet
-                raise NoRegistry(self._redacted)
+                if not create:
+                    raise NoRegistry(self._redacted)
+                self._create_schema(db)  # never beside tables of ours that something else made
+                tables = _tables(db)
             check_schema(db, tables, self._redacted)
 
     @staticmethod
@@ -153,6 +153,11 @@ class PostgresRegistry(SQLRegistry):
         if db is not None:
             db.conn.close()
             self._local.db = None
+
+
+def _tables(db: Connection) -> list[str]:
+    rows = db.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+    return [name for (name,) in rows]
 
 
 def _local_index(path: Path) -> ManifestIndex:
