@@ -108,3 +108,24 @@ def test_libfuse_refusal_is_one_line(tmp_path: Path, cli: Cli, mnt: Path, foregr
     result = cli(*args, *(["--foreground"] if foreground else []), ok=False)
     one_line_error(result, f"cannot mount {mnt}: fuse: unknown option(s): `-o bogusopt'")
     assert not is_mounted(mnt)
+
+
+def test_mounts_of_earlier_releases_are_recognised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """They show as plain ``fuse`` (no subtype) with refmount as their source; a unit test on mountinfo lines."""
+    from refmount.fs import mount
+
+    lines = {
+        "/mnt/old": "36 25 0:32 / /mnt/old rw,nosuid,nodev - fuse refmount rw,user_id=0,group_id=0",
+        "/mnt/new": "37 25 0:33 / /mnt/new rw,nosuid,nodev - fuse.refmount refmount rw,user_id=0,group_id=0",
+        "/mnt/sshfs": "38 25 0:34 / /mnt/sshfs rw,nosuid,nodev - fuse.sshfs host:/ rw,user_id=0,group_id=0",
+        "/mnt/other": "39 25 0:35 / /mnt/other rw,nosuid,nodev - fuse other rw,user_id=0,group_id=0",
+    }
+    real_read_text = Path.read_text
+
+    def read_text(self: Path, *args: Any, **kwargs: Any) -> str:
+        return (
+            "\n".join(lines.values()) if str(self) == "/proc/self/mountinfo" else real_read_text(self, *args, **kwargs)
+        )
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert [mount.mount_type(Path(path)) for path in lines] == [mount.FSTYPE, mount.FSTYPE, "fuse.sshfs", "fuse"]

@@ -126,7 +126,10 @@ def mount_type(path: Path) -> str | None:
         # ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS
         fields = line.split(" ")
         if _unescape(fields[4]) == str(path):
-            fstype = fields[fields.index("-") + 1]
+            separator = fields.index("-")
+            fstype, source = fields[separator + 1], fields[separator + 2]
+            if fstype == "fuse" and source == "refmount":  # mounted by an earlier release, without a subtype
+                fstype = FSTYPE
     return fstype
 
 
