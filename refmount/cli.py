@@ -453,13 +453,9 @@ def alias_cmd(target: str, alias: str, delete: bool, registry_url: str | None) -
     ref = ArtifactRef.parse(target, default_label=None) if not delete else ArtifactRef.parse(target)
     with _open(registry_url) as registry:
         if delete:
-            if ":" in target:  # someone may have moved it since: do not remove it from under them
-                version = registry.resolve(ref.project, ref.artifact, ref.label)
-                current = registry.aliases(ref.project, ref.artifact).get(alias)
-                if current is not None and current != version.index:
-                    raise InvalidInput(f"{alias} points at v{current}, not {ref.label}: nothing removed "
-                                       f"(name {ref.project}/{ref.artifact} alone to remove it anyway)")  # fmt: skip
-            registry.delete_alias(ref.project, ref.artifact, alias)
+            # With a version: someone may have moved the alias since; it is not removed from under them.
+            only_at = registry.resolve(ref.project, ref.artifact, ref.label).index if ":" in target else None
+            registry.delete_alias(ref.project, ref.artifact, alias, only_at=only_at)
             click.echo(f"removed alias {alias} from {ref.project}/{ref.artifact}")
             return
         version = registry.resolve(ref.project, ref.artifact, ref.label)

@@ -210,3 +210,15 @@ def test_a_database_with_some_other_projects_table_is_left_untouched(any_registr
         with pytest.raises(InvalidInput, match="is not a refmount registry"):
             open_registry(any_registry_url, create=create)
         assert _tables(any_registry_url) == ["customers", "projects"]
+
+
+def test_an_alias_is_deleted_only_where_the_caller_saw_it(registry: Registry) -> None:
+    for digest in ("a", "b"):
+        registry.log_version("p", "a", manifest(digest), type="dataset")
+    registry.set_alias("p", "a", "best", 0)
+    registry.set_alias("p", "a", "best", 1)  # moved by someone else meanwhile
+    with pytest.raises(InvalidInput, match="best points at v1, not v0: nothing removed"):
+        registry.delete_alias("p", "a", "best", only_at=0)
+    assert registry.aliases("p", "a")["best"] == 1
+    registry.delete_alias("p", "a", "best", only_at=1)
+    assert "best" not in registry.aliases("p", "a")

@@ -145,7 +145,9 @@ class Registry(abc.ABC):
     def set_alias(self, project: str, artifact: str, alias: str, index: int) -> None: ...
 
     @abc.abstractmethod
-    def delete_alias(self, project: str, artifact: str, alias: str) -> None: ...
+    def delete_alias(self, project: str, artifact: str, alias: str, *, only_at: int | None = None) -> None:
+        """Remove ``alias``; with ``only_at``, only while it points at that version index (in the same
+        transaction: an alias someone moved meanwhile stays)."""
 
     # -- reading -------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -171,14 +171,16 @@ class SQLRegistry(Registry):
                 raise NotFound(f"{project}/{artifact} has no version v{index}")
             self._put_alias(db, artifact_id, alias, index)
 
-    def delete_alias(self, project: str, artifact: str, alias: str) -> None:
+    def delete_alias(self, project: str, artifact: str, alias: str, *, only_at: int | None = None) -> None:
         with self._write() as db:
             artifact_id = self._artifact_id(db, project, artifact)
-            if (
-                db.execute("DELETE FROM aliases WHERE artifact_id = ? AND alias = ?", (artifact_id, alias)).rowcount
-                == 0
-            ):
+            current = self._alias_index(db, artifact_id, alias)
+            if current is None:
                 raise NotFound(f"{project}/{artifact} has no alias {alias!r}")
+            if only_at is not None and current != only_at:
+                raise InvalidInput(f"{alias} points at v{current}, not v{only_at}: nothing removed "
+                                   f"(name {project}/{artifact} alone to remove it anyway)")  # fmt: skip
+            db.execute("DELETE FROM aliases WHERE artifact_id = ? AND alias = ?", (artifact_id, alias))
 
     def _ensure_artifact(self, db: Connection, project: str, artifact: str, type: str) -> int:
         """The artifact's id, creating project and artifact if needed; holds the artifact's write lock."""
