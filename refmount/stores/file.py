@@ -42,13 +42,15 @@ class FileStore(Store):
     schemes = ("file",)
 
     def __init__(self) -> None:
-        self._verified: dict[tuple[str, int, int, int, int, int], str] = {}  # _identity(...) -> b64 md5
+        # (path, dev, inode, size, mtime_ns, ctime_ns) -> b64 MD5: a file changed in any way is hashed again
+        self._verified: dict[tuple[str, int, int, int, int, int], str] = {}
         self._lock = threading.Lock()
-        self.serves_other_users = False  # set by a mount with allow_other
+        self._serves_other_users = False
 
     def serve_other_users(self) -> None:
-        """From now on, files that not everyone may read are served only after an MD5 check."""
-        self.serves_other_users = True
+        """For a mount with allow_other: from now on, files that not everyone may read are served only after
+        an MD5 check."""
+        self._serves_other_users = True
 
     def check_ref(self, ref: RefURI) -> None:
         _local_path(ref)
@@ -111,7 +113,7 @@ class FileStore(Store):
             raise changed(entry, "it is no longer a regular file")
         if entry.size is not None and st.st_size != entry.size:
             raise changed(entry, f"size is now {st.st_size}, logged {entry.size}")
-        if entry.extra.get("mtime_ns") == st.st_mtime_ns and (not self.serves_other_users or _public(fd, st)):
+        if entry.extra.get("mtime_ns") == st.st_mtime_ns and (not self._serves_other_users or _public(fd, st)):
             return
         key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         with self._lock:
