@@ -83,23 +83,39 @@ def validate_size(path: str, size: Any) -> int | None:
 def validate_path(path: str) -> str:
     """Return ``path`` if it is a safe relative artifact path, else raise InvalidInput.
 
-    Control characters are refused too: a newline in a path would let two different manifests
-    hash to the same artifact digest (the digest is a line-based format).
+    The rules are those of :func:`path_component_problem` for each component, plus: not empty, not
+    absolute, at most MAX_PATH_BYTES. The mount applies the same component rule to every name a
+    registry hands it, so it never shows a path that logging would refuse.
     """
     if not isinstance(path, str) or not path:
         raise InvalidInput("artifact path is empty")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
-        raise InvalidInput(f"artifact path {path!r} contains a control or NUL character")
     if path.startswith("/"):
         raise InvalidInput(f"artifact path {path!r} is absolute; paths must be relative")
     if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
         raise InvalidInput(f"artifact path {path[:60]!r}... is longer than {MAX_PATH_BYTES} bytes")
     for part in path.split("/"):
-        if part in ("", ".", ".."):
-            raise InvalidInput(f"artifact path {path!r} has an empty, '.' or '..' component")
-        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
-            raise InvalidInput(f"artifact path {path!r} has a component longer than {MAX_COMPONENT_BYTES} bytes")
+        problem = path_component_problem(part)
+        if problem is not None:
+            raise InvalidInput(f"artifact path {path!r} {problem}")
     return path
+
+
+def path_component_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one component of an artifact path (None: it can).
+
+    Control characters are refused: a newline in a path would let two different manifests hash to
+    the same artifact digest (the digest is a line-based format), and a terminal would show it as
+    something else. NAME_MAX bounds what a file system can show.
+    """
+    if name in ("", ".", ".."):
+        return "has an empty, '.' or '..' component"
+    if "/" in name:
+        return "has a component with a '/'"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return "contains a control or NUL character"
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+        return f"has a component longer than {MAX_COMPONENT_BYTES} bytes"
+    return None
 
 
 def validate_reference_name(name: str, what: str = "name") -> str:

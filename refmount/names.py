@@ -14,11 +14,19 @@ _VERSION = re.compile(r"v(0|[1-9][0-9]{0,9})")
 
 
 def validate_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if name_problem(name) is not None:
         raise InvalidInput(
             f"invalid {kind} name {name!r}: use 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit)"
         )
     return name
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a project, artifact or alias name (None: it can). The mount shows only
+    names that pass, whatever a registry holds."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        return "is not 1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit"
+    return None
 
 
 def validate_alias(alias: str) -> str:
