@@ -1,11 +1,12 @@
-"""Page-aligned block buffers that are reused rather than freed.
+"""Page-aligned block buffers, reused by explicit ownership.
 
 Fresh memory is costly on the read path: the first touch of every 4 KiB page is a fault and a zeroed
 page, which on a cold sequential read was a third of the daemon's CPU. So the reader takes block
-buffers from a pool and retires them when it drops a block, and a retired buffer is handed out again
-only once nothing refers to it any more: no :class:`Block` and no memoryview of it is alive (a reply
-being copied to the kernel, a cache write, a download writing it out). Python's reference count is
-what tells: a buffer can never be refilled under someone still reading it.
+buffers from a pool and gives them back, and a buffer is handed out again only once every holder has
+let go of it. The holders are explicit: whoever takes a buffer holds it, and each other party that
+keeps the bytes (the in-memory block cache, a reply on its way to the kernel, a cache write, a
+download writing them out) adds a hold and releases it when done. Nothing is inferred from Python's
+reference counts, so no interpreter detail can let a buffer be refilled under a reader.
 
 Buffers are page-aligned, so the block cache reads and writes them with O_DIRECT as they are.
 """
@@ -13,7 +14,7 @@ Buffers are page-aligned, so the block cache reads and writes them with O_DIRECT
 from __future__ import annotations
 
 import mmap
-import sys
+import threading
 from dataclasses import dataclass
 
 PAGE = mmap.PAGESIZE
@@ -54,44 +55,69 @@ class Block:
 
 
 class BufferPool:
-    """Buffers of ``size`` bytes for one thread (the daemon's trio thread): taken, filled, retired.
+    """Buffers of ``size`` bytes: taken (with one hold), held and released; reused once no hold is left.
 
-    At most ``spare`` retired buffers that nobody uses are kept for reuse; the rest are unmapped.
+    At most ``spare`` unheld buffers are kept for reuse; the rest are unmapped. Small lengths get a
+    buffer of their own size outside the pool (a small file in a reused full-size buffer would keep
+    every page that buffer ever touched resident); such buffers are never reused, so holding them is
+    a no-op. Holds are counted under a lock: a cache writer releases its hold from a worker thread.
     """
 
     def __init__(self, size: int, *, spare: int) -> None:
-        self.size = round_up(size)  # what aligned_buffer makes: retire() knows pooled buffers by it
+        self.size = round_up(size)
         self.spare = spare
         self.created = 0  # buffers allocated so far (a measure of how well reuse works)
-        self._retired: list[mmap.mmap] = []
+        self._spares: list[mmap.mmap] = []
+        self._holds: dict[int, tuple[mmap.mmap, int]] = {}  # id(buffer) -> (buffer, holds)
+        self._mine: set[int] = set()  # ids of the pool's buffers, held or spare
+        self._lock = threading.Lock()
 
     def take(self, length: int) -> mmap.mmap:
-        """A buffer for ``length`` bytes that nobody else refers to: a retired one when there is one, else
-        a new one. Small lengths get a new buffer of their own size, outside the pool: a small file in a
-        reused full-size buffer would keep all the pages that buffer ever touched resident."""
+        """A buffer for ``length`` bytes that nobody holds, now held once by the caller."""
         if length <= self.size // 8:
             return aligned_buffer(length)
-        for i in range(len(self._retired)):
-            if self._unused(i):
-                return self._retired.pop(i)
-        self.created += 1
-        return aligned_buffer(self.size)
+        with self._lock:
+            if self._spares:
+                buffer = self._spares.pop()
+            else:
+                self.created += 1
+                buffer = aligned_buffer(self.size)
+                self._mine.add(id(buffer))
+            self._holds[id(buffer)] = (buffer, 1)
+        return buffer
 
-    def retire(self, buffer: mmap.mmap) -> None:
-        """``buffer`` is no longer needed by the caller; it is reused once every other holder let go.
+    def hold(self, buffer: mmap.mmap) -> None:
+        """One more party keeps ``buffer``'s bytes; it must :meth:`release` it when done."""
+        with self._lock:
+            held = self._holds.get(id(buffer))
+            if held is None:
+                if self._pooled(buffer):
+                    raise RuntimeError("hold of a pool buffer that nobody holds (it may already be reused)")
+                return
+            self._holds[id(buffer)] = (buffer, held[1] + 1)
 
-        Retiring a buffer twice (say, once for a failed fetch and once when its block leaves memory)
-        is harmless: it is listed once, so it can never be handed out twice.
-        """
-        if len(buffer) != self.size:
-            return  # a small one from outside the pool: freed once its last holder lets go
-        if not any(buffer is retired for retired in self._retired):
-            self._retired.append(buffer)
-        unused = [i for i in range(len(self._retired)) if self._unused(i)]
-        for i in reversed(unused[self.spare :]):
-            del self._retired[i]
+    def release(self, buffer: mmap.mmap) -> None:
+        """Let go of one hold; the last one puts ``buffer`` back among the spares (or unmaps it)."""
+        with self._lock:
+            held = self._holds.get(id(buffer))
+            if held is None:
+                if self._pooled(buffer):
+                    raise RuntimeError("release of a pool buffer that nobody holds (released twice?)")
+                return
+            if held[1] > 1:
+                self._holds[id(buffer)] = (buffer, held[1] - 1)
+                return
+            del self._holds[id(buffer)]
+            if len(self._spares) < self.spare:
+                self._spares.append(buffer)
+            else:
+                self._mine.discard(id(buffer))  # past the spares: unmapped once the last view of it is gone
 
-    def _unused(self, i: int) -> bool:
-        # The references counted are this list's and getrefcount's own argument: any Block or
-        # memoryview of the buffer adds one. (CPython 3.14+ may not count the argument.)
-        return sys.getrefcount(self._retired[i]) <= 2
+    def holds(self, buffer: mmap.mmap) -> int:
+        """How many holds ``buffer`` has (0: a spare, or a small buffer outside the pool)."""
+        with self._lock:
+            held = self._holds.get(id(buffer))
+            return 0 if held is None else held[1]
+
+    def _pooled(self, buffer: mmap.mmap) -> bool:
+        return id(buffer) in self._mine

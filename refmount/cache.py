@@ -13,11 +13,15 @@ kept beside it in diskcache's tag column and checked on every load.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import logging
 import mmap
 import os
 import sqlite3
+import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +91,8 @@ class BlockCache:
                 disk_min_file_size=0,  # every block is its own file: no megabytes inside SQLite pages
                 timeout=60,
             )
+            # One open file description for this cache object's claims (see Claim).
+            self._claims_fd = os.open(self.directory / "fetching.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except (OSError, sqlite3.Error) as exc:  # sqlite3: a directory we may enter but not write
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise InvalidInput(f"cannot use the cache directory {self.directory}: {reason}") from exc
@@ -122,10 +128,27 @@ class BlockCache:
         return block
 
     def put(self, key: str, block: Block) -> None:
+        self.put_many([(key, block)])
+
+    def put_many(self, blocks: Sequence[tuple[str, Block]]) -> None:
+        """Store blocks; the inline ones in one transaction (one SQLite commit for many small files).
+        Large ones are written one by one, outside any transaction: their file writes are long, and a
+        transaction would keep every other writer of this cache (another mount, say) waiting."""
+        inline = [(key, block) for key, block in blocks if block.length <= INLINE_MAX]
         try:
-            self._cache.set(key, block, tag=_checksum(block))
+            if inline:
+                with self._cache.transact():
+                    for key, block in inline:
+                        self._cache.set(key, block, tag=_checksum(block))
+            for key, block in blocks:
+                if block.length > INLINE_MAX:
+                    self._cache.set(key, block, tag=_checksum(block))
         except (OSError, diskcache.Timeout) as exc:
-            log.warning("could not store a block in the cache (%s); serving it anyway", exc)
+            log.warning("could not store %d block(s) in the cache (%s); serving them anyway", len(blocks), exc)
+
+    def claim(self, key: str) -> Claim:
+        """Become the one process fetching ``key`` (see :class:`Claim`); blocks while another process is."""
+        return Claim(self._claims_fd, key)
 
     def block_file(self, key: str) -> Path | None:
         """The file holding a large block (None if absent or inline): for tests that inspect or damage it."""
@@ -141,3 +164,42 @@ class BlockCache:
 
     def close(self) -> None:
         self._cache.close()
+        if self._claims_fd >= 0:
+            os.close(self._claims_fd)
+            self._claims_fd = -1
+
+
+class Claim:
+    """A cross-process single flight for one block: the holder fetches it, others wait and then find it.
+
+    Two mounts sharing a cache directory (or ``refmount download`` beside a mount) that miss the same
+    block at once would both fetch it. A fetcher therefore claims the block first: an open-file-description
+    lock on one byte of ``fetching.lock`` at an offset derived from the key, which the kernel drops
+    if the process dies. A claim that had to wait (``contended``) means another fetcher just finished:
+    the caller looks in the cache again before fetching. The claim is released once the fetched block is
+    written to the cache (or could not be).
+    """
+
+    _RANGE = 1 << 40  # offsets the keys spread over; a collision only makes two fetches take turns
+
+    def __init__(self, fd: int, key: str) -> None:
+        self._fd = fd
+        self._offset = int(key[:16], 16) % self._RANGE
+        try:
+            self._lock(fcntl.F_OFD_SETLK, fcntl.F_WRLCK)
+            self.contended = False
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            self._lock(fcntl.F_OFD_SETLKW, fcntl.F_WRLCK)  # waits for the other fetcher
+            self.contended = True
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._lock(fcntl.F_OFD_SETLK, fcntl.F_UNLCK)
+
+    def _lock(self, command: int, kind: int) -> None:
+        # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks), native layout
+        fcntl.fcntl(self._fd, command, struct.pack("hhqqi", kind, os.SEEK_SET, self._offset, 1, 0))

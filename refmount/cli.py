@@ -487,6 +487,14 @@ def alias_cmd(target: str, alias: str, delete: bool, registry_url: str | None) -
     help="How soon new versions and moved aliases show (default 5).",
 )
 @click.option(
+    "--stop-timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="After SIGTERM the mount is detached at once (no new opens) and files already open are still served "
+    "until they close, for at most this long (default 30); then reads still waiting on a store are abandoned "
+    "and the daemon exits.",
+)
+@click.option(
     "--allow-other",
     is_flag=True,
     default=None,
@@ -501,8 +509,9 @@ def alias_cmd(target: str, alias: str, delete: bool, registry_url: str | None) -
     help="Daemon log file (default: mount-<mountpoint>.log in the cache dir; stderr with -f).",
 )
 def mount_cmd(mountpoint: Path, foreground: bool, registry_url: str | None, cache_dir: Path | None,
-              cache_size: str | None, alias_ttl: float | None, allow_other: bool | None, uid: int | None,
-              gid: int | None, fuse_options: tuple[str, ...], log_file: Path | None) -> None:  # fmt: skip
+              cache_size: str | None, alias_ttl: float | None, stop_timeout: float | None,
+              allow_other: bool | None, uid: int | None, gid: int | None, fuse_options: tuple[str, ...],
+              log_file: Path | None) -> None:  # fmt: skip
     """Mount every artifact version read-only at MOUNTPOINT: <project>/<artifact>/<vN or alias>/<path>.
 
     Bytes are fetched on first read, pinned to the logged object versions, through the block cache.
@@ -512,11 +521,12 @@ def mount_cmd(mountpoint: Path, foreground: bool, registry_url: str | None, cach
 
     options = ",".join(fuse_options) if fuse_options else None
     settings = config.load({"registry": registry_url, "cache_dir": cache_dir, "cache_size": cache_size,
-                            "alias_ttl": alias_ttl, "allow_other": allow_other, "uid": uid, "gid": gid,
-                            "fuse_options": options})  # fmt: skip
+                            "alias_ttl": alias_ttl, "stop_timeout": stop_timeout, "allow_other": allow_other,
+                            "uid": uid, "gid": gid, "fuse_options": options})  # fmt: skip
     code = run(MountOptions(
         mountpoint=mountpoint, registry_url=settings.registry, cache_dir=Path(settings.cache_dir),
-        cache_size_bytes=settings.cache_size, alias_ttl_s=settings.alias_ttl, allow_other=settings.allow_other,
+        cache_size_bytes=settings.cache_size, alias_ttl_s=settings.alias_ttl, stop_timeout_s=settings.stop_timeout,
+        allow_other=settings.allow_other,
         uid=settings.uid, gid=settings.gid, fuse_options=settings.fuse_options, foreground=foreground,
         log_file=log_file,
     ))  # fmt: skip
@@ -548,10 +558,10 @@ def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, quiet: bool
     """
     from .download import download
 
-    with _open(registry_url) as registry, _reader(no_cache) as reader:
+    with _open(registry_url) as registry, _block_cache(no_cache) as cache:
         version = _resolve(registry, target)
         with _progress_bar(f"downloading {version.qualified_name}", version.total_size, enabled=not quiet) as bar:
-            report = trio.run(lambda: download(registry, version, dest, reader, jobs=jobs, progress=bar))
+            report = trio.run(lambda: download(registry, version, dest, cache, jobs=jobs, progress=bar))
     _finish(report, f"{report.written} written ({_size(report.bytes)}), {report.kept} already there")
 
 
@@ -577,14 +587,13 @@ def _resolve(registry: Registry, target: str) -> VersionInfo:
 
 
 @contextmanager
-def _reader(no_cache: bool) -> Iterator[Any]:
+def _block_cache(no_cache: bool) -> Iterator[Any]:
     from .cache import BlockCache
-    from .reader import Reader
 
     settings = config.load()
     cache = None if no_cache else BlockCache(settings.cache_dir, settings.cache_size)
     try:
-        yield Reader(cache)
+        yield cache
     finally:
         if cache is not None:
             cache.close()

@@ -25,9 +25,11 @@ from typing import BinaryIO
 import trio
 
 from . import stores
+from .cache import BlockCache
 from .errors import InvalidInput, RefmountError
 from .manifest import Entry
-from .reader import Reader
+from .prefetch import Stream
+from .reader import Reader, open_reader
 from .registry import Registry, VersionInfo
 
 ProgressFn = Callable[[int], None]  # bytes done since the last call
@@ -55,7 +57,7 @@ def expected_md5(entry: Entry) -> bytes | None:
     return raw if len(raw) == 16 else None
 
 
-async def download(registry: Registry, version: VersionInfo, dest: Path, reader: Reader, *, jobs: int = 8,
+async def download(registry: Registry, version: VersionInfo, dest: Path, cache: BlockCache | None, *, jobs: int = 8,
                    progress: ProgressFn | None = None) -> Report:  # fmt: skip
     entries = await trio.to_thread.run_sync(lambda: list(registry.iter_entries(version.manifest_id)))
     root = Path(os.path.realpath(dest))  # unlike Path.resolve, no RuntimeError on a symlink loop
@@ -74,8 +76,7 @@ async def download(registry: Registry, version: VersionInfo, dest: Path, reader:
                 message = str(exc)  # store errors about an entry already start with its path
                 report.failures.append(message if message.startswith(f"{entry.path}: ") else f"{entry.path}: {message}")
 
-    async with trio.open_nursery() as nursery:
-        reader.attach(nursery)
+    async with open_reader(cache) as reader, trio.open_nursery() as nursery:
         for entry in entries:
             if entry.size is None:
                 report.skipped += 1
@@ -103,13 +104,19 @@ async def _download_entry(entry: Entry, root: Path, reader: Reader, report: Repo
     try:
         md5 = hashlib.md5()
         offset = 0
-        async for chunk in reader.chunks(entry):  # the next blocks are fetched while this one is written
-            with _locally(cannot_write):
-                await trio.to_thread.run_sync(out.write, chunk)
-            md5.update(chunk)
-            offset += len(chunk)
-            if progress:
-                progress(len(chunk))
+        stream = Stream(reader, entry)  # the next blocks are fetched while this one is written
+        try:
+            while offset < (entry.size or 0):
+                with await stream.read(offset, reader.block_size) as chunk:  # held until written out
+                    with _locally(cannot_write):
+                        await trio.to_thread.run_sync(out.write, chunk)
+                    md5.update(chunk)
+                    done = len(chunk)
+                offset += done
+                if progress:
+                    progress(done)
+        finally:
+            stream.cancel()
         with _locally(cannot_write):
             await trio.to_thread.run_sync(out.close)  # writes out the last bytes: a full disk may show only now
         want = expected_md5(entry)

@@ -37,3 +37,16 @@ class ChangedObject(StoreError):
 
 class TooManyObjects(InvalidInput):
     """A reference expanded to more objects than ``max_objects`` allows."""
+
+
+def sole_exception(group: BaseExceptionGroup) -> BaseException | None:
+    """The one exception inside ``group`` (trio wraps whatever a nursery raises), None if there are several."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending and len(leaves) < 2:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 and not pending else None

@@ -4,7 +4,7 @@
     refmount  /mnt/artifacts  fuse.refmount  registry=postgresql://refmount@db/refmount,allow_other,_netdev  0 0
 
 mount(8) calls ``mount.fuse.refmount SOURCE MOUNTPOINT -o OPTIONS``. refmount settings among the
-options (registry, cache_dir, cache_size, alias_ttl, allow_other, uid, gid) become flags, generic
+options (registry, cache_dir, cache_size, alias_ttl, stop_timeout, allow_other, uid, gid) become flags, generic
 mount options that mean nothing to a read-only FUSE mount are dropped, the rest go to FUSE.
 """
 
@@ -14,7 +14,7 @@ import sys
 
 from .cli import main as cli_main
 
-_SETTINGS = {"registry", "cache_dir", "cache_size", "alias_ttl", "uid", "gid", "log_file"}
+_SETTINGS = {"registry", "cache_dir", "cache_size", "alias_ttl", "stop_timeout", "uid", "gid", "log_file"}
 _IGNORED = {"rw", "ro", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "auto", "noauto", "user", "nouser",
             "users", "defaults", "_netdev", "nofail", "owner", "group", "x-systemd.automount"}  # fmt: skip
 

@@ -1,9 +1,13 @@
-"""Pinned block reads for the daemon and for `download`: single-flight, readahead, disk cache.
+"""Pinned block reads for the daemon and for `download`: single-flight, memory, disk cache.
 
-Objects are read in fixed blocks (small files as one whole block). A block is looked up in a
-small in-memory LRU, then in the disk cache, then fetched from its store in a worker thread; all
-callers asking for a block that is already being fetched wait for that one fetch. Blocking SDK
-calls never run on the trio thread.
+Objects are read in fixed blocks (small files as one whole block). A block is looked up in memory,
+then in the disk cache, then fetched from its store in a worker thread; every caller asking for a
+block that is already being fetched waits for that one fetch, and so does another process sharing
+the cache directory (see :class:`refmount.cache.Claim`). Fetched blocks reach the disk cache later,
+in batches (:mod:`refmount.writeback`). Blocking calls never run on the trio thread.
+
+Readahead is not decided here: :mod:`refmount.prefetch` decides what to fetch ahead and calls
+:meth:`Reader.prefetch`.
 """
 
 from __future__ import annotations
@@ -11,66 +15,122 @@ from __future__ import annotations
 import collections
 import logging
 import mmap
+import threading
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
 
 from . import stores
 from .buffers import Block, BufferPool
-from .cache import BlockCache, block_key
+from .cache import BlockCache, Claim, block_key
 from .errors import StoreError
 from .manifest import Entry
+from .writeback import Writeback
 
 log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 8 << 20
-MEMORY_BLOCKS = 16  # recently used blocks kept in memory: more than a full readahead window
+MEMORY_BYTES = 128 << 20  # recently used blocks kept in memory: more than a full readahead window
 MAX_FETCHES = 16  # concurrent store requests (threads)
-MAX_READAHEAD_BLOCKS = 8  # up to 64 MiB ahead of a sequential reader
+MAX_PENDING_WRITE_BYTES = 64 << 20  # fetched blocks not yet in the disk cache
+SPARE_BUFFERS = 8
 # Readahead asks a store for up to 16 MiB at once: a topped-up window is then about four requests in
 # flight. Through a running mount that read cold 7-11% faster than two of 32 MiB (SeaweedFS, eight
 # interleaved rounds): a server reads one range at a time, so more ranges keep its disk busier.
 MAX_BLOCKS_PER_REQUEST = 2
-MAX_PENDING_CACHE_WRITES = 8  # blocks handed to the disk cache but not yet written
 
 
 @dataclass
 class ReaderStats:
-    requests: int = 0  # read() calls
+    requests: int = 0  # reads asked of the reader
     fetches: int = 0  # blocks fetched from stores (several may come in one store request)
     fetched_bytes: int = 0
     disk_hits: int = 0
     memory_hits: int = 0
+    waited_for_other_process: int = 0  # blocks another process was fetching: found in the cache after it
     errors: int = 0
 
 
 @dataclass
 class _Flight:
     done: trio.Event = field(default_factory=trio.Event)
-    data: Block | None = None
     error: BaseException | None = None
 
 
-class Reader:
-    """Reads of exactly the logged bytes. Use inside trio, with a nursery for readahead tasks."""
+class Lease:
+    """Bytes of a cached block, valid until :meth:`release` (the block's buffer is held meanwhile)."""
 
-    def __init__(self, cache: BlockCache | None, *, block_size: int = BLOCK_SIZE, max_fetches: int = MAX_FETCHES,
-                 memory_blocks: int = MEMORY_BLOCKS):  # fmt: skip
+    __slots__ = ("_buffers", "_held", "view")
+
+    def __init__(self, view: memoryview, buffers: BufferPool | None = None, held: mmap.mmap | None = None):
+        self.view = view
+        self._buffers, self._held = buffers, held
+
+    def release(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._buffers.release(held)  # type: ignore[union-attr]
+
+    def __enter__(self) -> memoryview:
+        return self.view
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _Fetch:
+    """The buffers of one store request, shared by the trio side and the worker thread filling them.
+
+    The fetch holds its buffers until its result is taken over. A fetch abandoned on cancel (a stalled
+    store, Ctrl-C, an unmount) leaves the thread writing into them: whichever side finishes last
+    releases them, so no buffer goes back to the pool while a thread may still write to it.
+    """
+
+    def __init__(self, buffers: BufferPool, lengths: list[int]) -> None:
+        self.pool = buffers
+        self.buffers = [buffers.take(n) for n in lengths]  # taken on the trio thread: one hold each
+        self._lock = threading.Lock()
+        self._thread_done = False
+        self._abandoned = False
+
+    def thread_finished(self) -> None:
+        """Called by the worker thread when it stops touching the buffers."""
+        with self._lock:
+            self._thread_done = True
+            release = self._abandoned
+        if release:
+            self.release()
+
+    def abandon(self) -> None:
+        """Called on the trio side when the fetch failed or was cancelled."""
+        with self._lock:
+            self._abandoned = True
+            release = self._thread_done
+        if release:
+            self.release()
+
+    def release(self) -> None:
+        for buffer in self.buffers:
+            self.pool.release(buffer)
+
+
+class Reader:
+    """Reads of exactly the logged bytes. Made by :func:`open_reader`, which runs its background tasks."""
+
+    def __init__(self, cache: BlockCache | None, nursery: trio.Nursery, *, block_size: int = BLOCK_SIZE,
+                 max_fetches: int = MAX_FETCHES, memory_bytes: int = MEMORY_BYTES):  # fmt: skip
         self.cache = cache
         self.block_size = block_size
         self.stats = ReaderStats()
-        self._limiter = trio.CapacityLimiter(max_fetches)
-        self._buffers = BufferPool(block_size, spare=MAX_READAHEAD_BLOCKS)
-        self._memory: collections.OrderedDict[str, Block] = collections.OrderedDict()
-        self._memory_blocks = memory_blocks
-        self._flights: dict[str, _Flight] = {}
-        self._nursery: trio.Nursery | None = None
-        self._cache_writes = trio.Semaphore(MAX_PENDING_CACHE_WRITES)
-
-    def attach(self, nursery: trio.Nursery) -> None:
-        """Background readahead runs in ``nursery`` (without one, readahead is skipped)."""
         self._nursery = nursery
+        self._limiter = trio.CapacityLimiter(max_fetches)
+        self.buffers = BufferPool(block_size, spare=SPARE_BUFFERS)
+        self._memory: collections.OrderedDict[str, Block] = collections.OrderedDict()  # each holds its buffer
+        self._memory_bytes, self._memory_limit = 0, memory_bytes
+        self._flights: dict[str, _Flight] = {}
+        self.writeback = None if cache is None else Writeback(cache, self.buffers, budget=MAX_PENDING_WRITE_BYTES)
 
     def blocks(self, entry: Entry) -> int:
         size = entry.size or 0
@@ -78,85 +138,95 @@ class Reader:
 
     async def read(self, entry: Entry, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` (fewer at end of file). Raises ChangedObject / StoreError."""
-        return bytes(await self.view(entry, offset, length))
+        with await self.lease(entry, offset, length) as view:
+            return bytes(view)
 
-    async def view(self, entry: Entry, offset: int, length: int) -> memoryview:
-        """Like :meth:`read`, but without copying out of the cached block (what the daemon replies with).
-
-        The block's buffer is reused only once the view (and every slice of it) is gone.
-        """
+    async def lease(self, entry: Entry, offset: int, length: int) -> Lease:
+        """Like :meth:`read`, but without copying out of a cached block: the caller must release the lease
+        (what the daemon replies with; a read across a block boundary is joined into a copy)."""
         self.stats.requests += 1
         size = entry.size or 0
         end = min(offset + length, size)
         if offset >= end:
-            return memoryview(b"")
+            return Lease(memoryview(b""))
         first, last = offset // self.block_size, (end - 1) // self.block_size
         start = offset - first * self.block_size
         if first == last:
-            return (await self.block(entry, first)).view(start, start + end - offset)
-        joined = b"".join([(await self.block(entry, i)).view() for i in range(first, last + 1)])
-        return memoryview(joined)[start : start + end - offset]
+            block = await self._held_block(entry, first)
+            return Lease(block.view(start, start + end - offset), self.buffers, block.buffer)
+        parts = []
+        for index in range(first, last + 1):
+            block = await self._held_block(entry, index)
+            parts.append(bytes(block.view()))
+            self.buffers.release(block.buffer)
+        return Lease(memoryview(b"".join(parts))[start : start + end - offset])
 
-    async def chunks(self, entry: Entry, *, readahead: int = 2) -> AsyncIterator[memoryview]:
-        """The whole object in order, block by block, the next ``readahead`` blocks fetched meanwhile.
-
-        For whole-file consumers outside the mount (``download``); readahead needs :meth:`attach`.
-        """
-        for index in range(self.blocks(entry) if entry.size else 0):
-            self.prefetch(entry, index + 1, readahead)
-            yield await self.view(entry, index * self.block_size, self.block_size)
-
-    def prefetch(self, entry: Entry, first: int, count: int) -> None:
-        """Start fetching blocks ``first .. first+count-1`` in the background (those not cached yet).
-
-        Consecutive missing blocks are asked for in one store request (up to MAX_BLOCKS_PER_REQUEST):
-        a sequential reader gets large requests while the cache keeps its block granularity.
-        """
-        if self._nursery is None:
-            return
+    def prefetch(self, entry: Entry, first: int, count: int, scopes: set[trio.CancelScope] | None = None) -> None:
+        """Start fetching blocks ``first .. first+count-1`` in the background (those not in memory or under
+        way). Runs of missing blocks are asked for in one store request each (up to MAX_BLOCKS_PER_REQUEST).
+        Each background fetch's cancel scope is in ``scopes`` while it runs: cancelling them abandons it."""
         run: list[int] = []
         for index in range(first, min(first + count, self.blocks(entry))):
             key = block_key(entry, self.block_size, index)
             if key in self._memory or key in self._flights:
-                self._prefetch_run(entry, run)
+                self._prefetch_run(entry, run, scopes)
                 run = []
                 continue
             run.append(index)
             if len(run) == MAX_BLOCKS_PER_REQUEST:
-                self._prefetch_run(entry, run)
+                self._prefetch_run(entry, run, scopes)
                 run = []
-        self._prefetch_run(entry, run)
+        self._prefetch_run(entry, run, scopes)
 
-    def _prefetch_run(self, entry: Entry, run: list[int]) -> None:
+    def _prefetch_run(self, entry: Entry, run: list[int], scopes: set[trio.CancelScope] | None) -> None:
         if run:
-            assert self._nursery is not None
             flights = self._take_off(entry, run)  # now, so that readers arriving meanwhile wait for this fetch
-            self._nursery.start_soon(self._quiet_fetch, entry, run, flights)
+            scope = trio.CancelScope()
+            if scopes is not None:
+                scopes.add(scope)
+            self._nursery.start_soon(self._quiet_fetch, entry, run, flights, scope, scopes)
 
-    async def _quiet_fetch(self, entry: Entry, run: list[int], flights: list[_Flight]) -> None:
+    async def _quiet_fetch(self, entry: Entry, run: list[int], flights: list[_Flight], scope: trio.CancelScope,
+                           scopes: set[trio.CancelScope] | None) -> None:  # fmt: skip
         try:
-            await self._fetch(entry, run, flights)
+            with scope:
+                for block in await self._fetch(entry, run, flights):
+                    self.buffers.release(block.buffer)
         except Exception as exc:
             log.debug("readahead of %s blocks %d-%d failed: %s", entry.ref, run[0], run[-1], exc)
+        finally:
+            if scopes is not None:
+                scopes.discard(scope)
+        if scope.cancelled_caught:  # the flights failed with Cancelled: their waiters fetch themselves
+            log.debug("readahead of %s blocks %d-%d cancelled", entry.ref, run[0], run[-1])
 
-    async def block(self, entry: Entry, index: int) -> Block:
-        """One whole block: from memory, else from the fetch already under way, else fetched now."""
+    async def block(self, entry: Entry, index: int) -> bytes:
+        """A copy of one whole block (for tests and tools; the read path uses :meth:`lease`)."""
+        block = await self._held_block(entry, index)
+        try:
+            return bytes(block.view())
+        finally:
+            self.buffers.release(block.buffer)
+
+    async def _held_block(self, entry: Entry, index: int) -> Block:
+        """One whole block, held for the caller (who must release its buffer): from memory, else from the
+        fetch already under way, else fetched now."""
         key = block_key(entry, self.block_size, index)
         while True:
             block = self._memory.get(key)
             if block is not None:
                 self._memory.move_to_end(key)
                 self.stats.memory_hits += 1
+                self.buffers.hold(block.buffer)
                 return block
             flight = self._flights.get(key)
             if flight is None:
                 return (await self._fetch(entry, [index], self._take_off(entry, [index])))[0]
             await flight.done.wait()
-            if flight.data is not None:
-                return flight.data
-            if not isinstance(flight.error, trio.Cancelled):
-                raise flight.error  # type: ignore[misc]
-            # The fetch was cancelled with its requester (not with us): try again ourselves.
+            if flight.error is not None and not isinstance(flight.error, trio.Cancelled):
+                raise flight.error
+            # Fetched: in memory now (unless evicted meanwhile: then it is asked for again). Cancelled
+            # with its requester (not with us): we fetch it ourselves.
 
     def _take_off(self, entry: Entry, run: list[int]) -> list[_Flight]:
         """Register the fetch of consecutive blocks ``run``: from now on, readers of them wait for it."""
@@ -167,82 +237,127 @@ class Reader:
         return flights
 
     async def _fetch(self, entry: Entry, run: list[int], flights: list[_Flight]) -> list[Block]:
+        """Fetch ``run`` (from the disk cache or the store); the blocks come back held for the caller."""
         keys = [block_key(entry, self.block_size, index) for index in run]
         lengths = [max(0, min(self.block_size, (entry.size or 0) - index * self.block_size)) for index in run]
-        buffers = [self._buffers.take(n) for n in lengths]  # taken here: the pool belongs to the trio thread
+        fetch = _Fetch(self.buffers, lengths)
         try:
             # Abandoned when cancelled (Ctrl-C, unmount): a store that stopped answering must not hold us
-            # for its timeouts and retries. The thread keeps its buffers referenced, so none is reused under it.
-            loaded = await trio.to_thread.run_sync(self._load, entry, run, keys, lengths, buffers,
+            # for its timeouts and retries. The thread releases the buffers when it is done with them.
+            loaded = await trio.to_thread.run_sync(self._load, entry, run, keys, lengths, fetch,
                                                    limiter=self._limiter, abandon_on_cancel=True)  # fmt: skip
-            for key, flight, (block, _) in zip(keys, flights, loaded, strict=True):
-                flight.data = block
-                self._remember(key, block)
-            for key, (block, fetched) in zip(keys, loaded, strict=True):
-                if fetched:
-                    await self._store_later(key, block)
         except BaseException as exc:
-            for buffer in buffers:  # those already in memory are reused only once they leave it
-                self._buffers.retire(buffer)
-            for flight in flights:
+            fetch.abandon()
+            for key, flight in zip(keys, flights, strict=True):
                 flight.error = exc
+                del self._flights[key]
+                flight.done.set()
             if not isinstance(exc, trio.Cancelled):
                 self.stats.errors += 1
             raise
+        blocks = [block for block, _ in loaded]
+        for key, flight, block in zip(keys, flights, blocks, strict=True):
+            self._remember(key, block)
+            del self._flights[key]
+            flight.done.set()
+        claims = [claim for _, claim in loaded]
+        try:
+            for i, (key, block) in enumerate(zip(keys, blocks, strict=True)):
+                claim = claims[i]
+                if claim is not None and self.writeback is not None:
+                    await self.writeback.submit(key, block, claim.release)  # the writeback releases the claim
+                    claims[i] = None
+        except BaseException:
+            fetch.release()
+            raise
         finally:
-            for key, flight in zip(keys, flights, strict=True):
-                del self._flights[key]
-                flight.done.set()
-        return [block for block, _ in loaded]
+            for claim in claims:  # not handed to the writeback (no cache, or cancelled waiting for room)
+                if claim is not None:
+                    claim.release()
+        return blocks
 
     def _remember(self, key: str, block: Block) -> None:
+        self.buffers.hold(block.buffer)
         self._memory[key] = block
-        while len(self._memory) > self._memory_blocks:
+        self._memory_bytes += block.length
+        while self._memory_bytes > self._memory_limit and len(self._memory) > 1:
             _, old = self._memory.popitem(last=False)
-            self._buffers.retire(old.buffer)
+            self._memory_bytes -= old.length
+            self.buffers.release(old.buffer)
 
-    async def _store_later(self, key: str, block: Block) -> None:
-        """Write a fetched block to the disk cache without making the reader wait for the disk.
+    def forget_memory(self) -> None:
+        """Drop every block held in memory (at the end of the reader's life)."""
+        while self._memory:
+            _, old = self._memory.popitem(last=False)
+            self.buffers.release(old.buffer)
+        self._memory_bytes = 0
 
-        Past MAX_PENDING_CACHE_WRITES outstanding writes the reader does wait: memory stays bounded
-        when the network is faster than the local disk.
-        """
-        if self.cache is None:
-            return
-        await self._cache_writes.acquire()
-
-        async def write() -> None:
-            try:
-                await trio.to_thread.run_sync(self.cache.put, key, block)  # type: ignore[union-attr]
-            finally:
-                self._cache_writes.release()
-
-        if self._nursery is None:
-            await write()
-        else:
-            self._nursery.start_soon(write)
-
-    def _load(
-        self, entry: Entry, run: list[int], keys: list[str], lengths: list[int], buffers: list[mmap.mmap]
-    ) -> list[tuple[Block, bool]]:
+    def _load(self, entry: Entry, run: list[int], keys: list[str], lengths: list[int],
+              fetch: _Fetch) -> list[tuple[Block, Claim | None]]:  # fmt: skip
         """In a worker thread: each block of ``run`` from the disk cache into its buffer, else the missing
-        ones in one ranged read from the store (marked fetched=True)."""
-        loaded: list[Block | None] = [None] * len(run)
-        if self.cache is not None:
-            loaded = [self.cache.get(key, buffer, n) for key, buffer, n in zip(keys, buffers, lengths, strict=True)]
+        ones in one ranged read from the store. A fetched block comes with the claim that the writeback
+        releases once it is in the cache (None: found in the cache, or no cache)."""
+        claims: list[Claim | None] = [None] * len(run)
+        try:
+            loaded = self._from_cache(keys, lengths, fetch.buffers, claims)
+            missing = [i for i, block in enumerate(loaded) if block is None]
+            if missing:
+                first, last = missing[0], missing[-1]  # a cached block in between is fetched again
+                offset = run[first] * self.block_size
+                targets = [memoryview(fetch.buffers[i])[: lengths[i]] for i in range(first, last + 1)]
+                expected = sum(lengths[first : last + 1])
+                got = stores.store_for(entry.ref).read_into(entry, offset, targets)
+                if got != expected:
+                    raise StoreError(f"{entry.path}: {entry.ref} returned {got} bytes at offset {offset}, "
+                                     f"expected {expected}")  # fmt: skip
+                self.stats.fetches += len(missing)
+                self.stats.fetched_bytes += expected
+                for i in missing:
+                    loaded[i] = Block(fetch.buffers[i], lengths[i])
+            return [(block, claim) for block, claim in zip(loaded, claims, strict=True)]  # type: ignore[misc]
+        except BaseException:
+            for claim in claims:
+                if claim is not None:
+                    claim.release()
+            raise
+        finally:
+            fetch.thread_finished()
+
+    def _from_cache(self, keys: list[str], lengths: list[int], buffers: list[mmap.mmap],
+                    claims: list[Claim | None]) -> list[Block | None]:  # fmt: skip
+        """The blocks the disk cache has; the missing ones are claimed (``claims``) for fetching, after
+        waiting for any other process already fetching them and looking again."""
+        if self.cache is None:
+            return [None] * len(keys)
+        loaded = [self.cache.get(key, buffer, n) for key, buffer, n in zip(keys, buffers, lengths, strict=True)]
         self.stats.disk_hits += sum(block is not None for block in loaded)
-        missing = [i for i, block in enumerate(loaded) if block is None]
-        if missing:
-            first, last = missing[0], missing[-1]  # a cached block in between is fetched again
-            offset = run[first] * self.block_size
-            targets = [memoryview(buffers[i])[: lengths[i]] for i in range(first, last + 1)]
-            expected = sum(lengths[first : last + 1])
-            got = stores.store_for(entry.ref).read_into(entry, offset, targets)
-            if got != expected:
-                raise StoreError(f"{entry.path}: {entry.ref} returned {got} bytes at offset {offset}, "
-                                 f"expected {expected}")  # fmt: skip
-            self.stats.fetches += len(missing)
-            self.stats.fetched_bytes += expected
-            for i in missing:
-                loaded[i] = Block(buffers[i], lengths[i])
-        return [(block, i in missing) for i, block in enumerate(loaded)]  # type: ignore[misc]
+        for i in sorted((i for i, block in enumerate(loaded) if block is None), key=lambda i: keys[i]):
+            claim = self.cache.claim(keys[i])  # in key order: two processes never wait for each other in a cycle
+            if claim.contended and (block := self.cache.get(keys[i], buffers[i], lengths[i])) is not None:
+                claim.release()
+                loaded[i] = block
+                self.stats.disk_hits += 1
+                self.stats.waited_for_other_process += 1
+            else:
+                claims[i] = claim
+        return loaded
+
+
+@asynccontextmanager
+async def open_reader(cache: BlockCache | None, **settings: int) -> AsyncIterator[Reader]:
+    """A :class:`Reader` whose background work (readahead, cache writes) runs until the block ends.
+
+    On a normal exit the blocks fetched so far are written to the cache first; readahead still under
+    way is cancelled.
+    """
+    async with trio.open_nursery() as nursery:
+        reader = Reader(cache, nursery, **settings)
+        if reader.writeback is not None:
+            nursery.start_soon(reader.writeback.run)
+        try:
+            yield reader
+            if reader.writeback is not None:
+                await reader.writeback.drain()
+        finally:
+            nursery.cancel_scope.cancel()
+            reader.forget_memory()

@@ -19,7 +19,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -197,3 +197,54 @@ def nginx_dir(nginx: Served) -> HTTPDir:
 @pytest.fixture
 def plain_dir(plain_http: PlainServed) -> HTTPDir:
     return fresh_dir(plain_http)
+
+
+@dataclass
+class StallingServer:
+    """An HTTP file whose answers to ``stall`` requests (GET or HEAD; none when empty) wait until the test
+    releases them (at most a minute)."""
+
+    url: str
+    stall: str = "GET"  # or "HEAD"
+    arrived: threading.Event = field(default_factory=threading.Event)  # a stalled request came in
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+@pytest.fixture
+def stalling_http() -> Iterator[StallingServer]:
+    body = b"slow" * 1024
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self._answer(b"")
+
+        def do_GET(self) -> None:
+            self._answer(body)
+
+        def _answer(self, content: bytes) -> None:
+            if self.command == served.stall:
+                served.arrived.set()
+                served.release.wait(60)
+            try:
+                self.send_response(200)
+                self.send_header("ETag", '"slow-1"')
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(content)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the interrupted client is gone
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    served = StallingServer(f"http://127.0.0.1:{server.server_port}/slow.bin")
+    thread = threading.Thread(target=server.serve_forever, name="stalling-http", daemon=True)
+    thread.start()
+    try:
+        yield served
+    finally:
+        served.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()

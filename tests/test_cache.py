@@ -24,7 +24,8 @@ from refmount.buffers import Block, BufferPool, aligned_buffer
 from refmount.cache import INLINE_MAX, BlockCache, block_key
 from refmount.errors import ChangedObject, StoreError
 from refmount.manifest import Entry
-from refmount.reader import Reader
+from refmount.prefetch import Stream
+from refmount.reader import Reader, open_reader
 from tests.blocks import overwrite_block, stored_block
 
 BLOCK = 1024  # small blocks keep the tests fast; the logic does not depend on the size
@@ -65,16 +66,23 @@ def add(store: FakeStore, name: str, data: bytes, version: str = "1") -> Entry:
 
 
 def run(fn: Callable[[Reader], object], cache: BlockCache | None, **kw: int) -> object:
-    """Run ``fn(reader)`` inside trio with readahead attached, as the daemon and `download` do."""
+    """Run ``fn(reader)`` inside trio with a reader whose background work runs, as the daemon and `download` do."""
 
     async def main() -> object:
-        reader = Reader(cache, block_size=BLOCK, **kw)
-        async with trio.open_nursery() as nursery:
-            reader.attach(nursery)
+        async with open_reader(cache, block_size=BLOCK, **kw) as reader:
             result = await fn(reader)  # type: ignore[misc]
         return result, reader.stats
 
     return trio.run(main)
+
+
+async def whole(reader: Reader, entry: Entry) -> bytes:
+    """Every byte of ``entry``, read block by block as `download` does (the next blocks fetched ahead)."""
+    stream, parts = Stream(reader, entry), []
+    for offset in range(0, entry.size or 0, reader.block_size):
+        with await stream.read(offset, reader.block_size) as view:
+            parts.append(bytes(view))
+    return b"".join(parts)
 
 
 def put(cache: BlockCache, key: str, data: bytes) -> None:
@@ -227,37 +235,57 @@ def test_file_systems_without_direct_io_get_ordinary_io(tmp_path: Path, monkeypa
 
 
 # -- the buffer pool -------------------------------------------------------------------------------------
-def test_a_retired_buffer_is_reused_only_once_no_view_of_it_remains() -> None:
+def test_a_held_buffer_is_never_handed_out_again() -> None:
     pool = BufferPool(8192, spare=4)
     buffer = pool.take(8192)
     buffer[:5] = b"hello"
-    reply = Block(buffer, 5).view(1, 4)  # like a reply still on its way to the kernel
-    pool.retire(buffer)
-    pool.retire(buffer)  # twice: still listed once
-    del buffer
-    other = pool.take(8192)
-    assert bytes(reply) == b"ell" and other is not reply.obj and pool.created == 2
-    del reply
-    again = pool.take(8000)  # the first buffer, now that nothing refers to it
-    assert again is not other and pool.created == 2
-    assert pool.take(8192) is not again and pool.created == 3  # never handed out twice
+    pool.hold(buffer)  # like a reply still on its way to the kernel
+    pool.release(buffer)  # the fetch that took it is done with it
+    others = [pool.take(8192) for _ in range(3)]
+    assert all(other is not buffer for other in others) and pool.created == 4
+    assert bytes(buffer[:5]) == b"hello" and pool.holds(buffer) == 1
+    pool.release(buffer)  # the last holder lets go: now it is a spare
+    assert pool.holds(buffer) == 0 and pool.take(8000) is buffer and pool.created == 4
 
 
-def test_the_pool_keeps_at_most_spare_unused_buffers() -> None:
+def test_releasing_more_than_was_held_is_an_error_not_a_reuse() -> None:
+    pool = BufferPool(4096, spare=4)
+    buffer = pool.take(4096)
+    pool.release(buffer)
+    with pytest.raises(RuntimeError, match="released twice"):
+        pool.release(buffer)
+    with pytest.raises(RuntimeError, match="nobody holds"):
+        pool.hold(buffer)  # a spare: whoever still had it must not start holding it again
+    assert pool.take(4096) is buffer and pool.take(4096) is not buffer  # handed out once, not twice
+
+
+def test_holds_from_other_threads_are_counted_exactly() -> None:
+    pool = BufferPool(4096, spare=1)
+    buffer = pool.take(4096)
+    for _ in range(8000):
+        pool.hold(buffer)
+    threads = [threading.Thread(target=lambda: [pool.release(buffer) for _ in range(1000)]) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert pool.holds(buffer) == 1  # the taker's own
+
+
+def test_the_pool_keeps_at_most_spare_unheld_buffers() -> None:
     pool = BufferPool(4096, spare=2)
     taken = [pool.take(4096) for _ in range(5)]
     for buffer in taken:
-        pool.retire(buffer)
-    del taken, buffer
-    pool.retire(pool.take(4096))  # retiring trims the unused ones beyond the spares (this one was still in hand)
-    assert len([pool.take(4096) for _ in range(4)]) == 4 and pool.created == 6  # two spares and the last one reused
+        pool.release(buffer)
+    again = [pool.take(4096) for _ in range(4)]
+    assert pool.created == 7  # two spares reused, two new
+    assert sum(any(b is t for t in taken) for b in again) == 2
 
 
 def test_a_block_size_of_part_of_a_page_is_still_pooled() -> None:
     pool = BufferPool(1000, spare=4)  # buffers are whole pages: 4096 bytes
     buffer = pool.take(1000)
-    pool.retire(buffer)
-    del buffer
+    pool.release(buffer)
     assert len(pool.take(1000)) == 4096 and pool.created == 1
 
 
@@ -265,11 +293,37 @@ def test_small_blocks_get_small_buffers_outside_the_pool() -> None:
     pool = BufferPool(8 << 20, spare=4)
     small = pool.take(5000)
     assert len(small) == 8192 and pool.created == 0  # whole pages, not a full-size buffer
-    pool.retire(small)
-    del small
-    assert len(pool.take(1 << 20)) == 1 << 20 and pool.created == 0  # a small one never goes back to the pool
+    pool.hold(small)  # holds of buffers outside the pool mean nothing: they are never reused
+    pool.release(small)
+    pool.release(small)
+    assert pool.holds(small) == 0 and pool.take(5000) is not small
     big = pool.take(8 << 20)
     assert len(big) == 8 << 20 and pool.created == 1
+
+
+def test_the_reader_gives_back_every_buffer_it_took() -> None:
+    """Fetches, memory, cache writes and leases all let go: with no reader left, no buffer is held."""
+    entry_data = os.urandom(5 * BLOCK)
+    fake = FakeStore({})
+    entry = add(fake, "x.bin", entry_data)
+
+    async def scenario(tmp: Path) -> tuple[BufferPool, list[int]]:
+        cache = BlockCache(tmp, 1 << 30)
+        async with open_reader(cache, block_size=BLOCK, memory_bytes=2 * BLOCK) as reader:
+            assert await whole(reader, entry) == entry_data
+            lease = await reader.lease(entry, BLOCK, 10)
+            held = [reader.buffers.holds(lease.view.obj)]  # type: ignore[arg-type]
+            lease.release()
+        cache.close()
+        return reader.buffers, held
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stores, "store_for", lambda ref: fake)
+        pool, held = trio.run(scenario, Path(tmp))
+    assert held[0] >= 1  # while leased
+    assert pool._holds == {}
 
 
 # -- the reader ------------------------------------------------------------------------------------------
@@ -409,13 +463,10 @@ def test_remount_reads_from_disk_not_the_store(store: FakeStore, tmp_path: Path)
     data = os.urandom(2 * BLOCK + 7)
     entry = add(store, "x.bin", data)
 
-    async def whole(reader: Reader) -> bytes:
-        return b"".join([bytes(chunk) async for chunk in reader.chunks(entry)])
-
     counts = []
     for _ in range(2):  # a fresh reader and cache object each time, like a new daemon
         cache = BlockCache(tmp_path / "cache", 1 << 30)
-        got, stats = run(whole, cache)  # type: ignore[misc]
+        got, stats = run(lambda reader: whole(reader, entry), cache)  # type: ignore[misc]
         cache.close()
         assert got == data
         counts.append((len(store.calls), stats.fetches, stats.disk_hits))
@@ -476,7 +527,7 @@ def test_prefetch_requests_are_runs_of_missing_blocks(store: FakeStore) -> None:
         reader.prefetch(entry, 0, 10)
         calls = await calls_reach(store, 4)
         assert calls == [(0, 2 * BLOCK), (2 * BLOCK, BLOCK), (3 * BLOCK, 4 * BLOCK), (7 * BLOCK, 3 * BLOCK - 1)]
-        return b"".join([bytes(chunk) async for chunk in reader.chunks(entry)])
+        return await whole(reader, entry)
 
     got, _ = run(scattered, None)  # type: ignore[misc]
     assert got == store.objects[entry.ref] and len(store.calls) == 4

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -18,6 +14,7 @@ import pytest
 
 from refmount.stores.file import file_uri
 from tests.conftest import Cli
+from tests.server_http import StallingServer
 from tests.servers import free_port
 
 
@@ -203,56 +200,6 @@ def test_group_without_command_prints_its_help(cli: Cli, group: list[str]) -> No
     result = cli(*group, ok=False)
     assert result.code == 2  # click's exit code for a group's no_args_is_help
     assert result.err == cli(*group, "--help").out and "error" not in result.err
-
-
-@dataclass
-class StallingServer:
-    """An HTTP file whose answers to ``stall`` requests wait until the test releases them."""
-
-    url: str
-    stall: str = "GET"  # or "HEAD"
-    arrived: threading.Event = field(default_factory=threading.Event)  # a stalled request came in
-    release: threading.Event = field(default_factory=threading.Event)
-
-
-@pytest.fixture
-def stalling_http() -> Iterator[StallingServer]:
-    body = b"slow" * 1024
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self) -> None:
-            self._answer(b"")
-
-        def do_GET(self) -> None:
-            self._answer(body)
-
-        def _answer(self, content: bytes) -> None:
-            if self.command == served.stall:
-                served.arrived.set()
-                served.release.wait(60)
-            try:
-                self.send_response(200)
-                self.send_header("ETag", '"slow-1"')
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(content)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the interrupted client is gone
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    served = StallingServer(f"http://127.0.0.1:{server.server_port}/slow.bin")
-    thread = threading.Thread(target=server.serve_forever, name="stalling-http", daemon=True)
-    thread.start()
-    try:
-        yield served
-    finally:
-        served.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 # `log` waits for HEAD in the main thread: a bare KeyboardInterrupt. `download` waits for GET in a

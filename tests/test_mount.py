@@ -22,6 +22,7 @@ from refmount.registry import open_registry
 from refmount.stores.file import file_uri
 from tests.conftest import Cli
 from tests.mounts import is_mounted
+from tests.server_http import StallingServer
 from tests.servers import S3Env, free_port
 
 
@@ -270,6 +271,68 @@ def test_sigterm_unmounts_cleanly(tmp_path: Path, registry_url: str, mount_facto
     assert m.stop(signal.SIGTERM) == 0
     assert not is_mounted(m.path)
     assert "unmounted" in m.log()
+
+
+def test_a_restart_under_a_reader_keeps_its_open_file_readable(tmp_path: Path, registry_url: str,
+                                                              mount_factory: Any) -> None:  # fmt: skip
+    """SIGTERM detaches the mount (a new daemon can mount there at once) and serves open files until they close."""
+    tree = make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    old = mount_factory(extra_args=("--stop-timeout", "120"))
+    assert old.proc is not None
+    with open(old.path / "p/ds/v0/big.bin", "rb", buffering=0) as held:
+        assert held.read(10) == tree["big.bin"][:10]
+        old.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while is_mounted(old.path):
+            assert time.monotonic() < deadline, "SIGTERM did not detach the mount"
+            time.sleep(0.05)
+        assert os.listdir(old.path) == []  # nothing new can be opened through the old daemon
+        new = mount_factory(path=old.path, log_file=tmp_path / "new.log")
+        assert (new.path / "p/ds/v0/labels.csv").read_bytes() == tree["labels.csv"]
+        held.seek(BLOCK_SIZE + 5)  # a block never read before: the old daemon fetches it now
+        assert held.read(100) == tree["big.bin"][BLOCK_SIZE + 5 : BLOCK_SIZE + 105]
+        assert old.proc.poll() is None
+    assert old.proc.wait(30) == 0  # the last open file closed: the old daemon is done
+    assert "detaching" in old.log() and "unmounted" in old.log() and "stop timeout" not in old.log()
+    assert (new.path / "p/ds/v0/train/0001.png").read_bytes() == tree["train/0001.png"]
+
+
+def test_sigterm_with_reads_stalled_on_a_store_ends_at_the_stop_timeout(
+    registry_url: str, mount_factory: Any, stalling_http: StallingServer
+) -> None:
+    stalling_http.stall = ""  # logging asks HEAD: answered
+    log(registry_url, "p/slow", stalling_http.url)
+    stalling_http.stall = "GET"
+    m = mount_factory(extra_args=("--stop-timeout", "2"))
+    assert m.proc is not None
+    errors: list[OSError] = []
+
+    def read() -> None:
+        try:
+            (m.path / "p/slow/v0/slow.bin").read_bytes()
+        except OSError as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert stalling_http.arrived.wait(30)
+    started = time.monotonic()
+    m.proc.send_signal(signal.SIGTERM)
+    m.proc.wait(60)
+    assert time.monotonic() - started < 15  # the store would hold the read for minutes
+    reader.join(30)
+    assert not reader.is_alive() and len(errors) == 1
+    assert "stop timeout (2 s) reached" in m.log()
+
+
+def test_alias_ttl_zero_mounts_and_serves(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:
+    """Nothing in the daemon may stat its own mount from its event loop: with no caching at all, it would wait
+    on itself."""
+    tree = make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    m = mount_factory(alias_ttl=0)
+    assert (m.path / "p/ds/latest/labels.csv").read_bytes() == tree["labels.csv"]
 
 
 def test_stale_mount_is_recovered(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:

@@ -11,8 +11,9 @@ import trio
 
 import refmount
 from refmount.fs import namespace
-from refmount.fs.namespace import Namespace, VersionSlot
-from refmount.registry import ManifestIndex, Node, Registry, open_registry
+from refmount.fs.namespace import Namespace
+from refmount.fs.nodes import FsNode, Root, VersionNode
+from refmount.registry import ManifestIndex, Registry, open_registry
 
 
 class CountingIndex:
@@ -59,53 +60,55 @@ def logged(tmp_path: Path, registry_url: str) -> CountingRegistry:
     return CountingRegistry(open_registry(registry_url))
 
 
-def version_root(ns: Namespace) -> tuple[VersionSlot, Node]:
-    async def resolve() -> VersionSlot:
-        version = await ns.resolve_label("proj", "files", "v0")
-        assert version is not None and not isinstance(version, str)
-        return await ns.version_slot(version)
+def version_root(ns: Namespace) -> VersionNode:
+    async def resolve() -> VersionNode:
+        artifact = await ns.child(await ns.child(Root(), "proj"), "files")  # type: ignore[arg-type]
+        found = await ns.child(artifact, "v0")  # type: ignore[arg-type]
+        assert isinstance(found, VersionNode)
+        return found
 
-    slot = trio.run(resolve)
-    found = node(ns, slot.root_inode)
-    assert found is not None
+    root = trio.run(resolve)
+    assert resolve_inode(ns, root.inode) == root
+    return root
+
+
+def resolve_inode(ns: Namespace, inode: int) -> FsNode | None:
+    return trio.run(ns.resolve, inode)
+
+
+def child(ns: Namespace, parent: VersionNode, name: str) -> VersionNode | None:
+    found = trio.run(ns.child, parent, name)
+    assert found is None or isinstance(found, VersionNode)
     return found
-
-
-def node(ns: Namespace, inode: int) -> tuple[VersionSlot, Node] | None:
-    return trio.run(ns.node, inode)
-
-
-def child(ns: Namespace, slot: VersionSlot, parent: Node, name: str) -> Node | None:
-    return trio.run(ns.child, slot, parent, name)
 
 
 def test_a_version_root_needs_no_index(logged: CountingRegistry) -> None:
     ns = Namespace(logged, alias_ttl=60)  # type: ignore[arg-type]
-    slot, root = version_root(ns)
-    assert root.is_dir and root.id == slot.root_id
+    root = version_root(ns)
+    assert root.is_dir and root.node.id == root.slot.root_id
     assert not logged.indexes  # a stat of vN fetches (on PostgreSQL: copies) no manifest
 
 
-def test_a_looked_up_file_is_opened_without_asking_the_index_again(logged: CountingRegistry) -> None:
+def test_a_looked_up_file_is_read_without_asking_the_index_again(logged: CountingRegistry) -> None:
     ns = Namespace(logged, alias_ttl=60)  # type: ignore[arg-type]
-    slot, root = version_root(ns)
-    found = child(ns, slot, root, "b.txt")
+    root = version_root(ns)
+    found = child(ns, root, "b.txt")
     assert found is not None and found.entry is not None and found.entry.path == "b.txt"
-    assert child(ns, slot, root, "missing.txt") is None
-    assert node(ns, slot.inode(found.id)) == (slot, found)
+    assert child(ns, root, "missing.txt") is None
+    assert resolve_inode(ns, found.inode) == found
     assert len(logged.indexes) == 1 and logged.indexes[0].calls == {"child": 2}
 
 
 def test_only_the_most_recent_nodes_are_kept(logged: CountingRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(namespace, "RECENT_NODES", 2)
     ns = Namespace(logged, alias_ttl=60)  # type: ignore[arg-type]
-    slot, root = version_root(ns)
-    a, b, c = (child(ns, slot, root, name) for name in ("a.txt", "b.txt", "c.txt"))  # a is forgotten
+    root = version_root(ns)
+    a, b, c = (child(ns, root, name) for name in ("a.txt", "b.txt", "c.txt"))  # a is forgotten
     assert a is not None and b is not None and c is not None
     calls = logged.indexes[0].calls
-    assert node(ns, slot.inode(b.id)) == (slot, b)  # kept, and now the most recent
+    assert resolve_inode(ns, b.inode) == b  # kept, and now the most recent
     assert calls["node"] == 0
-    assert node(ns, slot.inode(a.id)) == (slot, a)  # asked again, and c is forgotten
+    assert resolve_inode(ns, a.inode) == a  # asked again, and c is forgotten
     assert calls["node"] == 1
-    assert node(ns, slot.inode(c.id)) == (slot, c)
+    assert resolve_inode(ns, c.inode) == c
     assert calls["node"] == 2

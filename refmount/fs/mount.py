@@ -15,9 +15,8 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +24,17 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from .. import sdnotify, stores
+from .. import __version__, sdnotify, stores
 from ..cache import BlockCache
-from ..errors import InvalidInput, RefmountError
-from ..reader import Reader
-from ..registry import open_registry
+from ..errors import InvalidInput, RefmountError, sole_exception
+from ..reader import open_reader
+from ..registry import Registry, open_registry
 from ..stores.file import FileStore
-from . import dircache
+from ..stores.http import HTTPStore
+from .adapter import FuseAdapter
+from .core import Filesystem
+from .features import Features
 from .namespace import Namespace
-from .operations import Operations
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class MountOptions:
     - ``cache_size_bytes``: the block cache's size limit (least recently used blocks are evicted past it).
     - ``alias_ttl_s``: how long the kernel and the daemon may keep answers above versions (projects,
       artifacts, version lists, alias symlinks); version contents are immutable and cached for a day.
+    - ``stop_timeout_s``: after SIGTERM, how long files already open are still served (see ``_Stopping``).
     - ``allow_other``, ``uid``, ``gid``: who may read, and the owner every file shows.
     - ``fuse_options``: extra ``-o`` options for FUSE (``ro``, ``default_permissions``, ``fsname`` are always set).
     - ``foreground``: stay attached and log to ``log_file`` or stderr; otherwise fork a daemon that logs to
@@ -62,6 +64,7 @@ class MountOptions:
     cache_dir: Path
     cache_size_bytes: int
     alias_ttl_s: float = 5.0
+    stop_timeout_s: float = 30.0
     allow_other: bool = False
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
@@ -122,9 +125,7 @@ def mount_type(path: Path) -> str | None:
     so os.path.ismount calls it no mount. ``path`` must be resolved, as mountinfo's paths are.
     """
     fstype = None
-    for line in Path("/proc/self/mountinfo").read_text(errors="surrogateescape").splitlines():
-        # ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS
-        fields = line.split(" ")
+    for fields in _mountinfo():
         if _unescape(fields[4]) == str(path):
             separator = fields.index("-")
             fstype, source = fields[separator + 1], fields[separator + 2]
@@ -188,6 +189,32 @@ def _log_to(handler: logging.Handler) -> None:
     root.setLevel(min(root.getEffectiveLevel(), logging.INFO))
 
 
+def mount_device(mountpoint: Path) -> str:
+    """The ``major:minor`` device number of the file system mounted at ``mountpoint`` (resolved), from
+    mountinfo (a stat of a FUSE mountpoint is a request to its daemon)."""
+    device = ""
+    for fields in _mountinfo():
+        if _unescape(fields[4]) == str(mountpoint):
+            device = fields[2]
+    if not device:
+        raise InvalidInput(f"{mountpoint} is not mounted")
+    return device
+
+
+def _mountinfo() -> Iterator[list[str]]:
+    # ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS
+    for line in Path("/proc/self/mountinfo").read_text(errors="surrogateescape").splitlines():
+        yield line.split(" ")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:g} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError
+
+
 def _daemonize(options: MountOptions) -> int:
     """Fork; the child mounts and serves, the parent waits for its first word (ok or an error line)."""
     log_file = options.log_file or options.default_log_file
@@ -231,18 +258,16 @@ def _daemonize(options: MountOptions) -> int:
     os._exit(code)  # reply is closed by now: os._exit would not flush it
 
 
-def _serve_until_done(options: MountOptions, on_ready: object) -> int:
+def _serve_until_done(options: MountOptions, on_ready: Callable[[], None] | None) -> int:
     threading.Thread(target=_prepare_s3, name="prepare-s3", daemon=True).start()
-    # Scratch files (HTTP bodies without an ETag, kept once verified) go beside the cache, on the disk
-    # chosen for bulk data, rather than in /tmp, which is often memory.
+    # HTTP bodies without an ETag, kept once verified, go beside the cache, on the disk chosen for bulk data.
     scratch = options.cache_dir / "tmp"
     scratch.mkdir(mode=0o700, exist_ok=True)
-    tempfile.tempdir = str(scratch)
+    http_store = stores.store_for("http://")
+    assert isinstance(http_store, HTTPStore)
+    http_store.keep_bodies_in(str(scratch))
     registry = open_registry(options.registry_url, index_dir=options.cache_dir / "manifests")
     cache = BlockCache(options.cache_dir, options.cache_size_bytes)
-    namespace = Namespace(registry, options.alias_ttl_s)
-    reader = Reader(cache)
-    ops = Operations(namespace, reader, uid=options.uid, gid=options.gid)
     fuse_options = {"fsname=refmount", f"subtype={SUBTYPE}", "ro", "default_permissions", *options.fuse_options}
     if options.allow_other:
         fuse_options.add("allow_other")
@@ -250,21 +275,111 @@ def _serve_until_done(options: MountOptions, on_ready: object) -> int:
         file_store = stores.store_for("file://")
         assert isinstance(file_store, FileStore)
         file_store.serve_other_users()
-    listings_cached = dircache.install()
-    _fuse_init(ops, options.mountpoint, fuse_options)
-    log.info("mounted %s at %s (cache %s; kernel caches version directory listings: %s)", registry.url,
-             options.mountpoint, options.cache_dir, "yes" if listings_cached else "no")  # fmt: skip
     try:
-        trio.run(_serve, options.mountpoint, reader, on_ready)
+        trio.run(_serve, options, registry, cache, fuse_options, on_ready)
+    except BaseExceptionGroup as group:  # a failure inside a nursery: shown as itself (a one-line error, say)
+        raise sole_exception(group) or group from None
     finally:
-        pyfuse3.close(unmount=True)
         cache.close()
         registry.close()
-        log.info("unmounted %s", options.mountpoint)
     return 0
 
 
-def _fuse_init(ops: Operations, mountpoint: Path, fuse_options: set[str]) -> None:
+async def _serve(options: MountOptions, registry: Registry, cache: BlockCache, fuse_options: set[str],
+                 on_ready: Callable[[], None] | None) -> None:  # fmt: skip
+    features = Features.detect()
+    async with open_reader(cache) as reader:
+        fs = Filesystem(Namespace(registry, options.alias_ttl_s), reader)
+        _fuse_init(FuseAdapter(fs, features, uid=options.uid, gid=options.gid), options.mountpoint, fuse_options)
+        log.info("refmount %s mounted %s at %s (cache %s, %s; alias_ttl %gs, stop_timeout %gs; kernel features: %s)",
+                 __version__, registry.url, options.mountpoint, options.cache_dir, _size(options.cache_size_bytes),
+                 options.alias_ttl_s, options.stop_timeout_s, features.summary())  # fmt: skip
+        for cost in features.lost():
+            log.warning("pyfuse3 lacks refmount's patch (run scripts/setup.sh): %s", cost)
+        stopping = _Stopping(options.mountpoint, options.stop_timeout_s)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_serve_requests, nursery.cancel_scope)
+                nursery.start_soon(stopping.on_signals, nursery)
+                await nursery.start(_until_answering, options.mountpoint)
+                sdnotify.notify("READY=1")
+                if on_ready is not None:
+                    on_ready()
+        finally:
+            # A detached mount is no longer ours to unmount: a new daemon may already be mounted there.
+            pyfuse3.close(unmount=not stopping.detached)
+            log.info("unmounted %s", options.mountpoint)
+
+
+async def _serve_requests(scope: trio.CancelScope) -> None:
+    await pyfuse3.main()  # returns when the file system is unmounted (after a lazy unmount: its last file closed)
+    scope.cancel()
+
+
+async def _until_answering(mountpoint: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Ready once a request through the kernel came back; then ask for 1 MiB kernel reads."""
+    await trio.to_thread.run_sync(os.stat, mountpoint)  # in a thread: the kernel asks this very loop
+    await trio.to_thread.run_sync(_raise_read_ahead, mountpoint)
+    task_status.started()
+
+
+def _raise_read_ahead(mountpoint: Path) -> None:
+    """1 MiB kernel read requests instead of 128 KiB (root only; best effort). The device number comes from
+    mountinfo: a stat of the mountpoint would be a request to this daemon."""
+    device = mount_device(mountpoint)
+    path = Path(f"/sys/class/bdi/{device}/read_ahead_kb")
+    try:
+        path.write_text("1024")
+    except OSError as exc:
+        log.info("kernel reads stay at 128 KiB: cannot write %s (%s)", path, exc.strerror or exc)
+
+
+class _Stopping:
+    """SIGTERM, SIGINT or SIGHUP: stop like ``umount --lazy``, within a deadline.
+
+    The mount is detached at once (nothing new can be opened; the mountpoint is free for a new daemon, so
+    a restart under a running job works), and files already open keep being served until the last one
+    closes, when the kernel ends the connection. At ``deadline`` seconds, or at a second signal, whatever
+    is still in flight (reads stalled on a store included) is abandoned and the daemon exits; readers of
+    files still open then get an error.
+    """
+
+    def __init__(self, mountpoint: Path, deadline: float):
+        self.mountpoint = mountpoint
+        self.deadline = deadline
+        self.detached = False
+
+    async def on_signals(self, nursery: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if self.detached:
+                    log.warning("%s again: stopping now", name)
+                    nursery.cancel_scope.cancel()
+                    return
+                log.info("%s: detaching %s; open files are served until they close, for at most %g s", name,
+                         self.mountpoint, self.deadline)  # fmt: skip
+                sdnotify.notify("STOPPING=1")
+                await self._detach()
+                nursery.start_soon(self._cancel_at_deadline, nursery.cancel_scope)
+
+    async def _detach(self) -> None:
+        result = await trio.run_process(["fusermount3", "-u", "-z", str(self.mountpoint)], capture_stdout=True,
+                                        capture_stderr=True, check=False)  # fmt: skip
+        self.detached = result.returncode == 0 or mount_type(self.mountpoint) != FSTYPE
+        if not self.detached:
+            log.error("could not detach %s (%s): stopping now", self.mountpoint, result.stderr.decode().strip())
+            pyfuse3.terminate()
+
+    async def _cancel_at_deadline(self, scope: trio.CancelScope) -> None:
+        await trio.sleep(self.deadline)
+        if not scope.cancel_called:
+            log.warning("stop timeout (%g s) reached with files still open: abandoning what is in flight",
+                        self.deadline)  # fmt: skip
+            scope.cancel()
+
+
+def _fuse_init(ops: FuseAdapter, mountpoint: Path, fuse_options: set[str]) -> None:
     """``pyfuse3.init``, whose failure becomes one line with libfuse's reason.
 
     pyfuse3 only raises "fuse_session_new() failed" or the like; libfuse and fusermount3 print why
@@ -314,48 +429,3 @@ def _prepare_s3() -> None:
         stores.prepare("s3")
     except Exception as exc:
         log.warning("S3 is not usable yet, reads of s3:// objects will fail: %s", exc)
-
-
-async def _serve(mountpoint: Path, reader: Reader, on_ready: object) -> None:
-    async with trio.open_nursery() as nursery:
-        reader.attach(nursery)
-        nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
-        nursery.start_soon(_announce_ready, mountpoint, on_ready)
-        await pyfuse3.main()  # returns when the file system is unmounted or terminate() is called
-        nursery.cancel_scope.cancel()
-
-
-async def _stop_on_signals(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("%s: unmounting", signal.Signals(signum).name)
-            sdnotify.notify("STOPPING=1")
-            pyfuse3.terminate()
-            return
-
-
-async def _announce_ready(mountpoint: Path, on_ready: object) -> None:
-    """Tell the waiting parent and systemd only once a request through the kernel came back."""
-    await trio.to_thread.run_sync(os.stat, mountpoint)
-    _tune_kernel(mountpoint)
-    sdnotify.notify("READY=1")
-    if callable(on_ready):
-        on_ready()
-
-
-def _tune_kernel(mountpoint: Path) -> None:
-    """1 MiB kernel read requests and more requests in flight (root only; best effort)."""
-    dev = os.stat(mountpoint).st_dev
-    tunables = {
-        Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"): "1024",
-        Path(f"/sys/fs/fuse/connections/{dev}/max_background"): "64",
-        Path(f"/sys/fs/fuse/connections/{dev}/congestion_threshold"): "48",
-    }
-    connections = Path("/sys/fs/fuse/connections")
-    if connections.is_dir() and not os.path.ismount(connections):
-        subprocess.run(["mount", "-t", "fusectl", "fusectl", str(connections)], capture_output=True)
-    for path, value in tunables.items():
-        try:
-            path.write_text(value)
-        except OSError as exc:
-            log.debug("could not set %s to %s: %s", path, value, exc)

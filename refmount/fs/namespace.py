@@ -1,17 +1,19 @@
-"""What the mount shows: projects, artifacts, versions and aliases, and the inode numbers for them.
+"""What the mount shows: which nodes exist (projects, artifacts, versions, aliases, paths inside
+versions), their inode numbers, and the registry answers behind them.
 
-Two kinds of inodes:
-- the namespace above versions (projects, artifacts, alias symlinks): few, numbered from a counter;
-- everything inside a version: ``slot << 40 | node id``, where the slot is a small per-mount number
-  for a version and the node id comes from the registry's manifest index. Nothing is kept per entry,
-  so memory does not grow with the files of a version, only with the versions that were opened.
-
-The few thousand nodes looked up last are kept, since a file's lookup is followed at once by its
-open (and a directory is the parent of many lookups): each would otherwise be a query of the index.
+Inodes above versions are numbered from a counter as nodes are first seen (there are few); inside a
+version they are ``slot << 40 | node id``, where the slot is a small per-mount number for a version
+and the node id comes from the registry's manifest index: nothing is kept per entry, so memory
+grows with the versions opened, not with their files. The few thousand nodes looked up last are
+kept, since a file's lookup is followed at once by its read (and a directory is the parent of many
+lookups): each would otherwise be a query of the index.
 
 Registry answers are cached for ``alias_ttl`` seconds; registry calls run in worker threads so a
 slow or unreachable database never blocks the daemon's event loop. While the registry is down,
 answers obtained before keep being served and only lookups never made before fail (EIO).
+
+A registry may be damaged or hostile: a name that ``log`` would refuse (see :func:`refmount.manifest.
+path_component_problem` and :func:`refmount.names.name_problem`) is never listed or resolved.
 """
 
 from __future__ import annotations
@@ -20,21 +22,33 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
 
 from ..errors import NotFound
-from ..names import version_index
-from ..registry import ManifestIndex, Node, Registry, VersionInfo
+from ..manifest import path_component_problem
+from ..names import name_problem, version_index
+from ..registry import ManifestIndex, Registry, VersionInfo
+from .nodes import (
+    NODE_MASK,
+    ROOT_INODE,
+    SLOT_SHIFT,
+    AliasLink,
+    ArtifactDir,
+    FsNode,
+    NamespaceNode,
+    ProjectDir,
+    Root,
+    VersionNode,
+    VersionSlot,
+)
 
 log = logging.getLogger(__name__)
 
-SLOT_SHIFT = 40
-NODE_MASK = (1 << SLOT_SHIFT) - 1
-ROOT_INODE = 1
 RECENT_NODES = 4096
+_WARNED_NAMES = 1000  # invalid names reported once each, up to this many
 
 T = TypeVar("T")
 
@@ -49,77 +63,112 @@ class ArtifactView:
     aliases: dict[str, int]
 
 
-@dataclass(eq=False)
-class VersionSlot:
-    """A version the mount has resolved. Its manifest index is fetched on the first look inside it (a
-    network registry copies the manifest to local disk then): listing an artifact's versions costs
-    nothing per version. Once fetched, the index is local, so the version keeps working offline."""
-
-    slot: int
-    version: VersionInfo
-    root_id: int
-    loaded: ManifestIndex | None = None  # see Namespace.index()
-    loading: trio.Lock = field(default_factory=trio.Lock)
-
-    @property
-    def root(self) -> Node:
-        return Node(self.root_id, "", True)
-
-    @property
-    def root_inode(self) -> int:
-        return self.inode(self.root_id)
-
-    def inode(self, node_id: int) -> int:
-        return self.slot << SLOT_SHIFT | node_id
-
-
 class Namespace:
     def __init__(self, registry: Registry, alias_ttl: float):
         self.registry = registry
         self.alias_ttl = alias_ttl
-        self._paths: dict[int, tuple[str, ...]] = {ROOT_INODE: ()}
-        self._inodes: dict[tuple[str, ...], int] = {(): ROOT_INODE}
+        self._nodes: dict[int, NamespaceNode] = {ROOT_INODE: Root()}
+        self._inodes: dict[NamespaceNode, int] = {Root(): ROOT_INODE}
         self._answers: dict[tuple[Any, ...], tuple[float, Any]] = {}
         self._slots: dict[int, VersionSlot] = {}
         self._slot_of: dict[tuple[str, str, int], int] = {}
-        self._recent: collections.OrderedDict[int, tuple[VersionSlot, Node]] = collections.OrderedDict()
+        self._recent: collections.OrderedDict[int, VersionNode] = collections.OrderedDict()
+        self._warned: set[str] = set()
         self._registry_ok = True
 
-    # -- inode numbers ----------------------------------------------------------------------------
-    def inode_of(self, path: tuple[str, ...]) -> int:
-        inode = self._inodes.get(path)
+    # -- inodes -------------------------------------------------------------------------------------
+    def inode(self, node: FsNode) -> int:
+        if isinstance(node, VersionNode):
+            return node.inode
+        inode = self._inodes.get(node)
         if inode is None:
-            inode = self._inodes[path] = len(self._inodes) + 1
-            self._paths[inode] = path
+            inode = self._inodes[node] = len(self._inodes) + 1
+            self._nodes[inode] = node
         return inode
 
-    def path_of(self, inode: int) -> tuple[str, ...] | None:
-        return self._paths.get(inode)
-
-    def slot_of(self, inode: int) -> VersionSlot | None:
-        return self._slots.get(inode >> SLOT_SHIFT)
-
-    @staticmethod
-    def node_id(inode: int) -> int:
-        return inode & NODE_MASK
-
-    @staticmethod
-    def in_version(inode: int) -> bool:
-        return inode >> SLOT_SHIFT > 0
-
-    async def node(self, inode: int) -> tuple[VersionSlot, Node] | None:
+    async def resolve(self, inode: int) -> FsNode | None:
+        """The node behind ``inode``: None if this mount never handed it out."""
+        if inode >> SLOT_SHIFT == 0:
+            return self._nodes.get(inode)
         found = self._recent.get(inode)
         if found is not None:
             self._recent.move_to_end(inode)
             return found
-        slot = self.slot_of(inode)
+        slot = self._slots.get(inode >> SLOT_SHIFT)
         if slot is None:
             return None
-        if self.node_id(inode) == slot.root_id:
-            return slot, slot.root  # a stat of `vN` needs no index (nor, on a network registry, its copy)
-        node = (await self.index(slot)).node(self.node_id(inode))
-        return None if node is None else self._remember(slot, node)
+        node_id = inode & NODE_MASK
+        if node_id == slot.root_id:
+            return VersionNode(slot, slot.root)  # a stat of `vN` needs no index (nor, on a network registry, its copy)
+        node = (await self.index(slot)).node(node_id)
+        return None if node is None else self._remember(VersionNode(slot, node))
 
+    # -- what is where ------------------------------------------------------------------------------
+    async def child(self, parent: FsNode, name: str) -> FsNode | None:
+        """The node called ``name`` in the directory ``parent``, None if there is none (or not a directory)."""
+        if isinstance(parent, VersionNode):
+            if not parent.is_dir or self.invalid_path_name(name):
+                return None
+            node = (await self.index(parent.slot)).child(parent.node.id, name)
+            return None if node is None else self._remember(VersionNode(parent.slot, node))
+        if self._invalid(name, name_problem(name)):
+            return None
+        if isinstance(parent, Root):
+            return ProjectDir(name) if name in await self.projects() else None
+        if isinstance(parent, ProjectDir):
+            return ArtifactDir(parent.project, name) if name in await self.artifacts(parent.project) else None
+        if isinstance(parent, ArtifactDir):
+            return await self._label(parent, name)
+        return None
+
+    async def children(self, parent: NamespaceNode) -> list[tuple[str, FsNode]]:
+        """The listing of a directory above versions, in a stable order (names that cannot be shown left out)."""
+        if isinstance(parent, Root):
+            names = await self.projects()
+            return [(name, ProjectDir(name)) for name in names if not self._invalid(name, name_problem(name))]
+        if isinstance(parent, ProjectDir):
+            names = await self.artifacts(parent.project)
+            return [(name, ArtifactDir(parent.project, name)) for name in names
+                    if not self._invalid(name, name_problem(name))]  # fmt: skip
+        if isinstance(parent, ArtifactDir):
+            view = await self.artifact(parent.project, parent.artifact)
+            if view is None:
+                return []
+            out: list[tuple[str, FsNode]] = []
+            for index in sorted(view.versions):
+                slot = await self.version_slot(view.versions[index])
+                out.append((f"v{index}", VersionNode(slot, slot.root)))
+            for alias in sorted(view.aliases):
+                if not self._invalid(alias, name_problem(alias)):
+                    out.append((alias, AliasLink(parent.project, parent.artifact, alias, view.aliases[alias])))
+            return out
+        return []
+
+    async def _label(self, parent: ArtifactDir, label: str) -> FsNode | None:
+        view = await self.artifact(parent.project, parent.artifact)
+        if view is None:
+            return None
+        index = version_index(label)
+        if index is not None:
+            version = view.versions.get(index)
+            if version is None:
+                return None
+            slot = await self.version_slot(version)
+            return VersionNode(slot, slot.root)
+        target = view.aliases.get(label)
+        return None if target is None else AliasLink(parent.project, parent.artifact, label, target)
+
+    def invalid_path_name(self, name: str) -> bool:
+        """Is ``name`` (a child inside a version) one that logging would refuse? (Then it is not shown.)"""
+        return self._invalid(name, path_component_problem(name))
+
+    def _invalid(self, name: str, problem: str | None) -> bool:
+        if problem is not None and name not in self._warned and len(self._warned) < _WARNED_NAMES:
+            self._warned.add(name)
+            log.warning("not showing the invalid name %r from the registry: it %s", name, problem)
+        return problem is not None
+
+    # -- versions -----------------------------------------------------------------------------------
     async def index(self, slot: VersionSlot) -> ManifestIndex:
         """The version's manifest index, fetched (once, whoever else is waiting for it) on first use."""
         if slot.loaded is None:
@@ -128,17 +177,22 @@ class Namespace:
                     slot.loaded = await self._ask(lambda: self.registry.manifest_index(slot.version.manifest_id))
         return slot.loaded
 
-    async def child(self, slot: VersionSlot, parent: Node, name: str) -> Node | None:
-        node = (await self.index(slot)).child(parent.id, name)
-        if node is not None:
-            self._remember(slot, node)
-        return node
+    async def version_slot(self, version: VersionInfo) -> VersionSlot:
+        key = (version.project, version.artifact, version.index)
+        number = self._slot_of.get(key)
+        if number is None:
+            root_id = await self._ask(lambda: self.registry.manifest_root(version.manifest_id))
+            number = self._slot_of.get(key)  # another request may have resolved it meanwhile
+            if number is None:
+                number = self._slot_of[key] = len(self._slot_of) + 1
+                self._slots[number] = VersionSlot(number, version, root_id)
+        return self._slots[number]
 
-    def _remember(self, slot: VersionSlot, node: Node) -> tuple[VersionSlot, Node]:
-        found = self._recent[slot.inode(node.id)] = (slot, node)
+    def _remember(self, node: VersionNode) -> VersionNode:
+        self._recent[node.inode] = node
         if len(self._recent) > RECENT_NODES:
             self._recent.popitem(last=False)
-        return found
+        return node
 
     # -- registry answers, cached for alias_ttl ------------------------------------------------------
     async def projects(self) -> list[str]:
@@ -162,28 +216,6 @@ class Namespace:
             return ArtifactView({v.index: v for v in versions}, self.registry.aliases(project, artifact))
 
         return await self._cached(("artifact", project, artifact), view)
-
-    async def version_slot(self, version: VersionInfo) -> VersionSlot:
-        key = (version.project, version.artifact, version.index)
-        number = self._slot_of.get(key)
-        if number is None:
-            root_id = await self._ask(lambda: self.registry.manifest_root(version.manifest_id))
-            number = self._slot_of.get(key)  # another request may have resolved it meanwhile
-            if number is None:
-                number = self._slot_of[key] = len(self._slot_of) + 1
-                self._slots[number] = VersionSlot(number, version, root_id)
-        return self._slots[number]
-
-    async def resolve_label(self, project: str, artifact: str, label: str) -> VersionInfo | str | None:
-        """``vN`` -> the version; an alias -> its target label (``v2``); else None."""
-        view = await self.artifact(project, artifact)
-        if view is None:
-            return None
-        index = version_index(label)
-        if index is not None:
-            return view.versions.get(index)
-        target = view.aliases.get(label)
-        return None if target is None else f"v{target}"
 
     async def _cached(self, key: tuple[Any, ...], fetch: Callable[[], T]) -> T:
         now = time.monotonic()

@@ -66,6 +66,11 @@ class HTTPStore(Store):
     def __init__(self, *, spool_bytes: int = _SPOOL_BYTES) -> None:
         self._local = threading.local()
         self._spool = _Spool(spool_bytes)
+        self.scratch_dir: str | None = None  # where verified bodies are kept (None: the system's temp dir)
+
+    def keep_bodies_in(self, directory: str) -> None:
+        """Keep verified bodies in ``directory`` (the daemon's cache dir: bulk data, unlike /tmp, often memory)."""
+        self.scratch_dir = directory
 
     @property
     def session(self) -> requests.Session:
@@ -181,7 +186,8 @@ class HTTPStore(Store):
         if entry.size is not None and entry.size > self._spool.budget:
             wanted = min(length, entry.size - offset)
             return bytes(self._fetch_verified(entry, lambda: _Window(offset, wanted)).data)
-        body = self._spool.get((entry.ref, entry.digest), lambda: self._fetch_verified(entry, _Body))
+        new_body = lambda: _Body(self.scratch_dir)  # noqa: E731
+        body = self._spool.get((entry.ref, entry.digest), lambda: self._fetch_verified(entry, new_body))
         return body.pread(offset, length)
 
     def _fetch_verified(self, entry: Entry, new_sink: Callable[[], Sink]) -> Sink:
@@ -232,8 +238,8 @@ class _Body:
 
     fd = -1
 
-    def __init__(self) -> None:
-        fd, path = tempfile.mkstemp(prefix="refmount-http-")
+    def __init__(self, directory: str | None) -> None:
+        fd, path = tempfile.mkstemp(prefix="refmount-http-", dir=directory)
         os.unlink(path)
         self.fd, self.size = fd, 0
 

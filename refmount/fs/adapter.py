@@ -1,0 +1,153 @@
+"""pyfuse3's side of the file system: each kernel request translated to a :class:`Filesystem` call.
+
+Nothing here decides what the tree holds. Every handler goes through one error path
+(:func:`_answer`): an :class:`FsError` becomes its errno (logged when it carries a message), a
+registry outage is EIO (logged once, by the namespace), and anything unexpected fails only its own
+request with EIO and a traceback in the log, since pyfuse3 ends the whole mount when a handler
+raises anything but ``FUSEError``.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+import trio
+
+from .core import Attributes, Filesystem, FsError, Kind
+from .features import Features
+from .namespace import RegistryDown
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+IO_BLOCK = 1 << 20  # st_blksize: invites tools like cp and cat to read 1 MiB at a time
+MODES = {Kind.DIR: stat.S_IFDIR | 0o555, Kind.FILE: stat.S_IFREG | 0o444, Kind.SYMLINK: stat.S_IFLNK | 0o777}
+
+
+def _answer(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(handler)
+    async def run(self: Any, *args: Any) -> T:
+        try:
+            return await handler(self, *args)
+        except FsError as exc:
+            if exc.message:  # it starts with what failed: "p/ds:v0/a.bin: ..."
+                log.error("%s for %s", errno.errorcode.get(exc.errno, exc.errno), exc.message)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except pyfuse3.FUSEError:
+            raise
+        except RegistryDown:
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception:
+            log.exception("EIO for a %s request %r: unexpected error", handler.__name__, args)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return run
+
+
+class FuseAdapter(pyfuse3.Operations):
+    """The pyfuse3 operations of a mount. Class attributes below are read by refmount's pyfuse3 build at
+    init (see :mod:`refmount.fs.features`); a stock pyfuse3 ignores them."""
+
+    enable_writeback_cache = False
+    max_background = 64  # the kernel's default of 12 leaves a cold reader of many files waiting
+    congestion_threshold = 48
+    enable_cache_symlinks = True  # an alias link's inode is per target: its cached text is never stale
+    enable_no_open = True  # versions are immutable: nothing to decide per open (the kernel keeps pages)
+
+    def __init__(self, fs: Filesystem, features: Features, *, uid: int, gid: int):
+        super().__init__()
+        self.fs = fs
+        self.features = features
+        self.uid, self.gid = uid, gid
+
+    def entry_attributes(self, attributes: Attributes) -> pyfuse3.EntryAttributes:
+        out = pyfuse3.EntryAttributes()
+        out.st_ino = attributes.inode
+        out.entry_timeout = out.attr_timeout = attributes.ttl
+        if attributes.inode == 0:
+            return out  # a cached "no such entry"
+        out.st_mode = MODES[attributes.kind]
+        out.st_nlink = 2 if attributes.kind is Kind.DIR else 1
+        out.st_uid, out.st_gid = self.uid, self.gid
+        out.st_size = attributes.size
+        out.st_blksize = IO_BLOCK
+        out.st_blocks = -(-attributes.size // 512)
+        out.st_atime_ns = out.st_mtime_ns = out.st_ctime_ns = attributes.mtime_ns
+        return out
+
+    # -- lookups ------------------------------------------------------------------------------------
+    @_answer
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return self.entry_attributes(await self.fs.lookup(parent_inode, os.fsdecode(name)))
+
+    @_answer
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return self.entry_attributes(await self.fs.getattr(inode))
+
+    @_answer
+    async def readlink(self, inode: int, ctx: Any = None) -> bytes:
+        return os.fsencode(await self.fs.readlink(inode))
+
+    # -- directories --------------------------------------------------------------------------------
+    @_answer
+    async def opendir(self, inode: int, ctx: Any = None) -> int | pyfuse3.FileInfo:
+        unchanging = await self.fs.opendir(inode)
+        if not self.features.cached_listings:
+            return inode
+        return pyfuse3.FileInfo(fh=inode, keep_cache=unchanging, cache_readdir=unchanging)
+
+    @_answer
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        async for name, attributes, cookie in self.fs.listdir(fh, start_id):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self.entry_attributes(attributes), cookie):
+                return
+
+    # -- files --------------------------------------------------------------------------------------
+    @_answer
+    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+        """Only with a stock pyfuse3 (refmount's build answers ENOSYS itself). The handle is the inode, as
+        the reads of a handle-less mount carry it: one read path either way."""
+        await self.fs.open(inode)
+        return pyfuse3.FileInfo(fh=inode, keep_cache=True)  # pinned bytes never change: keep the page cache
+
+    @_answer
+    async def read(self, fh: int, off: int, size: int) -> memoryview:
+        lease = await self.fs.read(fh, off, size)
+        # pyfuse3 copies the returned buffer to the kernel before this task next yields, and a buffer is
+        # only handed out again on this thread: the hold is let go on the event loop's next turn, after it.
+        trio.lowlevel.current_trio_token().run_sync_soon(lease.release)
+        return lease.view
+
+    @_answer
+    async def release(self, fh: int) -> None:
+        self.fs.release(fh)
+
+    # -- extended attributes ------------------------------------------------------------------------
+    @_answer
+    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        return await self.fs.getxattr(inode, os.fsdecode(name))
+
+    @_answer
+    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
+        return [os.fsencode(name) for name in await self.fs.listxattr(inode)]
+
+    @_answer
+    async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = IO_BLOCK
+        data.f_namemax = 255
+        return data
+
+    # -- everything that would change something -----------------------------------------------------
+    async def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _read_only
+    create = write = setxattr = removexattr = _read_only

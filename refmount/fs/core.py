@@ -1,0 +1,220 @@
+"""The file system itself, without a kernel: what each request means for the tree of artifact versions.
+
+Requests come in as inode numbers and names and go out as plain values (:class:`Attributes`,
+names, leases of bytes) or an :class:`FsError` carrying an errno; :mod:`refmount.fs.adapter`
+translates them to and from pyfuse3, and tests drive this class directly.
+
+Version subtrees never change, so their entries and attributes carry long kernel timeouts, their
+listings may be kept by the kernel, and negative lookups are cached too: re-reading a tree does
+not reach the daemon. The namespace above versions (new versions, moved aliases) uses ``alias_ttl``.
+Entries with nothing that pins their bytes (``checksum=False`` locations) are not shown.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+from ..errors import RefmountError
+from ..manifest import Entry
+from ..prefetch import StreamTable
+from ..reader import Lease, Reader
+from .namespace import Namespace
+from .nodes import ROOT_INODE, AliasLink, FsNode, VersionNode
+
+log = logging.getLogger(__name__)
+
+IMMUTABLE_TTL = 24 * 3600.0
+LISTING_BATCH = 1000
+XATTRS = {
+    "user.refmount.ref": lambda e: e.ref,
+    "user.refmount.version": lambda e: e.version_id,
+    "user.refmount.digest": lambda e: e.digest,
+    "user.refmount.etag": lambda e: e.etag,
+}
+STATS_XATTR = "user.refmount.stats"
+
+
+class FsError(Exception):
+    """A request's answer is this errno. With a ``message``, the failure is worth a line in the log."""
+
+    def __init__(self, code: int, message: str | None = None):
+        super().__init__(message or errno.errorcode.get(code, str(code)))
+        self.errno = code
+        self.message = message
+
+
+class Kind(Enum):
+    DIR = "dir"
+    FILE = "file"
+    SYMLINK = "symlink"
+
+
+@dataclass(frozen=True, slots=True)
+class Attributes:
+    """What stat shows of a node, and how long the kernel may keep it (``inode`` 0: a cached "no such entry")."""
+
+    inode: int
+    kind: Kind
+    size: int
+    mtime_ns: int
+    ttl: float
+
+
+@dataclass
+class Counters:
+    lookups: int = 0
+    getattrs: int = 0
+    readdirs: int = 0
+    opens: int = 0
+    reads: int = 0
+    read_bytes: int = 0
+    read_errors: int = 0
+
+
+class Filesystem:
+    def __init__(self, namespace: Namespace, reader: Reader):
+        self.ns = namespace
+        self.reader = reader
+        self.streams = StreamTable(reader)
+        self.counters = Counters()
+        self._mount_time_ns = time.time_ns()
+
+    # -- attributes ---------------------------------------------------------------------------------
+    def attributes(self, node: FsNode) -> Attributes:
+        inode = self.ns.inode(node)
+        if isinstance(node, VersionNode):
+            entry = node.entry
+            if entry is None:
+                return Attributes(inode, Kind.DIR, 0, node.slot.mtime_ns, IMMUTABLE_TTL)
+            return Attributes(inode, Kind.FILE, entry.size or 0, node.slot.mtime_ns, IMMUTABLE_TTL)
+        if isinstance(node, AliasLink):
+            return Attributes(inode, Kind.SYMLINK, len(node.text), self._mount_time_ns, self.ns.alias_ttl)
+        return Attributes(inode, Kind.DIR, 0, self._mount_time_ns, self.ns.alias_ttl)
+
+    async def _node(self, inode: int) -> FsNode:
+        node = await self.ns.resolve(inode)
+        if node is None:
+            raise FsError(errno.ENOENT)
+        return node
+
+    # -- lookups ------------------------------------------------------------------------------------
+    async def lookup(self, parent_inode: int, name: str) -> Attributes:
+        """The attributes of ``name`` in a directory; a miss is a negative entry the kernel may keep
+        (inside a version: a day; above: ``alias_ttl``, after which new names may appear)."""
+        self.counters.lookups += 1
+        parent = await self._node(parent_inode)
+        if isinstance(parent, AliasLink) or (isinstance(parent, VersionNode) and not parent.is_dir):
+            raise FsError(errno.ENOTDIR)
+        child = await self.ns.child(parent, name)
+        if child is None or not _visible(child):
+            ttl = IMMUTABLE_TTL if isinstance(parent, VersionNode) else self.ns.alias_ttl
+            return Attributes(0, Kind.FILE, 0, 0, ttl)
+        return self.attributes(child)
+
+    async def getattr(self, inode: int) -> Attributes:
+        self.counters.getattrs += 1
+        return self.attributes(await self._node(inode))
+
+    async def readlink(self, inode: int) -> str:
+        node = await self._node(inode)
+        if not isinstance(node, AliasLink):
+            raise FsError(errno.EINVAL)
+        return node.text
+
+    # -- directories --------------------------------------------------------------------------------
+    async def opendir(self, inode: int) -> bool:
+        """Check ``inode`` is a directory; True if its listing never changes (the kernel may keep it)."""
+        node = await self._node(inode)
+        if isinstance(node, AliasLink) or (isinstance(node, VersionNode) and not node.is_dir):
+            raise FsError(errno.ENOTDIR)
+        return isinstance(node, VersionNode)  # a version directory; those above change
+
+    async def listdir(self, inode: int, after: int) -> AsyncIterator[tuple[str, Attributes, int]]:
+        """(name, attributes, cookie) for each entry past the cookie ``after`` (0: from the start)."""
+        self.counters.readdirs += 1
+        node = await self._node(inode)
+        if isinstance(node, VersionNode):
+            async for item in self._list_version_dir(node, after):
+                yield item
+            return
+        if isinstance(node, AliasLink):
+            raise FsError(errno.ENOTDIR)
+        children = await self.ns.children(node)
+        for position, (name, child) in enumerate(children[after:], after + 1):
+            yield name, self.attributes(child), position
+
+    async def _list_version_dir(self, directory: VersionNode, after: int) -> AsyncIterator[tuple[str, Attributes, int]]:
+        slot, mtime = directory.slot, directory.slot.mtime_ns
+        index = await self.ns.index(slot)
+        while rows := index.listing(directory.node.id, after_id=after, limit=LISTING_BATCH):
+            for node_id, name, is_dir, size in rows:
+                after = node_id
+                if self.ns.invalid_path_name(name):
+                    continue
+                if is_dir:
+                    yield name, Attributes(slot.inode(node_id), Kind.DIR, 0, mtime, IMMUTABLE_TTL), node_id
+                elif size is not None:  # a checksum=False location has nothing pinned to show
+                    yield name, Attributes(slot.inode(node_id), Kind.FILE, size, mtime, IMMUTABLE_TTL), node_id
+
+    # -- files --------------------------------------------------------------------------------------
+    async def open(self, inode: int) -> None:
+        """Check ``inode`` is a file (the kernel may not ask at all: reads name the inode)."""
+        self.counters.opens += 1
+        await self._file(inode)
+
+    async def read(self, inode: int, offset: int, size: int) -> Lease:
+        """The bytes at ``offset``, as a lease the caller releases once they are sent."""
+        self.counters.reads += 1
+        node, entry = await self._file(inode)
+        try:
+            lease = await self.streams.stream(inode, entry, offset).read(offset, size)
+        except RefmountError as exc:
+            self.counters.read_errors += 1
+            where, message = f"{node.slot.version.qualified_name}/{entry.path}", str(exc)
+            raise FsError(errno.EIO, f"{where}: {message}" if entry.ref in message else
+                          f"{where} (reference {entry.ref}): {message}") from None  # fmt: skip
+        self.counters.read_bytes += len(lease.view)
+        return lease
+
+    def release(self, inode: int) -> None:
+        """Every descriptor of the file was closed (when the kernel says so): stop reading ahead."""
+        self.streams.close(inode)
+
+    async def _file(self, inode: int) -> tuple[VersionNode, Entry]:
+        node = await self._node(inode)
+        if not isinstance(node, VersionNode):
+            raise FsError(errno.EISDIR if not isinstance(node, AliasLink) else errno.EINVAL)
+        if node.entry is None:
+            raise FsError(errno.EISDIR)
+        return node, node.entry
+
+    # -- extended attributes ------------------------------------------------------------------------
+    async def getxattr(self, inode: int, name: str) -> bytes:
+        if inode == ROOT_INODE and name == STATS_XATTR:
+            return json.dumps({**asdict(self.counters), **asdict(self.reader.stats)}).encode()
+        entry = await self._entry_or_none(inode)
+        value = XATTRS[name](entry) if entry is not None and name in XATTRS else None
+        if value is None:
+            raise FsError(errno.ENODATA)
+        return str(value).encode()
+
+    async def listxattr(self, inode: int) -> list[str]:
+        if inode == ROOT_INODE:
+            return [STATS_XATTR]
+        entry = await self._entry_or_none(inode)
+        return [] if entry is None else [name for name, get in XATTRS.items() if get(entry) is not None]
+
+    async def _entry_or_none(self, inode: int) -> Entry | None:
+        node = await self._node(inode)
+        return node.entry if isinstance(node, VersionNode) else None
+
+
+def _visible(node: FsNode) -> bool:
+    """Files with nothing pinned to read (``checksum=False`` locations) are not shown."""
+    return not isinstance(node, VersionNode) or node.is_dir or (node.entry is not None and node.entry.size is not None)
