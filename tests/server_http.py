@@ -205,9 +205,11 @@ class StallingServer:
     releases them (at most a minute)."""
 
     url: str
+    body: bytes
     stall: str = "GET"  # or "HEAD"
     arrived: threading.Event = field(default_factory=threading.Event)  # a stalled request came in
     release: threading.Event = field(default_factory=threading.Event)
+    requests: list[str] = field(default_factory=list)  # the methods asked, in order
 
 
 @pytest.fixture
@@ -222,6 +224,7 @@ def stalling_http() -> Iterator[StallingServer]:
             self._answer(body)
 
         def _answer(self, content: bytes) -> None:
+            served.requests.append(self.command)
             if self.command == served.stall:
                 served.arrived.set()
                 served.release.wait(60)
@@ -238,7 +241,7 @@ def stalling_http() -> Iterator[StallingServer]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    served = StallingServer(f"http://127.0.0.1:{server.server_port}/slow.bin")
+    served = StallingServer(f"http://127.0.0.1:{server.server_port}/slow.bin", body)
     thread = threading.Thread(target=server.serve_forever, name="stalling-http", daemon=True)
     thread.start()
     try:

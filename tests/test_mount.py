@@ -264,6 +264,35 @@ def test_concurrent_reads_of_one_block_fetch_once(tmp_path: Path, registry_url: 
     assert m.stats()["fetches"] == 1
 
 
+def test_two_mounts_sharing_a_cache_fetch_a_cold_file_once(registry_url: str, mount_factory: Any,
+                                                           stalling_http: StallingServer) -> None:  # fmt: skip
+    """The second daemon to miss a block waits for the first one's fetch (a claim in the shared cache directory)."""
+    stalling_http.stall = ""
+    log(registry_url, "p/slow", stalling_http.url)
+    stalling_http.stall = "GET"
+    first, second = mount_factory(), mount_factory()  # the same cache directory
+    got: list[bytes] = []
+
+    def read(m: Any) -> None:
+        got.append((m.path / "p/slow/v0/slow.bin").read_bytes())
+
+    readers = [threading.Thread(target=read, args=(first,))]
+    readers[0].start()
+    assert stalling_http.arrived.wait(30)
+    readers.append(threading.Thread(target=read, args=(second,)))
+    readers[1].start()
+    deadline = time.monotonic() + 30
+    while "->" not in Path("/proc/locks").read_text():  # the second daemon waits on the first one's claim
+        assert time.monotonic() < deadline, "the second daemon never waited for the first one's fetch"
+        time.sleep(0.02)
+    stalling_http.release.set()
+    for reader in readers:
+        reader.join(30)
+    assert got == [stalling_http.body] * 2
+    assert stalling_http.requests.count("GET") == 1
+    assert second.stats()["fetches"] == 0 and second.stats()["waited_for_other_process"] == 1
+
+
 def test_sigterm_unmounts_cleanly(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:
     make_tree(tmp_path / "src", 0)
     log(registry_url, "p/ds", file_uri(tmp_path / "src"))
