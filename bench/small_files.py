@@ -2,53 +2,81 @@
 
     python bench/small_files.py [--files 10000] [--size-kib 64] [--readers 16] [--peers rclone,s3fs]
 
-Starts SeaweedFS on 127.0.0.1, logs the prefix, and reads every file through the mount: cold
-(empty cache), warm from the disk cache (page cache dropped) and warm from the page cache. Peers
-in the same run: boto3 GetObject of every object with the same number of threads, and optionally
-`rclone mount` / `s3fs` on the same bucket, read the same three ways. Needs root (it writes
-/proc/sys/vm/drop_caches).
+Starts SeaweedFS on 127.0.0.1, logs the prefix, and reads every file through the mount in a shuffled
+order (as a training epoch does): cold (empty cache), warm from the disk cache (page cache dropped)
+and warm from the page cache. For each pass it prints files/s, the serving daemon's CPU time per file
+and, for refmount, how many requests reached the daemon (opens included). Peers in the same run: boto3
+GetObject of every object with the same number of threads, and optionally `rclone mount` / `s3fs` on
+the same bucket, read the same three ways. Needs root (it writes /proc/sys/vm/drop_caches).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-from common import PEERS, drop_caches, peer_mount, use_s3
+from common import PEERS, cpu_seconds, drop_caches, peer_mount, serving_pid, use_s3
 
 import refmount
 import refmount.stores
 from tests.mounts import MountedFS
 from tests.servers import SeaweedFS, s3_client
 
+STATS_XATTR = "user.refmount.stats"
 
-def files_per_second(count: int, readers: int, read_one: Callable[[int], int]) -> float:
+
+@dataclass
+class Pass:
+    label: str
+    files_per_s: float
+    cpu_ms_per_file: float | None = None  # the serving process's CPU time per file
+    requests: int | None = None  # requests that reached refmount's daemon during the pass
+
+
+def timed(count: int, readers: int, read_one: Callable[[int], int], order: list[int]) -> float:
     start = time.perf_counter()
     with ThreadPoolExecutor(readers) as pool:
-        total = sum(pool.map(read_one, range(count)))
+        total = sum(pool.map(read_one, order))
     assert total > 0
     return count / (time.perf_counter() - start)
 
 
-def three_ways(label: str, root: Path, args: argparse.Namespace, key: Callable[[int], str]) -> list[tuple[str, float]]:
-    """Files/s reading every file under ``root``: cold, from the reader's own disk cache, from the page cache."""
+def refmount_requests(mnt: Path) -> int:
+    """All requests the daemon has answered so far, less the one that asks (an xattr is never cached)."""
+    counts = json.loads(os.getxattr(mnt, STATS_XATTR))["requests"]
+    return sum(counts.values())
+
+
+def three_ways(label: str, root: Path, args: argparse.Namespace, key: Callable[[int], str], pid: int,
+               counted: Path | None = None) -> list[Pass]:  # fmt: skip
+    """Every file under ``root`` in a shuffled order: cold, from the reader's own disk cache, from the page cache."""
+    order = list(range(args.files))
 
     def read_file(i: int) -> int:
         return len((root / key(i)).read_bytes())
 
-    drop_caches()
-    cold = files_per_second(args.files, args.readers, read_file)
-    drop_caches()
-    disk = files_per_second(args.files, args.readers, read_file)
-    page = files_per_second(args.files, args.readers, read_file)
-    return [(f"{label} cold", cold), (f"{label} warm (its disk cache)", disk), (f"{label} warm (page cache)", page)]
+    passes = []
+    for name, drop in (("cold", True), ("warm (its disk cache)", True), ("warm (page cache)", False)):
+        random.Random(name).shuffle(order)
+        if drop:
+            drop_caches()
+        requests_before = refmount_requests(counted) if counted else 0
+        cpu_before = cpu_seconds(pid)
+        rate = timed(args.files, args.readers, read_file, order)
+        cpu = cpu_seconds(pid) - cpu_before
+        requests = refmount_requests(counted) - requests_before - 1 if counted else None
+        passes.append(Pass(f"{label} {name}", rate, cpu * 1000 / args.files, requests))
+    return passes
 
 
 def main() -> None:
@@ -60,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     key = lambda i: f"{i % 100:02}/{i:06}.bin"  # noqa: E731  (under the prefix small/)
     work = Path(tempfile.mkdtemp(prefix="refmount-small-", dir="/var/tmp"))
-    rows: list[tuple[str, float]] = []
+    rows: list[Pass] = []
     try:
         with SeaweedFS() as endpoint:
             use_s3(endpoint)
@@ -79,22 +107,29 @@ def main() -> None:
             def get_object(i: int) -> int:
                 return len(client.get_object(Bucket="bench", Key=f"small/{key(i)}")["Body"].read())
 
-            rows.append(("boto3 GetObject", files_per_second(args.files, args.readers, get_object)))
+            order = random.Random(0).sample(range(args.files), args.files)
+            rows.append(Pass("boto3 GetObject", timed(args.files, args.readers, get_object, order)))
             (work / "mnt").mkdir()
             mount = MountedFS(work / "mnt", registry, work / "cache", work / "mount.log", alias_ttl=60).start()
             try:
-                rows += three_ways("refmount", work / "mnt" / "bench" / "small" / "v0", args, key)
+                assert mount.proc is not None
+                version = work / "mnt" / "bench" / "small" / "v0"
+                rows += three_ways("refmount", version, args, key, mount.proc.pid, counted=work / "mnt")
             finally:
                 mount.stop()
             for kind in filter(None, args.peers.split(",")):
                 with peer_mount(kind, endpoint, "bench", work / f"mnt-{kind}") as mnt:
-                    rows += three_ways(kind, mnt / "small", args, key)
+                    rows += three_ways(kind, mnt / "small", args, key, serving_pid(mnt))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{args.files:,} files of {args.size_kib} KiB, {args.readers} parallel readers, SeaweedFS, 2 cores\n")
-    print(f"{'reader':<32}{'files/s':>10}{'MB/s':>8}")
-    for label, rate in rows:
-        print(f"{label:<32}{rate:>10,.0f}{rate * args.size_kib / 1024:>8,.0f}")
+    print(f"\n{args.files:,} files of {args.size_kib} KiB, {args.readers} parallel readers, shuffled, SeaweedFS, "
+          f"{os.cpu_count()} cores\n")  # fmt: skip
+    print(f"{'reader':<34}{'files/s':>10}{'MB/s':>8}{'daemon CPU/file':>17}{'daemon requests':>17}")
+    for row in rows:
+        cpu = "" if row.cpu_ms_per_file is None else f"{row.cpu_ms_per_file:.2f} ms"
+        requests = "" if row.requests is None else f"{row.requests:,}"
+        print(f"{row.label:<34}{row.files_per_s:>10,.0f}{row.files_per_s * args.size_kib / 1024:>8,.0f}{cpu:>17}"
+              f"{requests:>17}")  # fmt: skip
 
 
 if __name__ == "__main__":

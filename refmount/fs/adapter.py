@@ -33,7 +33,8 @@ MODES = {Kind.DIR: stat.S_IFDIR | 0o555, Kind.FILE: stat.S_IFREG | 0o444, Kind.S
 
 def _answer(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     @functools.wraps(handler)
-    async def run(self: Any, *args: Any) -> T:
+    async def run(self: FuseAdapter, *args: Any) -> T:
+        self.fs.requests[handler.__name__] += 1
         try:
             return await handler(self, *args)
         except FsError as exc:
@@ -128,6 +129,18 @@ class FuseAdapter(pyfuse3.Operations):
     @_answer
     async def release(self, fh: int) -> None:
         self.fs.release(fh)
+
+    @_answer
+    async def flush(self, fh: int) -> None:
+        raise FsError(errno.ENOSYS)  # nothing to flush: the kernel stops sending flushes after this answer
+
+    @_answer
+    async def releasedir(self, fh: int) -> None:
+        pass
+
+    @_answer
+    async def forget(self, inode_list: Any) -> None:
+        pass  # inode numbers are computed, not allocated: nothing to free
 
     # -- extended attributes ------------------------------------------------------------------------
     @_answer

@@ -12,6 +12,7 @@ Entries with nothing that pins their bytes (``checksum=False`` locations) are no
 
 from __future__ import annotations
 
+import collections
 import errno
 import json
 import logging
@@ -83,6 +84,7 @@ class Filesystem:
         self.reader = reader
         self.streams = StreamTable(reader)
         self.counters = Counters()
+        self.requests: collections.Counter[str] = collections.Counter()  # every kernel request, by kind
         self._mount_time_ns = time.time_ns()
 
     # -- attributes ---------------------------------------------------------------------------------
@@ -197,7 +199,8 @@ class Filesystem:
     # -- extended attributes ------------------------------------------------------------------------
     async def getxattr(self, inode: int, name: str) -> bytes:
         if inode == ROOT_INODE and name == STATS_XATTR:
-            return json.dumps({**asdict(self.counters), **asdict(self.reader.stats)}).encode()
+            stats = {**asdict(self.counters), **asdict(self.reader.stats), "requests": dict(self.requests)}
+            return json.dumps(stats).encode()
         entry = await self._entry_or_none(inode)
         value = XATTRS[name](entry) if entry is not None and name in XATTRS else None
         if value is None:
