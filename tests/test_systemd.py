@@ -26,6 +26,13 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert "Type=notify" in UNIT.read_text()
 
 
+def test_systemd_waits_longer_than_the_daemon_serves_open_files_after_sigterm() -> None:
+    from refmount import config
+
+    stop = next(line for line in UNIT.read_text().splitlines() if line.startswith("TimeoutStopSec="))
+    assert float(stop.partition("=")[2].removesuffix("s")) > config.defaults()["stop_timeout"]
+
+
 @pytest.mark.parametrize("abstract", [False, True])
 def test_notify_sends_datagrams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, abstract: bool) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
