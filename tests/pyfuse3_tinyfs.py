@@ -16,8 +16,8 @@ The tree (inode numbers fixed, timeouts long so that the kernel caches entries a
     /b.bin    11   300,000 bytes, another pattern
     /link     20   symlink to a.bin
 
-``open`` returns ``FileInfo(fh=OPEN_FH_BASE + inode)``, so a read on a file opened through ``open``
-carries a handle other than the inode number.
+``open`` returns ``FileInfo(fh=OPEN_FH_BASE + inode, keep_cache=False)``: a read on a file opened through
+``open`` carries a handle other than the inode number, and each such open drops the file's cached pages.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class TinyFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR if inode in DIRS else errno.EINVAL)
         if flags & (os.O_WRONLY | os.O_RDWR):
             raise pyfuse3.FUSEError(errno.EROFS)
-        return pyfuse3.FileInfo(fh=OPEN_FH_BASE + inode, keep_cache=True)
+        return pyfuse3.FileInfo(fh=OPEN_FH_BASE + inode, keep_cache=False)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         self.calls["read"] += 1

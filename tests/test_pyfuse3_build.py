@@ -3,6 +3,12 @@
 Each test mounts tests/pyfuse3_tinyfs.py (a tiny pyfuse3 file system, not refmount) in a subprocess and
 counts the requests that reach the daemon in libfuse's debug log, which also shows the requests that
 pyfuse3 answers in C without calling Python. The Python handlers' own counts come from an xattr.
+
+What the kernel keeps cached is lost when another process on the machine writes /proc/sys/vm/drop_caches
+(benchmarks do), and single pages were seen to go while a benchmark ran beside these tests (never on a
+quiet machine: 600 re-reads sent no READ). So a measurement of caching is repeated, on a fresh mount, if
+the kernel's drop counters moved or the kernel fetched again what it should have kept; the assertions
+then judge the last attempt, so a cache that never works still fails.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyfuse3
 import pytest
@@ -42,6 +48,8 @@ PASSES = 5  # times each file is opened, read to the end and closed
 ENOSYS_REPLY = "error: -38 (Function not implemented)"
 _REQUEST = re.compile(r"^unique: (\d+), opcode: (\w+) \(\d+\), nodeid: (\d+),")
 _REPLY = re.compile(r"^\s+unique: (\d+), (.*?), outsize")
+ATTEMPTS = 5
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,22 @@ def tinyfs(tmp_path: Path) -> Iterator[Callable[..., TinyMount]]:
         mount.stop()
 
 
+def cache_drops() -> tuple[int, int]:
+    """How often caches were dropped through /proc/sys/vm/drop_caches since boot (pages, dentries+inodes)."""
+    counters = dict(line.split() for line in Path("/proc/vmstat").read_text().splitlines())
+    return int(counters["drop_pagecache"]), int(counters["drop_slab"])
+
+
+def measure_quietly(measure: Callable[[], T], refetched: Callable[[T], bool]) -> T:
+    """``measure()`` (which mounts afresh) up to ATTEMPTS times, until caches were neither dropped nor refetched."""
+    for _ in range(ATTEMPTS):
+        before = cache_drops()
+        result = measure()
+        if cache_drops() == before and not refetched(result):
+            break
+    return result
+
+
 def read_whole(path: Path) -> bytes:
     """Open, read to EOF and close with plain syscalls (Python's open() adds an ioctl for isatty)."""
     fd = os.open(path, os.O_RDONLY)
@@ -170,21 +194,27 @@ def test_features_are_detectable_by_attributes_with_defaults_that_change_nothing
 def test_opendir_fileinfo_with_cache_readdir_lets_the_kernel_answer_the_second_listing(
     tinyfs: Callable[..., TinyMount],
 ) -> None:
-    mount = tinyfs()
-    listings = []
-    for listing in range(3):
-        if listing == 2:
-            mount.invalidate(CACHED_DIR)
-        before = len(mount.requests())
-        for inode, name in ((CACHED_DIR, "cached"), (PLAIN_DIR, "plain")):
-            assert sorted(os.listdir(mount.path / name)) == sorted(n.decode() for n, _ in DIRS[inode])
-        mount.settle()
-        listings.append(mount.requests()[before:])
-    first, second, after_invalidation = listings
+
+    def list_three_times() -> tuple[TinyMount, list[list[Request]]]:
+        mount = tinyfs()
+        listings = []
+        for listing in range(3):
+            if listing == 2:
+                mount.invalidate(CACHED_DIR)
+            before = len(mount.requests())
+            for inode, name in ((CACHED_DIR, "cached"), (PLAIN_DIR, "plain")):
+                assert sorted(os.listdir(mount.path / name)) == sorted(n.decode() for n, _ in DIRS[inode])
+            mount.settle()
+            listings.append(mount.requests()[before:])
+        return mount, listings
 
     def readdirs(requests: list[Request], nodeid: int) -> int:
         counts = opcodes(requests, nodeid)
         return counts["READDIRPLUS"] + counts["READDIR"]
+
+    mount, (first, second, after_invalidation) = measure_quietly(
+        list_three_times, lambda result: readdirs(result[1][1], CACHED_DIR) > 0
+    )
 
     # opendir returned FileInfo(keep_cache=True, cache_readdir=True): the second listing is the kernel's,
     # until pyfuse3.invalidate_inode() drops it
@@ -204,8 +234,12 @@ def test_opendir_fileinfo_with_cache_readdir_lets_the_kernel_answer_the_second_l
 def test_enable_no_open_keeps_open_flush_and_release_out_of_python_and_reads_get_the_inode(
     tinyfs: Callable[..., TinyMount],
 ) -> None:
-    mount = tinyfs(enable_no_open=True)
-    passes = read_files_in_passes(mount)
+
+    def read_in_passes() -> tuple[TinyMount, list[list[Request]]]:
+        mount = tinyfs(enable_no_open=True)
+        return mount, read_files_in_passes(mount)
+
+    mount, passes = measure_quietly(read_in_passes, lambda result: any(opcodes(p)["READ"] for p in result[1][1:]))
     everything = [r for requests in passes for r in requests]
     counts = opcodes(everything)
 
@@ -230,13 +264,23 @@ def test_enable_no_open_keeps_open_flush_and_release_out_of_python_and_reads_get
 
 
 def test_without_no_open_every_open_and_close_reaches_python(tinyfs: Callable[..., TinyMount]) -> None:
-    """The same reads without enable_no_open: the counting above sees opens, flushes and releases."""
+    """The same reads without enable_no_open: the counting above sees opens, flushes, releases and re-reads."""
     mount = tinyfs()
     passes = read_files_in_passes(mount)
-    counts = opcodes([r for requests in passes for r in requests])
-    assert (counts["OPEN"], counts["FLUSH"], counts["RELEASE"]) == (2 * PASSES, 2 * PASSES, 2 * PASSES)
+    # open() returned keep_cache=False, so every pass reads both files again (no-open implies keep_cache)
+    assert all(opcodes(requests)["READ"] >= 2 for requests in passes), [opcodes(r) for r in passes]
+    expected = (2 * PASSES,) * 3
+
+    def counts() -> tuple[int, int, int]:
+        found = opcodes(mount.requests())
+        return found["OPEN"], found["FLUSH"], found["RELEASE"]
+
+    deadline = time.monotonic() + 10  # the kernel sends RELEASE in the background: on a busy machine, late
+    while counts() != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert counts() == expected
     stats = mount.stats()
-    assert (stats["calls"]["open"], stats["calls"]["flush"], stats["calls"]["release"]) == (2 * PASSES,) * 3
+    assert (stats["calls"]["open"], stats["calls"]["flush"], stats["calls"]["release"]) == expected
     assert set(stats["read_handles"]) == {str(OPEN_FH_BASE + FILE_A), str(OPEN_FH_BASE + FILE_B)}
 
 
@@ -244,15 +288,20 @@ def test_without_no_open_every_open_and_close_reaches_python(tinyfs: Callable[..
 def test_enable_cache_symlinks_sends_readlink_once_until_invalidated(
     tinyfs: Callable[..., TinyMount], enabled: bool, readlinks: list[int]
 ) -> None:
-    mount = tinyfs(enable_cache_symlinks=enabled)
-    counts = []
-    for calls in (3, 1):  # three readlinks, then pyfuse3.invalidate_inode(LINK) and one more
-        if counts:
-            mount.invalidate(LINK)
-        for _ in range(calls):
-            assert os.readlink(mount.path / "link") == "a.bin"
-        mount.settle()
-        counts.append(opcodes(mount.requests(), LINK)["READLINK"])
+
+    def read_link() -> tuple[TinyMount, list[int]]:
+        mount = tinyfs(enable_cache_symlinks=enabled)
+        counts = []
+        for calls in (3, 1):  # three readlinks, then pyfuse3.invalidate_inode(LINK) and one more
+            if counts:
+                mount.invalidate(LINK)
+            for _ in range(calls):
+                assert os.readlink(mount.path / "link") == "a.bin"
+            mount.settle()
+            counts.append(opcodes(mount.requests(), LINK)["READLINK"])
+        return mount, counts
+
+    mount, counts = measure_quietly(read_link, lambda result: result[1] != readlinks)
     assert counts == readlinks
     assert mount.stats()["calls"]["readlink"] == readlinks[-1]
 
