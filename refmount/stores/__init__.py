@@ -7,7 +7,7 @@ import threading
 
 from ..errors import InvalidInput
 from ..uri import RefURI, parse_ref, store_scheme
-from .base import DEFAULT_MAX_OBJECTS, Store
+from .base import DEFAULT_MAX_OBJECTS, Store, unpinned
 
 # scheme -> "module:Class"; imported on first use so that `refmount ls` never pays for boto3.
 _STORES = {
@@ -60,4 +60,4 @@ def reset() -> None:
         _instances.clear()
 
 
-__all__ = ["DEFAULT_MAX_OBJECTS", "SCHEMES", "Store", "check", "parse", "prepare", "store_for"]
+__all__ = ["DEFAULT_MAX_OBJECTS", "SCHEMES", "Store", "check", "parse", "prepare", "store_for", "unpinned"]
