@@ -227,6 +227,8 @@ class Reader:
     ) -> list[tuple[Block, bool]]:
         """In a worker thread: each block of ``run`` from the disk cache into its buffer, else the missing
         ones in one ranged read from the store (marked fetched=True)."""
+        if not entry.pinned:  # whatever the store holds now is not what was logged: never one byte of it
+            raise stores.unpinned(entry)
         loaded: list[Block | None] = [None] * len(run)
         if self.cache is not None:
             loaded = [self.cache.get(key, buffer, n) for key, buffer, n in zip(keys, buffers, lengths, strict=True)]

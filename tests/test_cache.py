@@ -22,7 +22,7 @@ from refmount import directio, stores
 from refmount import reader as reader_module
 from refmount.buffers import Block, BufferPool, aligned_buffer
 from refmount.cache import INLINE_MAX, BlockCache, block_key
-from refmount.errors import ChangedObject, StoreError
+from refmount.errors import ChangedObject, StoreError, Unpinned
 from refmount.manifest import Entry
 from refmount.reader import Reader
 from tests.blocks import overwrite_block, stored_block
@@ -284,6 +284,22 @@ def test_reads_return_exact_ranges(store: FakeStore, cache: BlockCache) -> None:
 
     got, _ = run(reads, cache)  # type: ignore[misc]
     assert got == [data[off : off + n] for off, n in cases]
+
+
+def test_unpinned_entries_are_never_read(store: FakeStore, cache: BlockCache) -> None:
+    """Not from the store, nor from a block the cache may hold under the entry's key."""
+    entry = add(store, "loc.bin", b"whatever is there now")
+    entry = Entry(entry.path, entry.ref, entry.ref, entry.size)  # digest = ref, no version: a location
+    put(cache, block_key(entry, BLOCK, 0), b"whatever is there now")
+
+    async def read(reader: Reader) -> str:
+        try:
+            return (await reader.read(entry, 0, 5)).decode()
+        except Unpinned as exc:
+            return str(exc)
+
+    got, _ = run(read, cache)  # type: ignore[misc]
+    assert got.startswith("loc.bin: reference s3://bucket/loc.bin has nothing to pin its bytes by") and not store.calls
 
 
 def test_small_files_are_one_whole_request(store: FakeStore) -> None:
