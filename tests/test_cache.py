@@ -23,7 +23,7 @@ from refmount import reader as reader_module
 from refmount.buffers import Block, BufferPool, aligned_buffer
 from refmount.cache import INLINE_MAX, BlockCache, block_key
 from refmount.errors import ChangedObject, StoreError, Unpinned
-from refmount.manifest import Entry
+from refmount.manifest import CONTENT_MD5, Entry
 from refmount.reader import Reader
 from tests.blocks import overwrite_block, stored_block
 
@@ -107,6 +107,13 @@ def test_keys_follow_the_pinned_identity_not_the_artifact_path() -> None:
     keys = {block_key(e, BLOCK, 0), block_key(e, BLOCK, 1), block_key(e, 2 * BLOCK, 0)}
     keys |= {block_key(o, BLOCK, 0) for o in others}
     assert len(keys) == 6
+
+
+def test_one_url_with_two_content_md5s_is_two_objects() -> None:
+    """ETag-less http(s) files have their URL as digest: only the content MD5 tells two versions apart."""
+    url = "http://h/c.json"
+    first, second = (Entry("c.json", url, url, 7, {CONTENT_MD5: md5}) for md5 in ("A" * 22 + "==", "B" * 22 + "=="))
+    assert block_key(first, BLOCK, 0) != block_key(second, BLOCK, 0)
 
 
 def test_cache_dir_is_private_and_blocks_round_trip(tmp_path: Path) -> None:

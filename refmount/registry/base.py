@@ -134,7 +134,8 @@ class Registry(abc.ABC):
         aliases: Sequence[str] = (),
     ) -> LogResult:
         """In one transaction: the next ``vN`` with ``latest`` moved to it, unless the artifact
-        digest equals the current latest's (then only ``aliases`` are applied to it)."""
+        digest equals the current latest's and so do the content MD5s that pin entries whose digest is
+        their URL (then only ``aliases`` are applied to it)."""
 
     @abc.abstractmethod
     def copy_version(self, version: VersionInfo, manifest: Manifest) -> bool:

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from ..errors import InvalidInput, NotFound
-from ..manifest import Entry, Manifest, parent_dir
+from ..manifest import CONTENT_MD5, Entry, Manifest, parent_dir
 from ..names import LATEST, version_index
 from .base import ArtifactInfo, LogResult, ManifestIndex, Node, Registry, VersionInfo
 
@@ -123,10 +123,10 @@ class SQLRegistry(Registry):
             artifact_id = self._ensure_artifact(db, project, artifact, type)
             latest = self._alias_index(db, artifact_id, LATEST)
             if latest is not None:
-                (latest_digest,) = db.execute(
-                    "SELECT digest FROM versions WHERE artifact_id = ? AND idx = ?", (artifact_id, latest)
+                latest_digest, latest_manifest = db.execute(
+                    "SELECT digest, manifest_id FROM versions WHERE artifact_id = ? AND idx = ?", (artifact_id, latest)
                 ).fetchone()
-                if latest_digest == digest:
+                if latest_digest == digest and self._same_content_md5s(db, latest_manifest, manifest):
                     for alias in aliases:
                         self._put_alias(db, artifact_id, alias, latest)
                     return LogResult(self._version(db, artifact_id, latest), created=False)
@@ -205,6 +205,22 @@ class SQLRegistry(Registry):
             " ON CONFLICT (artifact_id, alias) DO UPDATE SET idx = excluded.idx",
             (artifact_id, alias, index),
         )
+
+    @staticmethod
+    def _same_content_md5s(db: Connection, stored_id: int, manifest: Manifest) -> bool:
+        """Whether the stored manifest pins every entry that ``manifest`` pins by ``extra.content_md5`` to the
+        same MD5. Those entries' digests are their URLs (W&B's), so equal artifact digests do not say that
+        the bytes are the same: a file changed since is a new version, whose bytes could not be logged else."""
+        for entry in manifest:
+            md5 = entry.extra.get(CONTENT_MD5)
+            if md5 is None:
+                continue
+            row = db.execute(
+                "SELECT extra FROM nodes WHERE manifest_id = ? AND path = ? AND is_dir = 0", (stored_id, entry.path)
+            ).fetchone()
+            if row is None or json.loads(row[0] or "{}").get(CONTENT_MD5) != md5:
+                return False
+        return True
 
     @staticmethod
     def _store_manifest(db: Connection, manifest: Manifest, content_id: str, digest: str) -> int:
