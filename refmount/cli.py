@@ -553,10 +553,11 @@ def umount_cmd(mountpoint: Path, lazy: bool) -> None:
 def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, quiet: bool, registry_url: str | None) -> None:
     """Write every file of a version under DEST, verified, in parallel.
 
-    Resumable: files already present are kept when their MD5 matches (the digest's, or a single-part S3 ETag)
-    or, for objects without one, when they are unchanged since a download completed them (an xattr stamp).
-    Entries with nothing to pin their bytes by (no ETag, object version or content hash) are not
-    downloaded, as the mount does not serve them; a warning on stderr names them.
+    Resumable: files already present are kept when their MD5 matches (the entry's content MD5, or a
+    single-part S3 ETag) or, for objects without one, when they are unchanged since a download completed
+    them (an xattr stamp). Entries with nothing to pin their bytes by (no ETag, object version or content
+    hash) are not downloaded, as the mount does not serve them; a warning on stderr names them.
+
     Exit status: 0, or 4 if any file failed.
     """
     from .download import download
