@@ -1,6 +1,6 @@
 """The persistent block cache: checksummed blocks of pinned objects on local disk, via diskcache.
 
-A block is keyed by the object's pinned identity (reference + version id or digest) and its index,
+A block is keyed by the object's pinned identity (reference + version id, digest and content MD5) and its index,
 so a block can never be served for another version of the object. diskcache keeps its index in
 SQLite and large values as plain files, is safe for several processes (two mounts on one node may
 share a directory), and evicts least-recently-used blocks past the size limit. Blocks up to
@@ -32,7 +32,7 @@ from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 from . import directio
 from .buffers import Block
 from .errors import InvalidInput
-from .manifest import Entry
+from .manifest import CONTENT_MD5, Entry
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ _FORMAT = 2
 def block_key(entry: Entry, block_size: int, index: int) -> str:
     """Same object version and block geometry -> same key, whatever artifact or mount asks."""
     identity = f"{_FORMAT}\0{entry.ref}\0{entry.version_id or ''}\0{entry.digest}\0{block_size}\0{index}"
+    md5 = entry.extra.get(CONTENT_MD5)
+    if md5:  # the pin of a file whose digest is its URL; absent elsewhere, so other keys stay as they were
+        identity += f"\0{md5}"
     return hashlib.sha256(identity.encode()).hexdigest()
 
 

@@ -21,13 +21,16 @@ import trio
 from . import __version__, config, stores
 from .api import Artifact, log_artifact_result
 from .errors import InvalidInput, RefmountError
-from .manifest import Manifest, validate_reference_name
+from .manifest import UNPINNED_REASON, Manifest, validate_reference_name
 from .names import ArtifactRef, validate_alias
 from .registry import ENV_VAR, Registry, VersionInfo, open_registry
 
 log = logging.getLogger("refmount")
 
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT (128 + 2)
+FAILED = 4  # download/verify: some entries failed (a StoreError's code too)
+UNPINNED = 5  # verify --strict: nothing failed, but some entries have nothing to pin their bytes by
+NAMED = 10  # entries named in a warning about many; the rest are counted
 
 
 class _MainGroup(click.Group):
@@ -424,17 +427,24 @@ def import_cmd(
 ) -> None:
     """Log a W&B manifest JSON (e.g. from `refmount export` or W&B) as the next version of PROJECT/ARTIFACT.
 
-    Every path and reference is validated; nothing is read from the stores.
+    Every path and reference is validated; nothing is read from the stores. Entries with nothing to pin
+    their bytes by (no ETag, object version or content hash: W&B's entries of http(s) files served
+    without an ETag, checksum=False entries) are kept, since they count in the artifact digest, but
+    never served; a warning on stderr names them.
     """
     ref = _unversioned(target, "import")
     artifact = Artifact(ref.artifact, type_, description=description)
-    artifact.add_entries(Manifest.loads(manifest_file.read()))
+    manifest = Manifest.loads(manifest_file.read())
+    artifact.add_entries(manifest)
     with _open(registry_url, create=True) as registry:
         result = log_artifact_result(artifact, ref.project, aliases=aliases, registry=registry)
+    unpinned = [e.path for e in manifest if not e.pinned]
     if as_json:
-        click.echo(json.dumps({**result.version.to_json(), "created": result.created}, indent=2))
+        click.echo(json.dumps({**result.version.to_json(), "created": result.created, "unpinned": len(unpinned)},
+                              indent=2))  # fmt: skip
     else:
         click.echo(f"{'imported' if result.created else 'unchanged, still'} {result.version.qualified_name}")
+    _warn_unpinned(unpinned, "will not be served")
 
 
 @main.command("alias")
@@ -553,8 +563,12 @@ def umount_cmd(mountpoint: Path, lazy: bool) -> None:
 def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, quiet: bool, registry_url: str | None) -> None:
     """Write every file of a version under DEST, verified, in parallel.
 
-    Resumable: files already present are kept when their MD5 matches (the digest's, or a single-part S3 ETag)
-    or, for objects without one, when they are unchanged since a download completed them (an xattr stamp).
+    Resumable: files already present are kept when their MD5 matches (the entry's content MD5, or a
+    single-part S3 ETag) or, for objects without one, when they are unchanged since a download completed
+    them (an xattr stamp). Entries with nothing to pin their bytes by (no ETag, object version or content
+    hash) are not downloaded, as the mount does not serve them; a warning on stderr names them.
+
+    Exit status: 0, or 4 if any file failed.
     """
     from .download import download
 
@@ -562,23 +576,41 @@ def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, quiet: bool
         version = _resolve(registry, target)
         with _progress_bar(f"downloading {version.qualified_name}", version.total_size, enabled=not quiet) as bar:
             report = trio.run(lambda: download(registry, version, dest, cache, jobs=jobs, progress=bar))
-    _finish(report, f"{report.written} written ({_size(report.bytes)}), {report.kept} already there")
+    _warn_unpinned(report.unpinned, "cannot be downloaded")
+    _finish(report, f"{report.written} written ({_size(report.bytes)}), {report.kept} already there",
+            unpinned="not downloaded")  # fmt: skip
 
 
 @main.command("verify")
 @click.argument("target", metavar="PROJECT/ARTIFACT[:VERSION]")
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=16, show_default=True, help="Checks at once.")
+@click.option("--strict", is_flag=True, help=f"Fail (exit {UNPINNED}) if any entry is unpinned.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @registry_option
-def verify_cmd(target: str, jobs: int, quiet: bool, registry_url: str | None) -> None:
-    """Check that every reference still resolves to the logged object version (no data is read)."""
+def verify_cmd(target: str, jobs: int, strict: bool, quiet: bool, registry_url: str | None) -> None:
+    """Check that every reference still resolves to the logged object version (no data is read).
+
+    Entries with nothing to pin their bytes by (no ETag, object version or content hash: checksum=False
+    entries, W&B's entries of http(s) files without an ETag) cannot be checked: they are reported as
+    unpinned on stderr and counted in the summary.
+
+    \b
+    Exit status: 0 when every pinned reference resolves; 4 if any does not;
+    with --strict, 5 when none failed but some entries are unpinned.
+    """
     from .download import verify
 
     with _open(registry_url) as registry:
         version = _resolve(registry, target)
         with _progress_bar(f"verifying {version.qualified_name}", version.file_count, enabled=not quiet) as bar:
             report = trio.run(lambda: verify(registry, version, jobs=jobs, progress=bar))
-    _finish(report, f"{report.kept} of {report.files} references resolve to their logged versions")
+    _warn_unpinned(report.unpinned, "cannot be verified")
+    _finish(report, f"{report.kept} of {report.files} references resolve to their logged versions",
+            unpinned="unpinned, not checked")  # fmt: skip
+    if strict and report.unpinned:
+        n = len(report.unpinned)
+        click.echo(f"refmount: error: {n:,} unpinned {'entry' if n == 1 else 'entries'} (--strict)", err=True)
+        sys.exit(UNPINNED)
 
 
 def _resolve(registry: Registry, target: str) -> VersionInfo:
@@ -599,13 +631,28 @@ def _block_cache(no_cache: bool) -> Iterator[Any]:
             cache.close()
 
 
-def _finish(report: Any, summary: str) -> None:
+def _finish(report: Any, summary: str, *, unpinned: str) -> None:
+    """Failures on stderr, one summary line on stdout (``unpinned`` says what became of unpinned entries);
+    exit FAILED if anything failed."""
     for failure in report.failures:
         click.echo(f"refmount: error: {failure}", err=True)
-    skipped = f", {report.skipped} location-only entries skipped" if report.skipped else ""
-    click.echo(f"{summary}{skipped}" + (f"; {len(report.failures)} FAILED" if report.failures else ""))
+    if report.unpinned:
+        summary += f", {len(report.unpinned):,} {unpinned}"
+    if report.skipped:
+        summary += f", {report.skipped:,} without a size skipped"
+    click.echo(summary + (f"; {len(report.failures)} FAILED" if report.failures else ""))
     if report.failures:
-        sys.exit(4)
+        sys.exit(FAILED)
+
+
+def _warn_unpinned(paths: list[str], consequence: str) -> None:
+    """One line on stderr naming the entries that have nothing to pin their bytes by (the first NAMED)."""
+    if not paths:
+        return
+    named = ", ".join(paths[:NAMED]) + (f", ... ({len(paths) - NAMED:,} more)" if len(paths) > NAMED else "")
+    one = len(paths) == 1
+    subject = "1 entry has nothing to pin its" if one else f"{len(paths):,} entries have nothing to pin their"
+    click.echo(f"refmount: warning: {subject} bytes by ({UNPINNED_REASON}) and {consequence}: {named}", err=True)
 
 
 @contextmanager

@@ -11,7 +11,6 @@ pinned object and the file's mtime then; any later write moves the mtime).
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import hashlib
 import json
@@ -41,20 +40,16 @@ class Report:
     files: int = 0
     written: int = 0
     kept: int = 0
-    skipped: int = 0  # checksum=False entries: locations without pinned bytes
+    skipped: int = 0  # pinned entries without a size (nothing says how many bytes to expect)
+    unpinned: list[str] = field(default_factory=list)  # paths of entries with nothing to pin their bytes by
     bytes: int = 0
     failures: list[str] = field(default_factory=list)
 
 
 def expected_md5(entry: Entry) -> bytes | None:
-    """The MD5 a digest promises, when it is one (file:// and ETag-less HTTP digests are base64 MD5)."""
-    if len(entry.digest) != 24 or not entry.digest.endswith("=="):
-        return None
-    try:
-        raw = base64.b64decode(entry.digest, validate=True)
-    except binascii.Error:
-        return None
-    return raw if len(raw) == 16 else None
+    """The MD5 the entry promises for its bytes, when it records one (file://, http(s) without an ETag)."""
+    md5 = entry.content_md5
+    return None if md5 is None else base64.b64decode(md5)
 
 
 async def download(registry: Registry, version: VersionInfo, dest: Path, cache: BlockCache | None, *, jobs: int = 8,
@@ -78,10 +73,14 @@ async def download(registry: Registry, version: VersionInfo, dest: Path, cache: 
 
     async with open_reader(cache) as reader, trio.open_nursery() as nursery:
         for entry in entries:
-            if entry.size is None:
+            if not entry.pinned:  # not served by the mount either: skipped, and the caller says so
+                report.unpinned.append(entry.path)
+                if progress:
+                    progress(entry.size or 0)
+            elif entry.size is None:
                 report.skipped += 1
-                continue
-            nursery.start_soon(one, entry)
+            else:
+                nursery.start_soon(one, entry)
     return report
 
 
@@ -214,7 +213,8 @@ def _already_correct(entry: Entry, target: Path) -> bool:
 
 async def verify(registry: Registry, version: VersionInfo, *, jobs: int = 16,
                  progress: ProgressFn | None = None) -> Report:  # fmt: skip
-    """Check every pinned reference still resolves to the logged object version (no data read)."""
+    """Check every pinned reference still resolves to the logged object version (no data read); entries
+    that are not pinned are listed in ``report.unpinned``."""
     entries = await trio.to_thread.run_sync(lambda: list(registry.iter_entries(version.manifest_id)))
     report = Report(files=len(entries))
     limiter = trio.CapacityLimiter(jobs)
@@ -231,8 +231,10 @@ async def verify(registry: Registry, version: VersionInfo, *, jobs: int = 16,
 
     async with trio.open_nursery() as nursery:
         for entry in entries:
-            if not entry.is_snapshot:
-                report.skipped += 1
-                continue
-            nursery.start_soon(one, entry)
+            if entry.pinned:
+                nursery.start_soon(one, entry)
+            else:  # nothing to check it against: reported as such, never as resolving
+                report.unpinned.append(entry.path)
+                if progress:
+                    progress(1)
     return report

@@ -35,6 +35,10 @@ class ChangedObject(StoreError):
     """The referenced object no longer matches the logged version (overwritten or deleted)."""
 
 
+class Unpinned(StoreError):
+    """An entry with nothing to pin its bytes by (no ETag, object version or content hash): never read."""
+
+
 class TooManyObjects(InvalidInput):
     """A reference expanded to more objects than ``max_objects`` allows."""
 

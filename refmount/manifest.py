@@ -9,13 +9,17 @@ W&B from the same objects have the same digest.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from .errors import InvalidInput
+from .uri import store_scheme
 
 MANIFEST_TYPE = "wandb-artifact-manifest"
 MANIFEST_VERSION = 1
@@ -25,6 +29,11 @@ STORAGE_POLICY_CONFIG: dict[str, Any] = {"storageLayout": "V2"}
 MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux: a longer name cannot be shown by the mount
 MAX_PATH_BYTES = 4096  # PATH_MAX
 MAX_SIZE = 2**63 - 1  # a signed 64-bit integer: what SQLite and PostgreSQL (BIGINT) store, and what stat can show
+
+# extra key of refmount's own: the base64 MD5 of the bytes of an http(s) file served without an ETag, whose
+# digest is its URL (W&B's digest for such a file, which pins nothing). W&B ignores keys it does not know.
+CONTENT_MD5 = "content_md5"
+UNPINNED_REASON = "no ETag, object version or content hash"  # what an entry that is not `pinned` lacks
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +48,8 @@ class Entry:
 
     @property
     def etag(self) -> str | None:
-        return self.extra.get("etag")
+        etag = self.extra.get("etag")
+        return etag if isinstance(etag, str) and etag else None
 
     @property
     def version_id(self) -> str | None:
@@ -48,8 +58,47 @@ class Entry:
 
     @property
     def is_snapshot(self) -> bool:
-        """False for ``checksum=False`` entries, which name a location, not fixed bytes."""
+        """False for ``checksum=False`` entries, which name a location, not fixed bytes (and for W&B's
+        entries of http(s) files without an ETag, whose digest is the URL too: see :attr:`pinned`)."""
         return self.digest != self.ref
+
+    @property
+    def content_md5(self) -> str | None:
+        """The base64 MD5 of the logged bytes, where the entry records one that reads check.
+
+        file://: the digest, unless it is W&B's ``checksum=False`` digest (the MD5 of the file's URI).
+        http(s): ``extra.content_md5``; else the digest of an entry without an ETag when it is an MD5
+        (refmount's digest for such files before it took W&B's). Other schemes: None.
+        """
+        scheme = store_scheme(self.ref)
+        if scheme == "file":
+            md5 = _b64_md5_or_none(self.digest)
+            return None if md5 is None or md5 == _wandb_location_digest(self.ref) else md5
+        if scheme in ("http", "https"):
+            md5 = _b64_md5_or_none(self.extra.get(CONTENT_MD5))
+            return md5 if md5 is not None or self.etag else _b64_md5_or_none(self.digest)
+        return None
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the entry holds something that fixes its bytes, so that a read can refuse any others.
+
+        s3: the digest (the ETag, sent as If-Match) or an object version; gs: the digest (the etag)
+        or a generation; az: the digest (the ETag); http(s): an ETag (``extra.etag``) or a content
+        MD5; file: a content MD5 (see :attr:`content_md5`). ``checksum=False`` entries (digest = ref)
+        are never pinned; nor are W&B's entries of http(s) files without an ETag (digest = URL, a size,
+        no ``extra``): both name a location, whatever bytes are there now, and are not to be served.
+        """
+        scheme = store_scheme(self.ref)
+        if scheme in ("s3", "gs"):
+            return self.is_snapshot or self.version_id not in (None, "null")
+        if scheme == "az":
+            return self.is_snapshot
+        if scheme in ("http", "https"):
+            return self.etag is not None or self.content_md5 is not None
+        if scheme == "file":
+            return self.content_md5 is not None
+        return False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"digest": self.digest, "ref": self.ref}
@@ -70,6 +119,11 @@ class Entry:
             raise InvalidInput(f"manifest entry {path!r} has no ref (only reference artifacts can be imported)")
         if not isinstance(extra, dict):
             raise InvalidInput(f"manifest entry {path!r} has an invalid 'extra'")
+        if "etag" in extra and (not isinstance(extra["etag"], str) or not extra["etag"]):
+            raise InvalidInput(f"manifest entry {path!r} has an invalid extra.etag {extra['etag']!r} (expected text)")
+        if CONTENT_MD5 in extra and _b64_md5_or_none(extra[CONTENT_MD5]) is None:
+            raise InvalidInput(f"manifest entry {path!r} has an invalid extra.{CONTENT_MD5} "
+                               f"{extra[CONTENT_MD5]!r} (expected the base64 MD5 of the content)")  # fmt: skip
         return cls(path=validate_path(path), ref=ref, digest=digest, size=validate_size(path, size), extra=extra)
 
 
@@ -140,6 +194,23 @@ def parent_dir(path: str) -> str:
 
 def b64_md5(data_md5: bytes) -> str:
     return base64.b64encode(data_md5).decode("ascii")
+
+
+def _b64_md5_or_none(value: Any) -> str | None:
+    """``value`` if it is a base64 MD5 (24 characters for 16 bytes), else None."""
+    if not isinstance(value, str) or len(value) != 24 or not value.endswith("=="):
+        return None
+    try:
+        return value if len(base64.b64decode(value, validate=True)) == 16 else None
+    except binascii.Error:
+        return None
+
+
+def _wandb_location_digest(ref: str) -> str:
+    """W&B's digest of a ``checksum=False`` file reference: the base64 MD5 of the file's URI (as
+    pathlib writes it), which looks like a content MD5 but pins nothing."""
+    uri = PurePosixPath(unquote(urlsplit(ref).path)).as_uri() if ref.startswith("file:///") else ref
+    return b64_md5(hashlib.md5(uri.encode("utf-8", "surrogateescape")).digest())
 
 
 class Manifest:

@@ -299,6 +299,8 @@ class Reader:
         releases once it is in the cache (None: found in the cache, or no cache)."""
         claims: list[Claim | None] = [None] * len(run)
         try:
+            if not entry.pinned:  # whatever the store holds now is not what was logged: never one byte of it
+                raise stores.unpinned(entry)
             loaded = self._from_cache(keys, lengths, fetch.buffers, claims)
             missing = [i for i, block in enumerate(loaded) if block is None]
             if missing:

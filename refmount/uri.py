@@ -32,6 +32,9 @@ _SECRET_QUERY_KEYS = {
 }
 
 
+# Azure Blob URLs share https:// with plain web servers: their host says which store serves them.
+AZURE_BLOB_HOSTS = (".blob.core.windows.net", ".blob.core.chinacloudapi.cn", ".blob.core.usgovcloudapi.net")
+
 _PATH_SAFE = "/!$&'()*+,;=:@ ~"  # refs stay readable: only what would change a URI's meaning is encoded
 
 
@@ -77,6 +80,22 @@ def parse_ref(uri: str, *, known_schemes: frozenset[str] | set[str] | None = Non
     if parts.fragment:
         raise InvalidInput(f"reference {uri!r} has a fragment ('#...'), which no store understands")
     return RefURI(raw=uri, scheme=scheme, netloc=parts.netloc, path=unquote(parts.path).lstrip("/"), query=query)
+
+
+def store_scheme(uri: str) -> str:
+    """The scheme of the store that serves ``uri``, lower-case: ``az`` for Azure Blob ``https://`` URLs.
+
+    No vetting (see :func:`parse_ref`): a malformed URL keeps its own scheme, whose store reports it.
+    """
+    scheme = uri.partition("://")[0].lower()
+    if scheme in ("http", "https"):
+        try:
+            host = urlsplit(uri).hostname or ""
+        except ValueError:
+            return scheme
+        if host.endswith(AZURE_BLOB_HOSTS):
+            return "az"
+    return scheme
 
 
 def _redact(uri: str) -> str:

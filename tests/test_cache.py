@@ -22,8 +22,8 @@ from refmount import directio, stores
 from refmount import reader as reader_module
 from refmount.buffers import Block, BufferPool, aligned_buffer
 from refmount.cache import INLINE_MAX, BlockCache, block_key
-from refmount.errors import ChangedObject, StoreError
-from refmount.manifest import Entry
+from refmount.errors import ChangedObject, StoreError, Unpinned
+from refmount.manifest import CONTENT_MD5, Entry
 from refmount.prefetch import Stream
 from refmount.reader import Reader, open_reader
 from tests.blocks import overwrite_block, stored_block
@@ -115,6 +115,13 @@ def test_keys_follow_the_pinned_identity_not_the_artifact_path() -> None:
     keys = {block_key(e, BLOCK, 0), block_key(e, BLOCK, 1), block_key(e, 2 * BLOCK, 0)}
     keys |= {block_key(o, BLOCK, 0) for o in others}
     assert len(keys) == 6
+
+
+def test_one_url_with_two_content_md5s_is_two_objects() -> None:
+    """ETag-less http(s) files have their URL as digest: only the content MD5 tells two versions apart."""
+    url = "http://h/c.json"
+    first, second = (Entry("c.json", url, url, 7, {CONTENT_MD5: md5}) for md5 in ("A" * 22 + "==", "B" * 22 + "=="))
+    assert block_key(first, BLOCK, 0) != block_key(second, BLOCK, 0)
 
 
 def test_cache_dir_is_private_and_blocks_round_trip(tmp_path: Path) -> None:
@@ -338,6 +345,22 @@ def test_reads_return_exact_ranges(store: FakeStore, cache: BlockCache) -> None:
 
     got, _ = run(reads, cache)  # type: ignore[misc]
     assert got == [data[off : off + n] for off, n in cases]
+
+
+def test_unpinned_entries_are_never_read(store: FakeStore, cache: BlockCache) -> None:
+    """Not from the store, nor from a block the cache may hold under the entry's key."""
+    entry = add(store, "loc.bin", b"whatever is there now")
+    entry = Entry(entry.path, entry.ref, entry.ref, entry.size)  # digest = ref, no version: a location
+    put(cache, block_key(entry, BLOCK, 0), b"whatever is there now")
+
+    async def read(reader: Reader) -> str:
+        try:
+            return (await reader.read(entry, 0, 5)).decode()
+        except Unpinned as exc:
+            return str(exc)
+
+    got, _ = run(read, cache)  # type: ignore[misc]
+    assert got.startswith("loc.bin: reference s3://bucket/loc.bin has nothing to pin its bytes by") and not store.calls
 
 
 def test_small_files_are_one_whole_request(store: FakeStore) -> None:

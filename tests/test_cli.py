@@ -355,6 +355,8 @@ def test_a_file_that_is_not_a_registry_is_refused_by_every_command_and_left_unto
             "manifest entry 'bad.bin': file:///tmp/src/c?x=1: file:// references take no",
         ),
         ({"ref": "ftp://host/x"}, "manifest entry 'bad.bin': unknown scheme 'ftp'"),
+        ({"extra": {"etag": 7}}, "manifest entry 'bad.bin' has an invalid extra.etag 7 (expected text)"),
+        ({"extra": {"content_md5": "abc"}}, "manifest entry 'bad.bin' has an invalid extra.content_md5 'abc'"),
     ],
 )
 def test_import_refuses_entries_no_registry_or_store_can_serve(

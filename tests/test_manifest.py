@@ -1,12 +1,14 @@
+import base64
 import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from refmount.errors import InvalidInput
-from refmount.manifest import MAX_SIZE, Entry, Manifest, validate_path, validate_reference_name
+from refmount.manifest import CONTENT_MD5, MAX_SIZE, Entry, Manifest, validate_path, validate_reference_name
 from refmount.names import ArtifactRef, validate_alias, validate_name, version_index
 from refmount.uri import parse_ref
 
@@ -85,6 +87,62 @@ def test_malformed_manifests_are_refused(data: object) -> None:
 def test_checksum_false_entries_are_locations() -> None:
     assert not Entry("d", "s3://b/d/", "s3://b/d/").is_snapshot
     assert entry("d").is_snapshot
+
+
+MD5 = base64.b64encode(hashlib.md5(b"bytes").digest()).decode()
+URL = "http://host/config.json"
+BLOB = "https://acct.blob.core.windows.net/c/k"
+
+
+@pytest.mark.parametrize(
+    "ref, digest, extra, pinned",
+    [
+        ("s3://b/k", "etag", {"etag": "etag"}, True),
+        ("s3://b/k", "etag", {}, True),  # the digest is the ETag, sent as If-Match
+        ("s3://b/k", "s3://b/k", {"versionID": "v1"}, True),  # an object version alone pins too
+        ("s3://b/k", "s3://b/k", {"versionID": "null"}, False),  # written while versioning was off
+        ("s3://b/k", "s3://b/k", {}, False),  # checksum=False
+        ("gs://b/k", "CJj=", {"etag": "CJj=", "versionID": 17}, True),
+        ("gs://b/k", "gs://b/k", {"versionID": 17}, True),  # the generation
+        ("gs://b/k", "gs://b/k", {}, False),
+        ("az://c/k", "0x8D", {"etag": "0x8D"}, True),
+        (BLOB, "0x8D", {}, True),  # an Azure Blob URL is Azure's, not a web server's
+        ("az://c/k", "az://c/k", {"versionID": "v"}, False),  # reads use a version only with an ETag
+        (BLOB, BLOB, {}, False),
+        (URL, "abc", {"etag": '"abc"'}, True),
+        (URL, 'W/"abc', {"etag": 'W/"abc"'}, True),
+        (URL, URL, {CONTENT_MD5: MD5}, True),  # refmount's entry of a file without an ETag
+        (URL, URL, {}, False),  # W&B's entry of a file without an ETag (or checksum=False)
+        (URL, URL, {CONTENT_MD5: "not an md5"}, False),
+        (URL, MD5, {}, True),  # refmount's digest for such files before it took W&B's
+        (URL, "abc", {}, False),  # an ETag digest that lost its extra: nothing says what it is
+        (URL.replace("http", "https"), "https://h/x", {"etag": "x"}, True),
+        ("file:///d/a.txt", MD5, {"mtime_ns": 1}, True),
+        ("file:///d/a.txt", "file:///d/a.txt", {}, False),
+        ("file:///d/a.txt", "abc", {}, False),
+        ("file:///d/a%20b.txt", base64.b64encode(hashlib.md5(b"file:///d/a%20b.txt").digest()).decode(), {}, False),
+        ("ftp://h/x", "abc", {"etag": "abc"}, False),  # no store: nothing reads it
+    ],
+)
+def test_pinned(ref: str, digest: str, extra: dict[str, Any], pinned: bool) -> None:
+    e = Entry("p", ref, digest, size=5, extra=extra)
+    assert e.pinned is pinned
+    assert Entry("p", ref, ref).pinned is False  # checksum=False entries, in every scheme
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"etag": 5}, "invalid extra.etag 5"),
+        ({"etag": ""}, "invalid extra.etag ''"),
+        ({CONTENT_MD5: "abc"}, "invalid extra.content_md5 'abc'"),
+        ({CONTENT_MD5: base64.b64encode(b"x" * 17).decode()}, "expected the base64 MD5 of the content"),
+    ],
+)
+def test_malformed_pins_are_refused(extra: dict[str, Any], message: str) -> None:
+    data = {"version": 1, "contents": {"a": {"digest": URL, "ref": URL, "size": 1, "extra": extra}}}
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        Manifest.from_json(data)
 
 
 @pytest.mark.parametrize(

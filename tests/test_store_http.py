@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from refmount.errors import ChangedObject, InvalidInput, NotFound, StoreError
-from refmount.manifest import Entry
+from refmount.errors import ChangedObject, InvalidInput, NotFound, StoreError, Unpinned
+from refmount.manifest import CONTENT_MD5, Entry
 from refmount.stores import parse, store_for
 from refmount.stores.http import HTTPStore
 from tests.conftest import Cli
@@ -80,10 +80,47 @@ def test_redirects_are_followed(nginx: Served, nginx_dir: HTTPDir) -> None:
     assert store_for(moved).read(entry, 0, 5) == b"moved"
 
 
-def test_scan_without_etag_hashes_the_content(plain_dir: HTTPDir) -> None:
+def test_scan_without_etag_keeps_the_url_as_digest_and_pins_the_content_md5(plain_dir: HTTPDir) -> None:
     url = plain_dir.put("data.csv", BODY)
     (entry,) = scan(url)  # the server refuses HEAD: the size comes from the streamed GET
-    assert entry.digest == b64md5(BODY) and entry.size == len(BODY) and entry.extra == {}
+    assert entry.digest == entry.ref == url and entry.size == len(BODY)  # W&B's digest: the URL
+    assert entry.extra == {CONTENT_MD5: b64md5(BODY)} and entry.content_md5 == b64md5(BODY) and entry.pinned
+
+
+def test_reads_of_entries_without_etag_or_content_md5_are_refused(plain_http: PlainServed, plain_dir: HTTPDir,
+                                                                  store: HTTPStore) -> None:  # fmt: skip
+    url = plain_dir.put("config.json", b'{"k":1}')
+    wandb_made = Entry(path="config.json", ref=url, digest=url, size=7)  # as W&B records it: pins nothing
+    location = Entry(path="config.json", ref=url, digest=url)  # checksum=False
+    before = downloads(plain_http, url)
+    for entry in (wandb_made, location):
+        assert not entry.pinned
+        for call in (lambda e: store.read(e, 0, 7), store.check):
+            with pytest.raises(Unpinned, match="nothing to pin its bytes by") as info:
+                call(entry)
+            assert str(info.value).startswith(f"config.json: reference {url} ") and "\n" not in str(info.value)
+    assert downloads(plain_http, url) == before  # refused without asking the server
+
+
+def test_entries_logged_by_earlier_releases_still_read(plain_dir: HTTPDir, store: HTTPStore) -> None:
+    """Before refmount took W&B's digest, an ETag-less file's digest was its base64 MD5: still a pin."""
+    url = plain_dir.put("old.bin", BODY)
+    old = Entry(path="old.bin", ref=url, digest=b64md5(BODY), size=len(BODY))
+    assert old.pinned and store.read(old, 10, 5) == BODY[10:15]
+    plain_dir.put("old.bin", BODY[::-1])
+    with pytest.raises(ChangedObject, match="MD5 differs"):
+        HTTPStore().read(old, 0, 10)
+
+
+def test_one_url_two_contents_are_two_pins(plain_dir: HTTPDir, store: HTTPStore) -> None:
+    """Both versions of a changed file have the URL as digest: the spool tells them apart by their MD5."""
+    url = plain_dir.put("c.json", b'{"k":1}')
+    (first,) = scan(url)
+    assert store.read(first, 0, 7) == b'{"k":1}'  # now spooled
+    plain_dir.put("c.json", b'{"k":2}')
+    (second,) = scan(url)
+    assert second.digest == first.digest and second.content_md5 != first.content_md5
+    assert store.read(second, 0, 7) == b'{"k":2}'
 
 
 def test_reads_with_etag_are_ranged_and_guarded(nginx_dir: HTTPDir, store: HTTPStore) -> None:
@@ -184,14 +221,15 @@ def test_tls_is_verified(self_signed_https: TLSServed, monkeypatch: pytest.Monke
         scan(url)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(self_signed_https.ca_bundle))  # trust it explicitly
     (entry,) = scan(url)
-    assert entry.digest == b64md5(b"secure") and store_for(url).read(entry, 0, 6) == b"secure"
+    assert entry.content_md5 == b64md5(b"secure") and store_for(url).read(entry, 0, 6) == b"secure"
 
 
 def test_weak_etags_are_kept_and_checked(plain_http: Served, store: HTTPStore) -> None:
     weak = HTTPDir(plain_http.root / "weak", f"{plain_http.url}/weak")
     url = weak.put(f"w{os.getpid()}.bin", BODY)
     (entry,) = scan(url)
-    assert entry.digest == entry.etag == f'W/"{hashlib.md5(BODY).hexdigest()}"'  # as W&B records it
+    assert entry.etag == f'W/"{hashlib.md5(BODY).hexdigest()}"'
+    assert entry.digest == f'W/"{hashlib.md5(BODY).hexdigest()}'  # as wandb 0.31 records it: quotes stripped
     assert store.read(entry, 100, 50) == BODY[100:150]  # no If-Match sent: it could never match
     store.check(entry)
     weak.put(url.rpartition("/")[2], BODY[::-1])
@@ -206,7 +244,8 @@ def test_cli_log_show_relog_and_change(nginx_dir: HTTPDir, plain_dir: HTTPDir, c
     first = cli(*args).json()
     assert first["name"] == "models/cnn:v0" and first["files"] == 2
     contents = json.loads(cli("show", "models/cnn:v0", "--json").out)["contents"]
-    assert contents["labels.csv"] == {"digest": b64md5(b"a,b\n"), "ref": labels, "size": 4}
+    assert contents["labels.csv"] == {"digest": labels, "ref": labels, "size": 4,
+                                      "extra": {CONTENT_MD5: b64md5(b"a,b\n")}}  # fmt: skip
     assert contents["weights/model.bin"]["extra"]["etag"].strip('"') == contents["weights/model.bin"]["digest"]
     assert not cli(*args).json()["created"]
     overwrite(nginx_dir, "model.bin", BODY[::-1])

@@ -161,7 +161,7 @@ class Filesystem:
                     continue
                 if is_dir:
                     yield name, Attributes(slot.inode(node_id), Kind.DIR, 0, mtime, IMMUTABLE_TTL), node_id
-                elif size is not None:  # a checksum=False location has nothing pinned to show
+                elif size is not None:  # None: nothing pinned to show (see _visible)
                     yield name, Attributes(slot.inode(node_id), Kind.FILE, size, mtime, IMMUTABLE_TTL), node_id
 
     # -- files --------------------------------------------------------------------------------------
@@ -219,5 +219,8 @@ class Filesystem:
 
 
 def _visible(node: FsNode) -> bool:
-    """Files with nothing pinned to read (``checksum=False`` locations) are not shown."""
-    return not isinstance(node, VersionNode) or node.is_dir or (node.entry is not None and node.entry.size is not None)
+    """Files without a size or with nothing that pins their bytes (``checksum=False`` locations, W&B's
+    entries of HTTP files without an ETag) are not shown: the mount serves logged bytes or nothing."""
+    if not isinstance(node, VersionNode) or node.is_dir:
+        return True
+    return node.entry is not None and node.entry.size is not None and node.entry.pinned

@@ -108,7 +108,8 @@ class ManifestIndex(abc.ABC):
 
     @abc.abstractmethod
     def listing(self, parent_id: int, after_id: int = 0, limit: int = 1000) -> list[tuple[int, str, bool, int | None]]:
-        """Like :meth:`children`, but only (id, name, is_dir, size): what a directory listing needs."""
+        """Like :meth:`children`, but only (id, name, is_dir, size): what a directory listing needs. A file that
+        cannot be served (no size, or nothing pins its bytes: see :attr:`Entry.pinned`) has size None."""
 
     @abc.abstractmethod
     def node(self, node_id: int) -> Node | None: ...
@@ -134,7 +135,8 @@ class Registry(abc.ABC):
         aliases: Sequence[str] = (),
     ) -> LogResult:
         """In one transaction: the next ``vN`` with ``latest`` moved to it, unless the artifact
-        digest equals the current latest's (then only ``aliases`` are applied to it)."""
+        digest equals the current latest's and so do the content MD5s that pin entries whose digest is
+        their URL (then only ``aliases`` are applied to it)."""
 
     @abc.abstractmethod
     def copy_version(self, version: VersionInfo, manifest: Manifest) -> bool:

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from ..errors import InvalidInput, NotFound
-from ..manifest import Entry, Manifest, parent_dir
+from ..manifest import CONTENT_MD5, Entry, Manifest, parent_dir
 from ..names import LATEST, version_index
 from .base import ArtifactInfo, LogResult, ManifestIndex, Node, Registry, VersionInfo
 
@@ -123,10 +123,10 @@ class SQLRegistry(Registry):
             artifact_id = self._ensure_artifact(db, project, artifact, type)
             latest = self._alias_index(db, artifact_id, LATEST)
             if latest is not None:
-                (latest_digest,) = db.execute(
-                    "SELECT digest FROM versions WHERE artifact_id = ? AND idx = ?", (artifact_id, latest)
+                latest_digest, latest_manifest = db.execute(
+                    "SELECT digest, manifest_id FROM versions WHERE artifact_id = ? AND idx = ?", (artifact_id, latest)
                 ).fetchone()
-                if latest_digest == digest:
+                if latest_digest == digest and self._same_content_md5s(db, latest_manifest, manifest):
                     for alias in aliases:
                         self._put_alias(db, artifact_id, alias, latest)
                     return LogResult(self._version(db, artifact_id, latest), created=False)
@@ -205,6 +205,22 @@ class SQLRegistry(Registry):
             " ON CONFLICT (artifact_id, alias) DO UPDATE SET idx = excluded.idx",
             (artifact_id, alias, index),
         )
+
+    @staticmethod
+    def _same_content_md5s(db: Connection, stored_id: int, manifest: Manifest) -> bool:
+        """Whether the stored manifest pins every entry that ``manifest`` pins by ``extra.content_md5`` to the
+        same MD5. Those entries' digests are their URLs (W&B's), so equal artifact digests do not say that
+        the bytes are the same: a file changed since is a new version, whose bytes could not be logged else."""
+        for entry in manifest:
+            md5 = entry.extra.get(CONTENT_MD5)
+            if md5 is None:
+                continue
+            row = db.execute(
+                "SELECT extra FROM nodes WHERE manifest_id = ? AND path = ? AND is_dir = 0", (stored_id, entry.path)
+            ).fetchone()
+            if row is None or json.loads(row[0] or "{}").get(CONTENT_MD5) != md5:
+                return False
+        return True
 
     @staticmethod
     def _store_manifest(db: Connection, manifest: Manifest, content_id: str, digest: str) -> int:
@@ -382,14 +398,12 @@ class SQLManifestIndex(ManifestIndex):
         return [node_from_row(row) for row in rows]
 
     def listing(self, parent_id: int, after_id: int = 0, limit: int = 1000) -> list[tuple[int, str, bool, int | None]]:
-        return (
-            self._db()
-            .execute(
-                "SELECT id, name, is_dir, size FROM nodes WHERE parent = ? AND id > ? ORDER BY id LIMIT ?",
-                (parent_id, after_id, limit),
-            )
-            .fetchall()
-        )
+        # Whether a file is pinned depends on its scheme; only checksum=False locations and http(s) or file
+        # refs can fail to be, so only their rows carry what the check needs (the walk of a bucket's
+        # million entries stays one narrow query).
+        rows = self._db().execute(_LISTING, (parent_id, after_id, limit)).fetchall()
+        return [(node_id, name, bool(is_dir), size if is_dir or ref is None or _pinned(path, size, digest, ref, extra)
+                 else None) for node_id, name, is_dir, path, size, digest, ref, extra in rows]  # fmt: skip
 
     def node(self, node_id: int) -> Node | None:
         row = (
@@ -417,6 +431,18 @@ def _insert_files(db: Connection, batch: list[tuple[Any, ...]]) -> None:
         batch,
     )
     batch.clear()
+
+
+_CHECKED = "is_dir = 0 AND (digest = ref OR ref LIKE 'http%' OR ref LIKE 'file:%')"
+_LISTING = (
+    "SELECT id, name, is_dir, path, size, "
+    + ", ".join(f"CASE WHEN {_CHECKED} THEN {column} END" for column in ("digest", "ref", "extra"))
+    + " FROM nodes WHERE parent = ? AND id > ? ORDER BY id LIMIT ?"
+)
+
+
+def _pinned(path: str, size: int | None, digest: str, ref: str, extra: str | None) -> bool:
+    return Entry(path=path, ref=ref, digest=digest, size=size, extra=json.loads(extra) if extra else {}).pinned
 
 
 def node_from_row(row: tuple[Any, ...]) -> Node:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import importlib
 import threading
-from urllib.parse import urlsplit
 
 from ..errors import InvalidInput
-from ..uri import RefURI, parse_ref
-from .base import DEFAULT_MAX_OBJECTS, Store
+from ..uri import RefURI, parse_ref, store_scheme
+from .base import DEFAULT_MAX_OBJECTS, Store, unpinned
 
 # scheme -> "module:Class"; imported on first use so that `refmount ls` never pays for boto3.
 _STORES = {
@@ -20,8 +19,6 @@ _STORES = {
     "az": "refmount.stores.azure:AzureStore",
 }
 SCHEMES = frozenset(_STORES)
-# Azure Blob URLs share https:// with plain web servers: their host says which store serves them.
-_AZURE_BLOB_HOSTS = (".blob.core.windows.net", ".blob.core.chinacloudapi.cn", ".blob.core.usgovcloudapi.net")
 
 _instances: dict[str, Store] = {}
 _lock = threading.Lock()
@@ -41,7 +38,7 @@ def check(uri: str) -> RefURI:
 
 def store_for(ref: RefURI | str) -> Store:
     """The (shared, thread-safe) store for a reference's scheme."""
-    scheme = _store_key(ref.raw if isinstance(ref, RefURI) else ref)
+    scheme = store_scheme(ref.raw if isinstance(ref, RefURI) else ref)
     if scheme not in _STORES:
         raise InvalidInput(f"unknown scheme {scheme!r} (supported: {', '.join(sorted(SCHEMES))})")
     target = _STORES[scheme]  # http and https share one store (one connection pool)
@@ -57,22 +54,10 @@ def prepare(scheme: str) -> None:
     store_for(f"{scheme}://").prepare()
 
 
-def _store_key(uri: str) -> str:
-    scheme = uri.partition("://")[0].lower()
-    if scheme in ("http", "https"):
-        try:
-            host = urlsplit(uri).hostname or ""
-        except ValueError:  # a malformed URL: the HTTP store reports it
-            return scheme
-        if host.endswith(_AZURE_BLOB_HOSTS):
-            return "az"
-    return scheme
-
-
 def reset() -> None:
     """Forget store instances, so the next use reads credentials and endpoints from the environment again."""
     with _lock:
         _instances.clear()
 
 
-__all__ = ["DEFAULT_MAX_OBJECTS", "SCHEMES", "Store", "check", "parse", "prepare", "store_for"]
+__all__ = ["DEFAULT_MAX_OBJECTS", "SCHEMES", "Store", "check", "parse", "prepare", "store_for", "unpinned"]

@@ -34,8 +34,7 @@ from azure.storage.blob import BlobProperties, BlobServiceClient, LinearRetry
 
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
 from ..manifest import Entry, join_path, validate_path
-from ..uri import RefURI, parse_ref, quote_path
-from . import _AZURE_BLOB_HOSTS
+from ..uri import AZURE_BLOB_HOSTS, RefURI, parse_ref, quote_path
 from .base import (
     CONNECT_TIMEOUT_S,
     DEFAULT_MAX_OBJECTS,
@@ -161,7 +160,7 @@ def _locate(ref: RefURI) -> _Location:
             raise InvalidInput(f"{ref.raw}: no container name (expected az://CONTAINER/PREFIX)")
         return _Location(None, ref.netloc, ref.path)
     host = ref.netloc.partition(":")[0].lower()
-    if not host.endswith(_AZURE_BLOB_HOSTS):
+    if not host.endswith(AZURE_BLOB_HOSTS):
         raise InvalidInput(f"{ref.raw}: not an Azure Blob URL (expected https://ACCOUNT.blob.core.windows.net/...)")
     container, _, key = ref.path.partition("/")
     if not container:

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import ClassVar, TypeVar
 
-from ..errors import ChangedObject, StoreError, TooManyObjects
-from ..manifest import Entry
+from ..errors import ChangedObject, StoreError, TooManyObjects, Unpinned
+from ..manifest import UNPINNED_REASON, Entry
 from ..uri import RefURI
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,11 @@ def changed(entry: Entry, why: str) -> ChangedObject:
         f"{entry.path}: reference {entry.ref} no longer matches the logged version "
         f"(digest {entry.digest}{', version ' + entry.version_id if entry.version_id else ''}): {why}"
     )
+
+
+def unpinned(entry: Entry) -> Unpinned:
+    return Unpinned(f"{entry.path}: reference {entry.ref} has nothing to pin its bytes by ({UNPINNED_REASON}); "
+                    "refusing to read whatever it holds now")  # fmt: skip
 
 
 def with_retries(

@@ -1,21 +1,23 @@
 """``http://`` and ``https://`` references: one file per URL (there is no listing in HTTP).
 
-The version of a file is its ``ETag`` (the digest is the ETag without its quotes, as W&B records
-it; ``extra.etag`` keeps the header verbatim so it can be sent back). Reads are ``Range``
+The version of a file is its ``ETag``: the digest is the ETag stripped of its quotes, as W&B
+records it, and ``extra.etag`` keeps the header verbatim so it can be sent back. Reads are ``Range``
 requests guarded by ``If-Match``: a changed file answers 412, and a server that ignores the
 guard is caught by comparing the ETag it returns. A server that ignores ``Range`` answers 200
 with the whole body, which is sliced.
 
-Weak ETags (``W/"..."``) are kept as they are (W&B does the same, so digests agree). They
-cannot be sent in ``If-Match`` (the comparison is strong, RFC 9110), so such reads are
-checked only by the ETag and total size that the response reports.
+Weak ETags (``W/"..."``) cannot be sent in ``If-Match`` (the comparison is strong, RFC 9110), so
+such reads are checked only by the ETag and total size that the response reports.
 
-A file served without an ETag is hashed at log time (streamed; digest = base64 MD5, like
-``file://``). It can only be verified whole, so a read downloads the whole body, checks that MD5
-and only then returns bytes. The verified body is kept in an unlinked temporary file (in the
-daemon, under the cache directory; gone with the process) so that block-wise readers download it
-once, not once per block; concurrent readers share one download. Bodies larger than the spool
-budget are streamed again for each read, keeping only the requested bytes in memory.
+For a file served without an ETag, W&B's digest is the URL itself, which pins nothing. refmount
+records the same digest (so artifact digests agree) and pins the file by the MD5 of its content,
+hashed at log time (streamed) into ``extra.content_md5``. It can only be verified whole, so a read
+downloads the whole body, checks that MD5 and only then returns bytes; an entry with neither an
+ETag nor a content MD5 (as W&B writes them) is never read. The verified body is kept in an
+unlinked temporary file (in the daemon, under the cache directory; gone with the process) so that
+block-wise readers download it once, not once per block; concurrent readers share one download.
+Bodies larger than the spool budget are streamed again for each read, keeping only the requested
+bytes in memory.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import requests.adapters
 from urllib3.util.retry import Retry
 
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
-from ..manifest import Entry, b64_md5
+from ..manifest import CONTENT_MD5, Entry, b64_md5
 from ..uri import RefURI
 from .base import (
     CONNECT_TIMEOUT_S,
@@ -43,6 +45,7 @@ from .base import (
     Store,
     changed,
     location_entry,
+    unpinned,
     with_retries,
 )  # fmt: skip
 
@@ -122,7 +125,10 @@ class HTTPStore(Store):
                 for chunk in _chunks(body, url):
                     md5.update(chunk)
                     size += len(chunk)
-            return (_digest(etag), size, {"etag": etag}) if etag else (b64_md5(md5.digest()), size, {})
+            if etag:
+                return _digest(etag), size, {"etag": etag}
+            # W&B's digest: the URL the body came from (after redirects, as requests spells it)
+            return body.url, size, {CONTENT_MD5: b64_md5(md5.digest())}
 
         return _retrying(get, url)
 
@@ -130,7 +136,7 @@ class HTTPStore(Store):
     def read(self, entry: Entry, offset: int, length: int) -> bytes:
         if length <= 0 or (entry.size is not None and offset >= entry.size):
             return b""
-        if entry.is_snapshot and not entry.etag:
+        if not entry.etag:
             return self._read_verified(entry, offset, length)
         end = offset + length - 1 if entry.size is None else min(offset + length, entry.size) - 1
         headers = {"Range": f"bytes={offset}-{end}", **self._guard(entry)}
@@ -150,7 +156,7 @@ class HTTPStore(Store):
         return _retrying(get, entry.ref)
 
     def check(self, entry: Entry) -> None:
-        if entry.is_snapshot and not entry.etag:
+        if not entry.etag:
             self._read_verified(entry, 0, 0)
             return
         response = self._request(entry.ref, "HEAD", self._guard(entry))
@@ -161,7 +167,7 @@ class HTTPStore(Store):
 
     def _guard(self, entry: Entry) -> dict[str, str]:
         etag = entry.etag
-        if not entry.is_snapshot or not etag or etag.startswith("W/"):
+        if not etag or etag.startswith("W/"):
             return {}
         return {"If-Match": etag}
 
@@ -172,10 +178,8 @@ class HTTPStore(Store):
         if response.status_code in (404, 410, 416):  # 416: the logged range is no longer inside the file
             raise changed(entry, f"the server answers {response.status_code} {response.reason}")
         _raise_for(response, entry.ref)
-        if not entry.is_snapshot:
-            return
         etag = response.headers.get("ETag")
-        if etag is not None and _opaque(etag) != _opaque(entry.etag or entry.digest):
+        if entry.etag and etag is not None and _opaque(etag) != _opaque(entry.etag):
             raise changed(entry, f"the file changed (ETag is now {etag})")
         total = _total_size(response)
         if entry.size is not None and total is not None and total != entry.size:
@@ -183,16 +187,19 @@ class HTTPStore(Store):
 
     def _read_verified(self, entry: Entry, offset: int, length: int) -> bytes:
         """Bytes of an ETag-less file, returned only once the whole body has the logged MD5."""
+        md5 = entry.content_md5
+        if md5 is None:  # a digest that is the URL pins nothing: whatever the server has now is not the logged file
+            raise unpinned(entry)
         if entry.size is not None and entry.size > self._spool.budget:
             wanted = min(length, entry.size - offset)
-            return bytes(self._fetch_verified(entry, lambda: _Window(offset, wanted)).data)
+            return bytes(self._fetch_verified(entry, md5, lambda: _Window(offset, wanted)).data)
         new_body = lambda: _Body(self.scratch_dir)  # noqa: E731
-        body = self._spool.get((entry.ref, entry.digest), lambda: self._fetch_verified(entry, new_body))
+        body = self._spool.get((entry.ref, md5), lambda: self._fetch_verified(entry, md5, new_body))
         return body.pread(offset, length)
 
-    def _fetch_verified(self, entry: Entry, new_sink: Callable[[], Sink]) -> Sink:
+    def _fetch_verified(self, entry: Entry, md5_b64: str, new_sink: Callable[[], Sink]) -> Sink:
         """Stream the whole body into a new sink (one per attempt); return it only if the body has the
-        logged MD5, else raise ChangedObject."""
+        MD5 ``md5_b64``, else raise ChangedObject."""
 
         def get() -> Sink:
             sink, md5, position = new_sink(), hashlib.md5(), 0
@@ -202,7 +209,7 @@ class HTTPStore(Store):
                     md5.update(chunk)
                     sink.pwrite(position, chunk)
                     position += len(chunk)
-            if b64_md5(md5.digest()) != entry.digest:
+            if b64_md5(md5.digest()) != md5_b64:
                 raise changed(entry, "its content changed (MD5 differs)")
             return sink
 
@@ -346,8 +353,9 @@ def _status_error(response: requests.Response, url: str) -> RefmountError:
 
 
 def _digest(etag: str) -> str:
-    """W&B's digest for an ETag: without surrounding quotes (a weak ``W/"x"`` stays as it is)."""
-    return etag[1:-1] if len(etag) >= 2 and etag[0] == etag[-1] == '"' else etag
+    """W&B's digest for an ETag: every leading and trailing quote stripped (a weak ``W/"x"`` gives
+    ``W/"x``, as wandb 0.31 records it)."""
+    return etag.strip('"')
 
 
 def _opaque(etag: str) -> str:
