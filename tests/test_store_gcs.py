@@ -136,6 +136,27 @@ def test_reads_are_exact_and_pinned(gcs_env: GCSEnv, store: GCSStore) -> None:
         store.check(unversioned)
 
 
+def test_outside_the_checked_gcsfs_versions_the_plain_filesystem_serves(
+    gcs_env: GCSEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from refmount import compat
+
+    monkeypatch.setitem(compat.CHECKED, "gcsfs", ("0", "1"))
+    compat.checked.cache_clear()
+    refmount.stores.reset()
+    try:
+        store = store_for("gs")
+        assert isinstance(store, GCSStore) and type(store.fs) is gcsfs.core.GCSFileSystem  # gcsfs's own retries
+        b = gcs_env.bucket(versioned=True)
+        gcs_env.put(b, "k", b"logged")
+        (entry,) = scan(f"gs://{b}/k")
+        gcs_env.put(b, "k", b"other!")
+        assert store.read(entry, 0, 6) == b"logged"
+    finally:
+        compat.checked.cache_clear()
+        refmount.stores.reset()
+
+
 def test_entry_without_generation_is_guarded_by_etag(gcs_env: GCSEnv, store: GCSStore) -> None:
     """An imported manifest may lack the generation: the current one is used only if the etag matches."""
     b = gcs_env.bucket()

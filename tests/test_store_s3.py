@@ -145,6 +145,27 @@ def test_reads_are_presigned_and_failures_take_the_full_client(s3_env: S3Env, st
     assert requests["GetObject"] == 1
 
 
+def test_outside_the_checked_botocore_versions_reads_take_the_public_route(
+    s3_env: S3Env, store: S3Store, requests: collections.Counter[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from refmount import compat
+
+    monkeypatch.setitem(compat.CHECKED, "botocore", ("0", "1"))
+    compat.checked.cache_clear()
+    try:
+        b = s3_env.bucket()
+        s3_env.put(b, "k", b"logged bytes")
+        (entry,) = scan(f"s3://{b}/k")
+        assert store.read(entry, 7, 5) == b"bytes" and requests["GetObject"] == 1  # get_object, not a presigned GET
+        targets = [memoryview(bytearray(6)), memoryview(bytearray(6))]
+        assert store.read_into(entry, 0, targets) == 12 and b"".join(map(bytes, targets)) == b"logged bytes"
+        s3_env.put(b, "k", b"other bytes!")
+        with pytest.raises(ChangedObject, match="overwritten"):
+            store.read(entry, 0, 6)  # pinned all the same
+    finally:
+        compat.checked.cache_clear()
+
+
 def test_deleted_version_is_an_error_not_other_bytes(s3_env: S3Env, store: S3Store) -> None:
     b = s3_env.bucket(versioned=True)
     s3_env.put(b, "k", b"one")

@@ -28,6 +28,7 @@ import requests.exceptions
 from gcsfs.core import GCSFileSystem
 from gcsfs.retry import HttpError, is_retriable
 
+from ..compat import checked
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
 from ..manifest import Entry, join_path, validate_path
 from ..uri import RefURI, parse_ref, quote_path
@@ -51,10 +52,12 @@ class _GCSFileSystem(GCSFileSystem):
     """The plain JSON-API filesystem, with gcsfs's own retries taken out.
 
     gcsfs retries each request six times with up to 32 s sleeps (about a minute against an
-    unreachable endpoint); refmount bounds attempts itself, like every other store.
+    unreachable endpoint); refmount bounds attempts itself, like every other store. The undecorated
+    request function is not a public interface: with a gcsfs outside the checked versions, gcsfs's own
+    retries stay (a dead endpoint then takes that minute to be reported).
     """
 
-    _request = GCSFileSystem._request.__wrapped__  # type: ignore[attr-defined]
+    _request = getattr(GCSFileSystem._request, "__wrapped__", GCSFileSystem._request)
 
 
 class _Transient(StoreError):
@@ -73,7 +76,7 @@ class GCSStore(Store):
         """One filesystem for all threads (gcsfs runs its requests on fsspec's own event loop thread)."""
         with self._lock:
             if self._fs is None:
-                self._fs = _GCSFileSystem(
+                self._fs = (_GCSFileSystem if checked("gcsfs") else GCSFileSystem)(
                     token=_token(),
                     requests_timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S),
                     skip_instance_cache=True,  # a reset store must see a changed environment
@@ -118,7 +121,7 @@ class GCSStore(Store):
                 page = self._call(ref.raw, "GET", "b/{}/o", bucket, prefix=prefix or None, pageToken=page_token,
                                   maxResults=_PAGE_SIZE, fields=_LIST_FIELDS)  # fmt: skip
             except NotFound:  # a listing is only "not found" without its bucket
-                raise NotFound(f"{ref.raw}: bucket {bucket!r} does not exist at {self.fs._location}") from None
+                raise NotFound(f"{ref.raw}: bucket {bucket!r} does not exist at {_endpoint()}") from None
             for item in page.get("items", []):
                 if item["name"].endswith("/") and int(item["size"]) == 0:
                     continue  # a "folder" marker made by consoles, not data
@@ -174,6 +177,14 @@ class GCSStore(Store):
 def _retrying(call: Callable[[], T], uri: str) -> T:
     """``call`` with refmount's bounded retries; every failure becomes a one-line error naming ``uri``."""
     return with_retries(lambda: _mapped(call, uri), what=uri, retryable=lambda e: isinstance(e, _Transient))
+
+
+def _endpoint() -> str:
+    """Where requests go, for messages: an emulator named by STORAGE_EMULATOR_HOST, or Google's (as gcsfs)."""
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST", "")
+    if emulator not in ("", "default"):
+        return emulator if "://" in emulator else f"http://{emulator}"
+    return "https://storage.googleapis.com"
 
 
 def _token() -> str:

@@ -24,6 +24,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.response import StreamingBody
 
+from ..compat import checked
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
 from ..manifest import Entry, join_path, validate_path
 from ..uri import RefURI, parse_ref, quote_path
@@ -235,7 +236,7 @@ class S3Store(Store):
         less CPU than through botocore's request pipeline (events, serializing, parsing)."""
         # botocore's own connection pool, with its proxies, CA bundle and timeouts (a private attribute:
         # should a botocore lack it, the regular path serves every read)
-        http = getattr(getattr(self.client, "_endpoint", None), "http_session", None)
+        http = getattr(getattr(self.client, "_endpoint", None), "http_session", None) if checked("botocore") else None
         if http is None:
             return None
         headers = {header: args[param] for param, header in _HEADER_PARAMS.items() if param in args}
@@ -294,7 +295,8 @@ def _receive_into(body: StreamingBody, targets: Sequence[memoryview]) -> int:
     replies then wait for (about 10% of its CPU on a cold sequential read). Where that is not
     possible (another urllib3 or botocore, a chunked body), the body is read and copied in chunks.
     """
-    raw = getattr(body, "_raw_stream", None)  # urllib3's response (a private attribute of botocore's)
+    internals = checked("botocore") and checked("urllib3")
+    raw = getattr(body, "_raw_stream", None) if internals else None  # urllib3's response (private to botocore)
     fp = getattr(raw, "_fp", None)  # http.client's response under it (private to urllib3)
     plain = type(body) is StreamingBody and isinstance(fp, http.client.HTTPResponse)  # not a checksumming body
     if not plain or fp.chunked or fp.length is None:
