@@ -36,9 +36,10 @@ def round_up(size: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """The first ``length`` bytes of a page-aligned ``buffer``: one block of an object."""
+    """The first ``length`` bytes of ``buffer``: one block of an object. Fetched blocks are in page-aligned
+    buffers (the cache writes them with O_DIRECT); a small block read from the cache may be its bytes."""
 
-    buffer: mmap.mmap
+    buffer: mmap.mmap | bytes
     length: int
 
     def view(self, start: int = 0, stop: int | None = None) -> memoryview:
@@ -86,7 +87,7 @@ class BufferPool:
             self._holds[id(buffer)] = (buffer, 1)
         return buffer
 
-    def hold(self, buffer: mmap.mmap) -> None:
+    def hold(self, buffer: mmap.mmap | bytes) -> None:
         """One more party keeps ``buffer``'s bytes; it must :meth:`release` it when done."""
         with self._lock:
             held = self._holds.get(id(buffer))
@@ -96,7 +97,7 @@ class BufferPool:
                 return
             self._holds[id(buffer)] = (buffer, held[1] + 1)
 
-    def release(self, buffer: mmap.mmap) -> None:
+    def release(self, buffer: mmap.mmap | bytes) -> None:
         """Let go of one hold; the last one puts ``buffer`` back among the spares (or unmaps it)."""
         with self._lock:
             held = self._holds.get(id(buffer))
@@ -113,11 +114,11 @@ class BufferPool:
             else:
                 self._mine.discard(id(buffer))  # past the spares: unmapped once the last view of it is gone
 
-    def holds(self, buffer: mmap.mmap) -> int:
+    def holds(self, buffer: mmap.mmap | bytes) -> int:
         """How many holds ``buffer`` has (0: a spare, or a small buffer outside the pool)."""
         with self._lock:
             held = self._holds.get(id(buffer))
             return 0 if held is None else held[1]
 
-    def _pooled(self, buffer: mmap.mmap) -> bool:
+    def _pooled(self, buffer: mmap.mmap | bytes) -> bool:
         return id(buffer) in self._mine

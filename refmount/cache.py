@@ -86,20 +86,43 @@ class BlockCache:
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(self.directory, 0o700)  # cached bytes may be private data: owner only
-            self._cache = diskcache.Cache(
-                str(self.directory / "blocks"),
-                size_limit=size_limit,
-                eviction_policy="least-recently-used",
-                disk=_BlockDisk,
-                disk_min_file_size=0,  # every block is its own file: no megabytes inside SQLite pages
-                timeout=60,
-            )
+            self._cache = self._open(size_limit, timeout=60)
+            # The event loop's own connection, for small blocks (SQLite keeps connections per thread): a read
+            # never waits for a writer in WAL mode, and where SQLite is busy anyway it gives up at once.
+            self._loop_reader = self._open(size_limit, timeout=0)
             # One open file description for this cache object's claims (see Claim).
             self._claims_fd = os.open(self.directory / "fetching.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except (OSError, sqlite3.Error) as exc:  # sqlite3: a directory we may enter but not write
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise InvalidInput(f"cannot use the cache directory {self.directory}: {reason}") from exc
         self.corrupt_blocks = 0
+
+    def _open(self, size_limit: int, *, timeout: float) -> diskcache.Cache:
+        return diskcache.Cache(
+            str(self.directory / "blocks"),
+            size_limit=size_limit,
+            # Oldest stored first: a hit then writes nothing. Keeping LRU order made every hit an UPDATE of
+            # the block's row, which rewrites a small block's 64 KiB with it (200-300 us, under SQLite's
+            # write lock); a block evicted while still in use is fetched and stored again, a newest one.
+            eviction_policy="least-recently-stored",
+            disk=_BlockDisk,
+            disk_min_file_size=0,  # every block is its own file: no megabytes inside SQLite pages
+            timeout=timeout,
+        )
+
+    def get_inline(self, key: str, length: int) -> Block | None:
+        """A small block (stored inside the index) of ``length`` bytes, read without a worker thread; None when
+        it is not answered here (absent, stored as a file, damaged, SQLite busy): then :meth:`get` decides."""
+        if length > INLINE_MAX:
+            return None
+        try:
+            stored, checksum = self._loop_reader.get(key, tag=True)
+        except (OSError, sqlite3.Error, diskcache.Timeout):
+            return None
+        if not isinstance(stored, bytes) or len(stored) != length:
+            return None
+        block = Block(stored, length)
+        return block if _checksum(block) == checksum else None
 
     def get(self, key: str, buffer: mmap.mmap, length: int) -> Block | None:
         """The cached block of ``length`` bytes, read into ``buffer``, if present and intact.
@@ -167,6 +190,7 @@ class BlockCache:
 
     def close(self) -> None:
         self._cache.close()
+        self._loop_reader.close()
         if self._claims_fd >= 0:
             os.close(self._claims_fd)
             self._claims_fd = -1

@@ -221,12 +221,35 @@ class Reader:
                 return block
             flight = self._flights.get(key)
             if flight is None:
+                block = self._small_cached_block(entry, index, key)
+                if block is not None:
+                    return block
                 return (await self._fetch(entry, [index], self._take_off(entry, [index])))[0]
             await flight.done.wait()
             if flight.error is not None and not isinstance(flight.error, trio.Cancelled):
                 raise flight.error
             # Fetched: in memory now (unless evicted meanwhile: then it is asked for again). Cancelled
             # with its requester (not with us): we fetch it ourselves.
+
+    def _small_cached_block(self, entry: Entry, index: int, key: str) -> Block | None:
+        """A small block from the disk cache, read on this thread (held for the caller), or None.
+
+        A worker-thread handoff costs more than reading a small block stored inside SQLite (about 0.1 ms
+        against 0.05): a disk-warm small file is then answered without one. Whatever this cannot answer
+        (absent, large, damaged, SQLite busy) takes the thread path, which decides.
+        """
+        if self.cache is None or not entry.pinned:
+            return None
+        block = self.cache.get_inline(key, self._length(entry, index))
+        if block is None:
+            return None
+        self.stats.disk_hits += 1
+        self._remember(key, block)
+        self.buffers.hold(block.buffer)
+        return block
+
+    def _length(self, entry: Entry, index: int) -> int:
+        return max(0, min(self.block_size, (entry.size or 0) - index * self.block_size))
 
     def _take_off(self, entry: Entry, run: list[int]) -> list[_Flight]:
         """Register the fetch of consecutive blocks ``run``: from now on, readers of them wait for it."""
@@ -239,7 +262,7 @@ class Reader:
     async def _fetch(self, entry: Entry, run: list[int], flights: list[_Flight]) -> list[Block]:
         """Fetch ``run`` (from the disk cache or the store); the blocks come back held for the caller."""
         keys = [block_key(entry, self.block_size, index) for index in run]
-        lengths = [max(0, min(self.block_size, (entry.size or 0) - index * self.block_size)) for index in run]
+        lengths = [self._length(entry, index) for index in run]
         fetch = _Fetch(self.buffers, lengths)
         try:
             # Abandoned when cancelled (Ctrl-C, unmount): a store that stopped answering must not hold us

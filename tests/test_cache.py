@@ -69,7 +69,7 @@ def run(fn: Callable[[Reader], object], cache: BlockCache | None, **kw: int) -> 
     """Run ``fn(reader)`` inside trio with a reader whose background work runs, as the daemon and `download` do."""
 
     async def main() -> object:
-        async with open_reader(cache, block_size=BLOCK, **kw) as reader:
+        async with open_reader(cache, **{"block_size": BLOCK, **kw}) as reader:
             result = await fn(reader)  # type: ignore[misc]
         return result, reader.stats
 
@@ -183,17 +183,21 @@ def test_two_processes_share_one_cache_dir(tmp_path: Path) -> None:
         parent.close()
 
 
-def test_size_limit_evicts_least_recently_used(tmp_path: Path) -> None:
+def test_size_limit_evicts_the_oldest_stored_and_a_hit_writes_nothing(tmp_path: Path) -> None:
     limit, block = 4_000_000, 100_000  # room for about 40 blocks (diskcache also counts its index)
     cache = BlockCache(tmp_path / "small", size_limit=limit)
     try:
-        put(cache, "keep", os.urandom(block))
+        put(cache, "first", os.urandom(block))
+        db = tmp_path / "small" / "blocks" / "cache.db"
+        before = db.stat().st_mtime_ns, (db.parent / "cache.db-wal").stat().st_size
+        for _ in range(20):
+            assert get(cache, "first", block) is not None
+        assert (db.stat().st_mtime_ns, (db.parent / "cache.db-wal").stat().st_size) == before  # no write per hit
         for i in range(80):
-            assert get(cache, "keep", block) is not None  # used all along: stays
             put(cache, f"b{i}", os.urandom(block))
         assert cache.volume <= limit + block
-        assert get(cache, "keep", block) is not None
-        assert get(cache, "b0", block) is None and get(cache, "b79", block) is not None  # the oldest went first
+        assert get(cache, "first", block) is None  # stored first, evicted first
+        assert get(cache, "b79", block) is not None and get(cache, "b0", block) is None
     finally:
         cache.close()
 
@@ -318,7 +322,7 @@ def test_the_reader_gives_back_every_buffer_it_took() -> None:
         cache = BlockCache(tmp, 1 << 30)
         async with open_reader(cache, block_size=BLOCK, memory_bytes=2 * BLOCK) as reader:
             assert await whole(reader, entry) == entry_data
-            lease = await reader.lease(entry, BLOCK, 10)
+            lease = await reader.lease(entry, 4 * BLOCK, 10)  # the last block read: in memory, in a pool buffer
             held = [reader.buffers.holds(lease.view.obj)]  # type: ignore[arg-type]
             lease.release()
         cache.close()
@@ -494,6 +498,29 @@ def test_remount_reads_from_disk_not_the_store(store: FakeStore, tmp_path: Path)
         assert got == data
         counts.append((len(store.calls), stats.fetches, stats.disk_hits))
     assert counts[0][1:] == (3, 0) and counts[1] == (counts[0][0], 0, 3)  # the second reader never asked the store
+
+
+def test_a_small_cached_block_is_read_without_a_worker_thread(store: FakeStore, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    small, large = add(store, "small.bin", os.urandom(700)), add(store, "large.bin", os.urandom(INLINE_MAX + 1))
+    threads = []
+    real = trio.to_thread.run_sync
+
+    async def counted(fn: Callable[..., object], *args: object, **kw: object) -> object:
+        threads.append(getattr(fn, "__name__", repr(fn)))
+        return await real(fn, *args, **kw)
+
+    async def both(reader: Reader) -> list[bytes]:
+        return [await reader.read(small, 0, 700), await reader.read(large, 0, INLINE_MAX + 1)]
+
+    cache = BlockCache(tmp_path / "cache", 1 << 30)
+    run(both, cache, block_size=1 << 20)  # cold: fetched, then written to the cache
+    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    got, stats = run(both, cache, block_size=1 << 20)  # type: ignore[misc]
+    cache.close()
+    assert got == [store.objects[small.ref], store.objects[large.ref]] and stats.disk_hits == 2
+    assert threads == ["_load"]  # the large block's file is read in a thread; the small one is not
+    assert len(store.calls) == 2  # the second reader asked the store nothing
 
 
 def test_corrupt_block_is_fetched_again(store: FakeStore, cache: BlockCache) -> None:

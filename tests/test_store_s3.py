@@ -125,24 +125,28 @@ def test_reads_are_exact_and_pinned(s3_env: S3Env, store: S3Store) -> None:
         store.read(unpinned, 0, 10)
 
 
-def test_reads_are_presigned_and_failures_take_the_full_client(s3_env: S3Env, store: S3Store,
-                                                               requests: collections.Counter[str]) -> None:  # fmt: skip
-    """A successful read skips botocore's request pipeline; anything else goes through get_object, which
-    retries and names the error."""
+def test_reads_are_native_and_pinned_and_odd_keys_take_botocore(s3_env: S3Env, store: S3Store,
+                                                                requests: collections.Counter[str]) -> None:  # fmt: skip
+    """Reads go through obstore with the same pins (no botocore GetObject); a key obstore cannot express
+    (an empty path segment) is read through botocore, pinned all the same."""
     versioned, plain = s3_env.bucket(versioned=True), s3_env.bucket()
     for b in (versioned, plain):
         s3_env.put(b, "k", b"logged bytes")
+        s3_env.put(b, "odd//key", b"logged bytes")
     pinned, unpinned = scan(f"s3://{versioned}/k")[0], scan(f"s3://{plain}/k")[0]
     assert store.read(pinned, 7, 5) == b"bytes" and store.read(unpinned, 0, 6) == b"logged"
     assert requests["GetObject"] == 0
-    url = store.client.generate_presigned_url("get_object", Params={"Bucket": plain, "Key": "k"})
-    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url  # S3 refuses SigV2 for buckets made since 2020
-    s3_env.put(versioned, "k", b"other bytes!")
-    s3_env.put(plain, "k", b"other bytes!")
-    assert store.read(pinned, 0, 12) == b"logged bytes"  # the presigned URL names the version
+    for b in (versioned, plain):
+        s3_env.put(b, "k", b"other bytes!")
+    assert store.read(pinned, 0, 12) == b"logged bytes"  # the logged version, not the latest
     with pytest.raises(ChangedObject, match="overwritten"):
-        store.read(unpinned, 0, 6)  # If-Match travels as a header beside the signature
-    assert requests["GetObject"] == 1
+        store.read(unpinned, 0, 6)  # If-Match reached the server
+    assert requests["GetObject"] == 0
+    odd = Entry("odd", f"s3://{plain}/odd//key", pinned.digest, 12, {"etag": pinned.digest})
+    assert store.read(odd, 0, 12) == b"logged bytes" and requests["GetObject"] == 1
+    s3_env.put(plain, "odd//key", b"other bytes!")
+    with pytest.raises(ChangedObject, match="overwritten"):
+        store.read(odd, 0, 12)
 
 
 def test_outside_the_checked_botocore_versions_reads_take_the_public_route(
@@ -154,12 +158,12 @@ def test_outside_the_checked_botocore_versions_reads_take_the_public_route(
     compat.checked.cache_clear()
     try:
         b = s3_env.bucket()
-        s3_env.put(b, "k", b"logged bytes")
-        (entry,) = scan(f"s3://{b}/k")
-        assert store.read(entry, 7, 5) == b"bytes" and requests["GetObject"] == 1  # get_object, not a presigned GET
+        s3_env.put(b, "odd//k", b"logged bytes")  # a key only botocore reads
+        (entry,) = scan(f"s3://{b}/odd//k")
+        assert store.read(entry, 7, 5) == b"bytes" and requests["GetObject"] == 1  # body read without internals
         targets = [memoryview(bytearray(6)), memoryview(bytearray(6))]
         assert store.read_into(entry, 0, targets) == 12 and b"".join(map(bytes, targets)) == b"logged bytes"
-        s3_env.put(b, "k", b"other bytes!")
+        s3_env.put(b, "odd//k", b"other bytes!")
         with pytest.raises(ChangedObject, match="overwritten"):
             store.read(entry, 0, 6)  # pinned all the same
     finally:

@@ -3,7 +3,8 @@
 Scanning lists (``ListObjectVersions`` on versioned buckets, else ``ListObjectsV2``): one request
 per 1,000 objects and never a request per object. Reads name the logged ``VersionId`` and send
 ``If-Match: <ETag>``, so an overwritten object in an unversioned bucket fails instead of
-returning other bytes.
+returning other bytes. Reads go through native code (:mod:`refmount.stores.s3_native`) with boto3's
+endpoint and credentials, and through boto3 itself for what that cannot express.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import http.client
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import botocore.exceptions
 import botocore.session
-from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.response import StreamingBody
 
@@ -40,33 +40,30 @@ from .base import (
     location_entry,
     with_retries,
 )  # fmt: skip
+from .s3_native import BrokenBody, Missing, NativeGets, Precondition, Unexpressible, Unreachable
 
 log = logging.getLogger(__name__)
 
 _PAGE_SIZE = 1000  # the S3 maximum: one listing request per 1,000 objects
 _CHUNK = 1 << 20  # body reads of this size reuse the same heap memory
-# A URL is signed for each request, so its lifetime only has to cover a slow send and a server clock
-# that is behind ours (requests signed in headers are allowed 15 minutes of skew).
-_PRESIGNED_TTL_S = 3600
-_HEADER_PARAMS = {"Range": "Range", "IfMatch": "If-Match"}  # sent as headers, outside the signature
 _ENDPOINT_VARS = ("AWS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 # Errors while streaming a body are not retried by botocore itself (only the request is).
 _STREAM_ERRORS = (
     botocore.exceptions.ReadTimeoutError, botocore.exceptions.ResponseStreamingError,
     botocore.exceptions.IncompleteReadError, botocore.exceptions.ConnectionClosedError,
 )  # fmt: skip
-_NETWORK_ERRORS = (*_STREAM_ERRORS, botocore.exceptions.ConnectionError)
 
 
 class _Unreachable(StoreError):
-    """A presigned GET that failed on the network: get_object would fail the same way at the same endpoint,
-    so it is tried again as it is, rather than stacking get_object's own attempts and timeouts on top."""
+    """A GET that could not be sent or got no answer in time: tried again as it is, a few times."""
 
 
-_RETRIED = (*_STREAM_ERRORS, _Unreachable)  # a whole fetch again, a few times with backoff
+_RETRIED = (_Unreachable, BrokenBody)  # a whole fetch again, a few times with backoff
 
 
-T = TypeVar("T")
+def _local_server() -> bool:
+    """An S3-compatible server named in the environment: addressed path-style (bucket in the path)."""
+    return any(os.environ.get(v) for v in _ENDPOINT_VARS)
 
 
 class S3Store(Store):
@@ -74,6 +71,7 @@ class S3Store(Store):
 
     def __init__(self) -> None:
         self._client: Any = None
+        self._native: NativeGets | None = None
         self._lock = threading.Lock()
 
     @property
@@ -83,33 +81,39 @@ class S3Store(Store):
         with self._lock:
             if self._client is None:
                 try:
-                    self._client = self._new_client()
+                    self._client, session = self._new_client()
                 except botocore.exceptions.BotoCoreError as exc:
                     raise StoreError(f"cannot set up the S3 client: {exc}") from exc
+                self._native = NativeGets(self._client, session, path_style=_local_server(),
+                                          connect_timeout=CONNECT_TIMEOUT_S, timeout=READ_TIMEOUT_S)  # fmt: skip
             return self._client
 
+    @property
+    def native(self) -> NativeGets:
+        """The native client of reads (see :mod:`refmount.stores.s3_native`), made with the boto3 client."""
+        self.client  # noqa: B018 (builds both)
+        assert self._native is not None
+        return self._native
+
     @staticmethod
-    def _new_client() -> Any:
+    def _new_client() -> tuple[Any, boto3.session.Session]:
         endpoint = os.environ.get("AWS_S3_ENDPOINT_URL") or None  # boto3 reads the other two itself
-        local_server = any(os.environ.get(v) for v in _ENDPOINT_VARS)
         config = Config(
             connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
             retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"}, max_pool_connections=64,
-            s3={"addressing_style": "path"} if local_server else None,
+            s3={"addressing_style": "path"} if _local_server() else None,
             # Pinning (VersionId + If-Match) and the cache's own checksums already guard the
             # bytes; hashing every response body again costs CPU the read path needs.
             response_checksum_validation="when_required",
             request_checksum_calculation="when_required",
-            # Reads use presigned URLs, which botocore would otherwise sign with SigV2, which
-            # S3 refuses for buckets created since 2020.
-            signature_version="s3v4",
+            signature_version="s3v4",  # what S3 requires of buckets made since 2020
         )  # fmt: skip
         core = botocore.session.get_session()
         # Nothing here reads LastModified: keep timestamps as strings. Parsing them with dateutil
         # (one per GET, 1,000 per listing page) was 60% of a page's CPU and 10% of a GET's.
         core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
         session = boto3.session.Session(botocore_session=core, profile_name=os.environ.get("AWS_PROFILE") or None)
-        return session.client("s3", endpoint_url=endpoint, config=config)
+        return session.client("s3", endpoint_url=endpoint, config=config), session
 
     def prepare(self) -> None:
         self.client  # noqa: B018 (builds it)
@@ -193,71 +197,59 @@ class S3Store(Store):
 
     # -- reading --------------------------------------------------------------------------------------
     def read(self, entry: Entry, offset: int, length: int) -> bytes:
-        return self._stream(entry, offset, length, lambda body: body.read()) or b""
+        if entry.size is not None:
+            length = max(0, min(length, entry.size - offset))
+        buffer = bytearray(length)
+        got = self.read_into(entry, offset, [memoryview(buffer)])
+        return bytes(buffer[: min(got, length)])
 
     def read_into(self, entry: Entry, offset: int, targets: Sequence[memoryview]) -> int:
-        return self._stream(entry, offset, sum(len(t) for t in targets), partial(_receive_into, targets=targets)) or 0
-
-    def _stream(self, entry: Entry, offset: int, length: int, consume: Callable[[Any], T]) -> T | None:
-        """GET the pinned range and return what ``consume`` makes of its body (None: nothing there).
-
-        A stream that breaks is fetched and consumed again from the start, a few times with backoff.
-        """
+        """Natively (obstore) when it can express the request, else through botocore (see s3_native)."""
+        length = sum(len(t) for t in targets)
         if length <= 0 or (entry.size is not None and offset >= entry.size):
-            return None
-        args = self._pinned(entry)
-        if not (offset == 0 and entry.size is not None and length >= entry.size):
-            args["Range"] = f"bytes={offset}-{offset + length - 1}"
+            return 0
+        whole = offset == 0 and entry.size is not None and length >= entry.size
+        pins = self._pinned(entry)
 
-        def fetch() -> T | None:
+        def native() -> int:
             try:
-                body = self._presigned_get(args)
-            except _NETWORK_ERRORS as exc:  # named without the signed URL
+                return self.native.get_into(pins["Bucket"], pins["Key"], version=pins.get("VersionId"),
+                                            etag=pins.get("IfMatch"), offset=offset, length=None if whole else length,
+                                            targets=targets)  # fmt: skip
+            except Precondition:
+                raise changed(entry, "the object was overwritten (ETag differs)") from None
+            except Missing:
+                raise changed(entry, "the logged object version no longer exists" if "VersionId" in pins
+                              else "the object was deleted") from None  # fmt: skip
+            except Unreachable as exc:
                 raise _Unreachable(f"{entry.ref}: cannot reach the S3 endpoint {self.client.meta.endpoint_url} "
-                                   f"({type(exc).__name__})") from exc  # fmt: skip
-            if body is None:
-                try:
-                    body = self.client.get_object(**args)["Body"]
-                except botocore.exceptions.ClientError as exc:
-                    if _code(exc) in ("InvalidRange", "416"):
-                        return None
-                    raise self._read_error(entry, exc) from exc
-                except botocore.exceptions.BotoCoreError as exc:  # botocore has retried the request already
-                    raise _store_error(exc, entry.ref, self.client) from exc
-            with contextlib.closing(body):
-                return consume(body)
+                                   f"({exc})") from None  # fmt: skip
 
-        return with_retries(fetch, what=f"reading {entry.ref}", retryable=lambda e: isinstance(e, _RETRIED))
-
-    def _presigned_get(self, args: dict[str, Any]) -> StreamingBody | None:
-        """The body of a successful GET sent through a presigned URL on the client's own connection pool.
-        Network errors are raised; for any other answer or failure, None, and ``get_object`` handles it
-        (retries, region redirects, error codes). Presigned, a 64 KiB read costs the daemon about 30%
-        less CPU than through botocore's request pipeline (events, serializing, parsing)."""
-        # botocore's own connection pool, with its proxies, CA bundle and timeouts (a private attribute:
-        # should a botocore lack it, the regular path serves every read)
-        http = getattr(getattr(self.client, "_endpoint", None), "http_session", None) if checked("botocore") else None
-        if http is None:
-            return None
-        headers = {header: args[param] for param, header in _HEADER_PARAMS.items() if param in args}
         try:
-            url = self.client.generate_presigned_url(
-                "get_object",
-                Params={k: v for k, v in args.items() if k not in _HEADER_PARAMS},
-                ExpiresIn=_PRESIGNED_TTL_S,
-            )
-            request = AWSRequest("GET", url, headers=headers, stream_output=True).prepare()
-            response = http.send(request)
-        except _NETWORK_ERRORS:
-            raise
-        except botocore.exceptions.BotoCoreError:
-            return None
-        if response.status_code not in (200, 206):
-            log.debug("presigned GET of %s answered %d; asking again through the full client", url.partition("?")[0],
-                      response.status_code)  # fmt: skip
-            response.raw.close()
-            return None
-        return StreamingBody(response.raw, response.headers.get("Content-Length"))  # checks the length read
+            return with_retries(native, what=f"reading {entry.ref}", retryable=lambda e: isinstance(e, _RETRIED))
+        except Unexpressible:
+            return self._get_object_into(entry, pins, None if whole else f"bytes={offset}-{offset + length - 1}",
+                                         targets)  # fmt: skip
+
+    def _get_object_into(self, entry: Entry, pins: dict[str, Any], byte_range: str | None,
+                         targets: Sequence[memoryview]) -> int:  # fmt: skip
+        """The botocore path: ``get_object`` (which retries the request and names errors), its body received
+        into ``targets``; a body that breaks is fetched again from the start, a few times with backoff."""
+        args = {**pins, **({"Range": byte_range} if byte_range else {})}
+
+        def fetch() -> int:
+            try:
+                body = self.client.get_object(**args)["Body"]
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) in ("InvalidRange", "416"):
+                    return 0
+                raise self._read_error(entry, exc) from exc
+            except botocore.exceptions.BotoCoreError as exc:  # botocore has retried the request already
+                raise _store_error(exc, entry.ref, self.client) from exc
+            with contextlib.closing(body):
+                return _receive_into(body, targets)
+
+        return with_retries(fetch, what=f"reading {entry.ref}", retryable=lambda e: isinstance(e, _STREAM_ERRORS))
 
     def check(self, entry: Entry) -> None:
         try:
