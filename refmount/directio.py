@@ -16,10 +16,11 @@ import os
 from .buffers import Block, round_up
 
 
-def read_into(fd: int, buffer: mmap.mmap) -> int:
-    """Read the open regular file ``fd`` from its start into the page-aligned ``buffer``; returns the
-    bytes read (at most ``len(buffer)``: a longer file is cut short, which the caller sees)."""
-    _try_direct(fd)  # where the file system refuses O_DIRECT, an ordinary read does the same
+def read_into(fd: int, buffer: mmap.mmap | bytearray) -> int:
+    """Read the open regular file ``fd`` from its start into ``buffer`` (directly when it is a page-aligned
+    map); returns the bytes read (at most ``len(buffer)``: a longer file is cut short, which the caller sees)."""
+    if isinstance(buffer, mmap.mmap):
+        _try_direct(fd)  # where the file system refuses O_DIRECT, an ordinary read does the same
     return os.preadv(fd, [buffer], 0)  # whole pages are asked for: a direct read stops at end of file
 
 

@@ -24,7 +24,7 @@ import trio
 
 from . import stores
 from .buffers import Block, BufferPool
-from .cache import BlockCache, Claim, block_key
+from .cache import INLINE_MAX, BlockCache, Claim, block_key
 from .errors import StoreError
 from .manifest import Entry
 from .writeback import Writeback
@@ -90,7 +90,8 @@ class _Fetch:
 
     def __init__(self, buffers: BufferPool, lengths: list[int]) -> None:
         self.pool = buffers
-        self.buffers = [buffers.take(n) for n in lengths]  # taken on the trio thread: one hold each
+        # Taken on the trio thread, one hold each; only blocks the cache writes as files need alignment.
+        self.buffers = [buffers.take(n, aligned=n > INLINE_MAX) for n in lengths]
         self._lock = threading.Lock()
         self._thread_done = False
         self._abandoned = False
@@ -166,31 +167,34 @@ class Reader:
         way). Runs of missing blocks are asked for in one store request each (up to MAX_BLOCKS_PER_REQUEST).
         Each background fetch's cancel scope is in ``scopes`` while it runs: cancelling them abandons it."""
         run: list[int] = []
+        keys: list[str] = []
         for index in range(first, min(first + count, self.blocks(entry))):
             key = block_key(entry, self.block_size, index)
             if key in self._memory or key in self._flights:
-                self._prefetch_run(entry, run, scopes)
-                run = []
+                self._prefetch_run(entry, run, keys, scopes)
+                run, keys = [], []
                 continue
             run.append(index)
+            keys.append(key)
             if len(run) == MAX_BLOCKS_PER_REQUEST:
-                self._prefetch_run(entry, run, scopes)
-                run = []
-        self._prefetch_run(entry, run, scopes)
+                self._prefetch_run(entry, run, keys, scopes)
+                run, keys = [], []
+        self._prefetch_run(entry, run, keys, scopes)
 
-    def _prefetch_run(self, entry: Entry, run: list[int], scopes: set[trio.CancelScope] | None) -> None:
+    def _prefetch_run(self, entry: Entry, run: list[int], keys: list[str],
+                      scopes: set[trio.CancelScope] | None) -> None:  # fmt: skip
         if run:
-            flights = self._take_off(entry, run)  # now, so that readers arriving meanwhile wait for this fetch
+            flights = self._take_off(keys)  # now, so that readers arriving meanwhile wait for this fetch
             scope = trio.CancelScope()
             if scopes is not None:
                 scopes.add(scope)
-            self._nursery.start_soon(self._quiet_fetch, entry, run, flights, scope, scopes)
+            self._nursery.start_soon(self._quiet_fetch, entry, run, keys, flights, scope, scopes)
 
-    async def _quiet_fetch(self, entry: Entry, run: list[int], flights: list[_Flight], scope: trio.CancelScope,
-                           scopes: set[trio.CancelScope] | None) -> None:  # fmt: skip
+    async def _quiet_fetch(self, entry: Entry, run: list[int], keys: list[str], flights: list[_Flight],
+                           scope: trio.CancelScope, scopes: set[trio.CancelScope] | None) -> None:  # fmt: skip
         try:
             with scope:
-                for block in await self._fetch(entry, run, flights):
+                for block in await self._fetch(entry, run, keys, flights):
                     self.buffers.release(block.buffer)
         except Exception as exc:
             log.debug("readahead of %s blocks %d-%d failed: %s", entry.ref, run[0], run[-1], exc)
@@ -224,7 +228,7 @@ class Reader:
                 block = self._small_cached_block(entry, index, key)
                 if block is not None:
                     return block
-                return (await self._fetch(entry, [index], self._take_off(entry, [index])))[0]
+                return (await self._fetch(entry, [index], [key], self._take_off([key])))[0]
             await flight.done.wait()
             if flight.error is not None and not isinstance(flight.error, trio.Cancelled):
                 raise flight.error
@@ -251,17 +255,17 @@ class Reader:
     def _length(self, entry: Entry, index: int) -> int:
         return max(0, min(self.block_size, (entry.size or 0) - index * self.block_size))
 
-    def _take_off(self, entry: Entry, run: list[int]) -> list[_Flight]:
-        """Register the fetch of consecutive blocks ``run``: from now on, readers of them wait for it."""
+    def _take_off(self, keys: list[str]) -> list[_Flight]:
+        """Register the fetch of the blocks ``keys``: from now on, readers of them wait for it."""
         flights = []
-        for index in run:
-            flight = self._flights[block_key(entry, self.block_size, index)] = _Flight()
+        for key in keys:
+            flight = self._flights[key] = _Flight()
             flights.append(flight)
         return flights
 
-    async def _fetch(self, entry: Entry, run: list[int], flights: list[_Flight]) -> list[Block]:
-        """Fetch ``run`` (from the disk cache or the store); the blocks come back held for the caller."""
-        keys = [block_key(entry, self.block_size, index) for index in run]
+    async def _fetch(self, entry: Entry, run: list[int], keys: list[str], flights: list[_Flight]) -> list[Block]:
+        """Fetch consecutive blocks ``run`` (from the disk cache or the store), ``keys`` theirs; the blocks come
+        back held for the caller."""
         lengths = [self._length(entry, index) for index in run]
         fetch = _Fetch(self.buffers, lengths)
         try:
@@ -348,7 +352,7 @@ class Reader:
         finally:
             fetch.thread_finished()
 
-    def _from_cache(self, keys: list[str], lengths: list[int], buffers: list[mmap.mmap],
+    def _from_cache(self, keys: list[str], lengths: list[int], buffers: list[mmap.mmap | bytearray],
                     claims: list[Claim | None]) -> list[Block | None]:  # fmt: skip
         """The blocks the disk cache has; the missing ones are claimed (``claims``) for fetching, after
         waiting for any other process already fetching them and looking again."""
