@@ -3,11 +3,15 @@
     python bench/small_files.py [--files 10000] [--size-kib 64] [--readers 16] [--peers rclone,s3fs]
 
 Starts SeaweedFS on 127.0.0.1, logs the prefix, and reads every file through the mount in a shuffled
-order (as a training epoch does): cold (empty cache), warm from the disk cache (page cache dropped)
-and warm from the page cache. For each pass it prints files/s, the serving daemon's CPU time per file
-and, for refmount, how many requests reached the daemon (opens included). Peers in the same run: boto3
-GetObject of every object with the same number of threads, and optionally `rclone mount` / `s3fs` on
-the same bucket, read the same three ways. Needs root (it writes /proc/sys/vm/drop_caches).
+order (as a training epoch does) with Python's ``open(path, "rb").read()``: cold (empty cache), warm from
+the disk cache (page cache dropped) and warm from the page cache; then the page-cache pass again with
+``os.open``/``os.read``. Python's buffered ``open()`` (before 3.14) probes ``isatty`` on every file it
+opens: an ioctl that FUSE always sends to the daemon (libfuse answers it, in C); ``os.open`` does not.
+For each pass it prints files/s, the serving daemon's CPU time per file and, for refmount, the requests
+that reached its Python code (opens included) and all requests the kernel sent it (read() calls on
+/dev/fuse, from /proc). Peers in the same run: boto3 GetObject of every object with the same number of
+threads, and optionally `rclone mount` / `s3fs` on the same bucket, read the same ways. Needs root (it
+writes /proc/sys/vm/drop_caches).
 """
 
 from __future__ import annotations
@@ -40,10 +44,33 @@ class Pass:
     label: str
     files_per_s: float
     cpu_ms_per_file: float | None = None  # the serving process's CPU time per file
-    requests: int | None = None  # requests that reached refmount's daemon during the pass
+    requests: int | None = None  # requests that reached refmount's Python handlers during the pass
+    kernel_requests: int | None = None  # all read() calls of refmount's daemon (one per request from the kernel)
+
+
+def read_buffered(path: Path) -> int:
+    with open(path, "rb") as f:  # what datasets do (PIL, torch.load, ...)
+        return len(f.read())
+
+
+def read_unbuffered(path: Path) -> int:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return sum(iter(lambda: len(os.read(fd, 1 << 20)), 0))
+    finally:
+        os.close(fd)
+
+
+def read_calls(pid: int) -> int:
+    """The process's read() and similar calls so far (/proc/PID/io syscr)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("syscr:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no syscr for {pid}")
 
 
 def timed(count: int, readers: int, read_one: Callable[[int], int], order: list[int]) -> float:
+    """Files/s reading ``order`` with ``readers`` threads."""
     start = time.perf_counter()
     with ThreadPoolExecutor(readers) as pool:
         total = sum(pool.map(read_one, order))
@@ -62,26 +89,45 @@ def asking_costs(mnt: Path) -> int:
     return -refmount_requests(mnt) + refmount_requests(mnt)
 
 
-def three_ways(label: str, root: Path, args: argparse.Namespace, key: Callable[[int], str], pid: int,
-               counted: Path | None = None) -> list[Pass]:  # fmt: skip
-    """Every file under ``root`` in a shuffled order: cold, from the reader's own disk cache, from the page cache."""
+def epoch_passes(label: str, root: Path, args: argparse.Namespace, key: Callable[[int], str], pid: int,
+                 counted: Path | None = None) -> list[Pass]:  # fmt: skip
+    """Every file under ``root`` in a shuffled order: cold, from the reader's own disk cache, from the page
+    cache (buffered ``open``), and from the page cache again with ``os.open``."""
     order = list(range(args.files))
-
-    def read_file(i: int) -> int:
-        return len((root / key(i)).read_bytes())
-
     passes = []
     asking = asking_costs(counted) if counted else 0
-    for name, drop in (("cold", True), ("warm (its disk cache)", True), ("warm (page cache)", False)):
+    for name, drop, read in (("cold", True, read_buffered), ("warm (its disk cache)", True, read_buffered),
+                             ("warm (page cache)", False, read_buffered),
+                             ("warm (page cache, os.open)", False, read_unbuffered)):  # fmt: skip
         random.Random(name).shuffle(order)
         if drop:
             drop_caches()
         requests_before = refmount_requests(counted) if counted else 0
-        cpu_before = cpu_seconds(pid)
-        rate = timed(args.files, args.readers, read_file, order)
-        cpu = cpu_seconds(pid) - cpu_before
+        cpu_before, calls_before = cpu_seconds(pid), read_calls(pid)
+        rate = timed(args.files, args.readers, lambda i: read(root / key(i)), order)  # noqa: B023
+        cpu, calls = cpu_seconds(pid) - cpu_before, read_calls(pid) - calls_before
         requests = refmount_requests(counted) - requests_before - asking if counted else None
-        passes.append(Pass(f"{label} {name}", rate, cpu * 1000 / args.files, requests))
+        passes.append(Pass(f"{label} {name}", rate, cpu * 1000 / args.files, requests,
+                           calls if counted and not drop else None))  # fmt: skip
+    return passes
+
+
+def local_ceiling(root: Path, body: bytes, args: argparse.Namespace, key: Callable[[int], str]) -> list[Pass]:
+    """The same files in a local directory, read from the page cache the same two ways: what the readers
+    themselves can do, whatever serves the files."""
+    for i in range(args.files):
+        (root / key(i)).parent.mkdir(parents=True, exist_ok=True)
+        (root / key(i)).write_bytes(body)
+    order = random.Random("local").sample(range(args.files), args.files)
+    passes = []
+    for how, read in (("", read_buffered), (", os.open", read_unbuffered)):
+        timed(args.files, args.readers, lambda i: read(root / key(i)), order)  # noqa: B023 (pages into memory)
+        passes.append(
+            Pass(
+                f"local directory (page cache{how})",
+                timed(args.files, args.readers, lambda i: read(root / key(i)), order),
+            )
+        )  # noqa: B023
     return passes
 
 
@@ -120,22 +166,24 @@ def main() -> None:
             try:
                 assert mount.proc is not None
                 version = work / "mnt" / "bench" / "small" / "v0"
-                rows += three_ways("refmount", version, args, key, mount.proc.pid, counted=work / "mnt")
+                rows += epoch_passes("refmount", version, args, key, mount.proc.pid, counted=work / "mnt")
             finally:
                 mount.stop()
+            rows += local_ceiling(work / "local", body, args, key)
             for kind in filter(None, args.peers.split(",")):
                 with peer_mount(kind, endpoint, "bench", work / f"mnt-{kind}") as mnt:
-                    rows += three_ways(kind, mnt / "small", args, key, serving_pid(mnt))
+                    rows += epoch_passes(kind, mnt / "small", args, key, serving_pid(mnt))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{args.files:,} files of {args.size_kib} KiB, {args.readers} parallel readers, shuffled, SeaweedFS, "
           f"{os.cpu_count()} cores\n")  # fmt: skip
-    print(f"{'reader':<34}{'files/s':>10}{'MB/s':>8}{'daemon CPU/file':>17}{'daemon requests':>17}")
+    print(f"{'reader':<40}{'files/s':>9}{'MB/s':>7}{'daemon CPU/file':>17}{'to Python':>11}{'all requests':>14}")
     for row in rows:
         cpu = "" if row.cpu_ms_per_file is None else f"{row.cpu_ms_per_file:.2f} ms"
         requests = "" if row.requests is None else f"{row.requests:,}"
-        print(f"{row.label:<34}{row.files_per_s:>10,.0f}{row.files_per_s * args.size_kib / 1024:>8,.0f}{cpu:>17}"
-              f"{requests:>17}")  # fmt: skip
+        kernel = "" if row.kernel_requests is None else f"<= {row.kernel_requests:,}"
+        print(f"{row.label:<40}{row.files_per_s:>9,.0f}{row.files_per_s * args.size_kib / 1024:>7,.0f}{cpu:>17}"
+              f"{requests:>11}{kernel:>14}")  # fmt: skip
 
 
 if __name__ == "__main__":
