@@ -181,6 +181,20 @@ class Reader:
                 run, keys = [], []
         self._prefetch_run(entry, run, keys, scopes)
 
+    def fetch_small_file(self, entry: Entry) -> None:
+        """Start fetching a file that fits in one block, in the background, unless it is in memory, under way
+        or in the disk cache's index (then it is read into memory now, on this thread)."""
+        if (entry.size or 0) > self.block_size or not entry.pinned:
+            return
+        key = block_key(entry, self.block_size, 0)
+        if key in self._memory or key in self._flights:
+            return
+        block = self._small_cached_block(entry, 0, key)
+        if block is not None:
+            self.buffers.release(block.buffer)  # in memory now: the read will find it there
+            return
+        self._prefetch_run(entry, [0], [key], None)
+
     def _prefetch_run(self, entry: Entry, run: list[int], keys: list[str],
                       scopes: set[trio.CancelScope] | None) -> None:  # fmt: skip
         if run:

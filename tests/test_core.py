@@ -201,3 +201,19 @@ def test_stats_and_xattrs(run: Any) -> None:
     assert stats["reads"] == 1 and stats["read_bytes"] == 5 and stats["fetches"] == 1
     assert listed == ["user.refmount.ref", "user.refmount.digest"]
     assert ref.decode().startswith("file://") and ref.decode().endswith("/src0/labels.csv")
+
+
+def test_a_small_file_is_fetched_when_it_is_looked_up(run: Any) -> None:
+    """The read that follows a lookup (after the open and, from Python, an isatty ioctl) finds it arriving."""
+
+    async def scenario(fs: Filesystem) -> tuple[int, int, bytes, int]:
+        attributes = await walk(fs, "p/ds/v1/labels.csv")
+        with trio.fail_after(30):  # a deadlock guard, not a timing assertion
+            while fs.reader.stats.fetches == 0:
+                await trio.sleep(0.01)
+        fetched, requests = fs.reader.stats.fetches, fs.reader.stats.requests
+        with await fs.read(attributes.inode, 0, 100) as view:
+            return fetched, requests, bytes(view), fs.reader.stats.fetches
+
+    fetched, requests, data, fetched_after = run(scenario)
+    assert (fetched, requests) == (1, 0) and data == b"x,y\n\1" and fetched_after == 1

@@ -117,6 +117,10 @@ class Filesystem:
         if child is None or not _visible(child):
             ttl = IMMUTABLE_TTL if isinstance(parent, VersionNode) else self.ns.alias_ttl
             return Attributes(0, Kind.FILE, 0, 0, ttl)
+        if isinstance(child, VersionNode) and child.entry is not None:
+            # A file is looked up just before it is opened and read: a small one is fetched now, so that
+            # its read (two more round trips through the kernel away) finds it arriving or arrived.
+            self.reader.fetch_small_file(child.entry)
         return self.attributes(child)
 
     async def getattr(self, inode: int) -> Attributes:
