@@ -17,6 +17,7 @@ writes /proc/sys/vm/drop_caches).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -104,12 +105,16 @@ def epoch_passes(label: str, root: Path, args: argparse.Namespace, key: Callable
             drop_caches()
         requests_before = refmount_requests(counted) if counted else 0
         cpu_before, calls_before = cpu_seconds(pid), read_calls(pid)
-        rate = timed(args.files, args.readers, lambda i: read(root / key(i)), order)  # noqa: B023
+        rate = timed(args.files, args.readers, functools.partial(_read_under, root, key, read), order)
         cpu, calls = cpu_seconds(pid) - cpu_before, read_calls(pid) - calls_before
         requests = refmount_requests(counted) - requests_before - asking if counted else None
         passes.append(Pass(f"{label} {name}", rate, cpu * 1000 / args.files, requests,
                            calls if counted and not drop else None))  # fmt: skip
     return passes
+
+
+def _read_under(root: Path, key: Callable[[int], str], read: Callable[[Path], int], i: int) -> int:
+    return read(root / key(i))
 
 
 def local_ceiling(root: Path, body: bytes, args: argparse.Namespace, key: Callable[[int], str]) -> list[Pass]:
@@ -121,13 +126,9 @@ def local_ceiling(root: Path, body: bytes, args: argparse.Namespace, key: Callab
     order = random.Random("local").sample(range(args.files), args.files)
     passes = []
     for how, read in (("", read_buffered), (", os.open", read_unbuffered)):
-        timed(args.files, args.readers, lambda i: read(root / key(i)), order)  # noqa: B023 (pages into memory)
-        passes.append(
-            Pass(
-                f"local directory (page cache{how})",
-                timed(args.files, args.readers, lambda i: read(root / key(i)), order),
-            )
-        )  # noqa: B023
+        one = functools.partial(_read_under, root, key, read)
+        timed(args.files, args.readers, one, order)  # brings every page into memory
+        passes.append(Pass(f"local directory (page cache{how})", timed(args.files, args.readers, one, order)))
     return passes
 
 

@@ -125,8 +125,9 @@ def test_reads_are_exact_and_pinned(s3_env: S3Env, store: S3Store) -> None:
         store.read(unpinned, 0, 10)
 
 
-def test_reads_are_native_and_pinned_and_odd_keys_take_botocore(s3_env: S3Env, store: S3Store,
-                                                                requests: collections.Counter[str]) -> None:  # fmt: skip
+def test_reads_are_native_and_pinned_and_odd_keys_take_botocore(
+    s3_env: S3Env, store: S3Store, requests: collections.Counter[str]
+) -> None:
     """Reads go through obstore with the same pins (no botocore GetObject); a key obstore cannot express
     (an empty path segment) is read through botocore, pinned all the same."""
     versioned, plain = s3_env.bucket(versioned=True), s3_env.bucket()
