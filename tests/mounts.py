@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,17 @@ import pytest
 
 def is_mounted(path: Path) -> bool:
     return any(line.split()[1] == str(path) for line in Path("/proc/mounts").read_text().splitlines())
+
+
+def answers(path: Path, probe: Callable[[], object]) -> bool:
+    """Is ``path`` mounted and does ``probe`` (a request the kernel never caches, like an xattr) come back?"""
+    if not is_mounted(path):
+        return False
+    try:
+        probe()
+        return True
+    except OSError:
+        return False
 
 
 @dataclass
@@ -36,7 +47,7 @@ class MountedFS:
                 "--log-file", str(self.log_file), *self.extra_args]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
         deadline = time.monotonic() + 30
-        while not self._answers():
+        while not answers(self.path, self.stats):  # the stats xattr reaches the new daemon
             if self.proc.poll() is not None:
                 raise RuntimeError(f"refmount exited {self.proc.returncode}: {self.proc.stderr.read().decode()}"  # type: ignore[union-attr]
                                    f"\n{self.log()}")  # fmt: skip
@@ -44,15 +55,6 @@ class MountedFS:
                 raise RuntimeError(f"mount did not come up:\n{self.log()}")
             time.sleep(0.05)
         return self
-
-    def _answers(self) -> bool:
-        if not is_mounted(self.path):
-            return False
-        try:
-            self.stats()  # xattrs are never cached by the kernel: this reaches the new daemon
-            return True
-        except OSError:
-            return False
 
     def stats(self) -> dict[str, Any]:
         return json.loads(os.getxattr(self.path, "user.refmount.stats"))

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import pyfuse3
 import pytest
 
-from tests.mounts import is_mounted
+from tests.mounts import answers, is_mounted
 from tests.pyfuse3_tinyfs import (
     CACHED_DIR,
     DIRS,
@@ -71,20 +71,11 @@ class TinyMount:
         with self.log_file.open("wb") as log:
             self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 30
-        while not self._answers():
+        while not answers(self.path, self.stats):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"tinyfs did not come up ({self.proc.poll()}):\n{self.log_file.read_text()[-3000:]}")
             time.sleep(0.05)
         return self
-
-    def _answers(self) -> bool:
-        if not is_mounted(self.path):
-            return False
-        try:
-            self.stats()
-            return True
-        except OSError:
-            return False
 
     def stats(self) -> dict[str, Any]:
         """What the Python handlers saw (the GETXATTR is never cached, so this is a round trip)."""
