@@ -581,3 +581,25 @@ def test_prefetch_requests_are_runs_of_missing_blocks(store: FakeStore) -> None:
 
     got, _ = run(scattered, None)  # type: ignore[misc]
     assert got == store.objects[entry.ref] and len(store.calls) == 4
+
+
+def test_a_seek_cancels_the_readahead_under_way_and_its_buffers_come_back(store: FakeStore) -> None:
+    entry = add(store, "x.bin", os.urandom(20 * BLOCK))
+    store.gate = threading.Event()
+
+    async def scenario(reader: Reader) -> tuple[bool, bool, int]:
+        stream = Stream(reader, entry)
+        stream.advance(0, BLOCK)  # sequential from the start: block 1 is fetched ahead
+        await calls_reach(store, 1)  # ... and its store read is under way (held at the gate)
+        ahead = block_key(entry, BLOCK, 1) in reader._flights
+        stream.advance(10 * BLOCK, BLOCK)  # a seek
+        await trio.testing.wait_all_tasks_blocked()
+        abandoned = block_key(entry, BLOCK, 1) not in reader._flights
+        store.gate.set()  # type: ignore[union-attr]  # the abandoned thread finishes and lets its buffer go
+        with trio.fail_after(30):  # a deadlock guard, not a timing assertion
+            while reader.buffers._holds:
+                await trio.sleep(0.01)
+        return ahead, abandoned, len(store.calls)
+
+    (ahead, abandoned, calls), _ = run(scenario, None)  # type: ignore[misc]
+    assert ahead and abandoned and calls == 1  # nothing was fetched ahead of the new place yet
