@@ -17,7 +17,7 @@ import trio
 
 import refmount
 from refmount.cache import BlockCache
-from refmount.fs.core import IMMUTABLE_TTL, Attributes, Filesystem, FsError, Kind
+from refmount.fs.core import DIR, FILE, IMMUTABLE_TTL, SYMLINK, Attributes, Filesystem, FsError
 from refmount.fs.namespace import Namespace
 from refmount.fs.nodes import ROOT_INODE
 from refmount.reader import open_reader
@@ -67,7 +67,12 @@ async def walk(fs: Filesystem, path: str) -> Attributes:
 
 
 async def names(fs: Filesystem, inode: int) -> list[str]:
-    return [name async for name, _, _ in fs.listdir(inode, 0)]
+    """A whole listing, batch by batch, as the kernel asks for it."""
+    out, after = [], 0
+    while batch := await fs.listdir(inode, after):
+        out += [name for name, _, _ in batch]
+        after = batch[-1][2]
+    return out
 
 
 async def read(fs: Filesystem, path: str, offset: int = 0, size: int = 1 << 20) -> bytes:
@@ -85,7 +90,7 @@ def test_the_tree_its_kinds_and_timeouts(run: Any) -> None:
             "version": await names(fs, (await walk(fs, "p/ds/v1")).inode),
             "train": await names(fs, (await walk(fs, "p/ds/v1/train")).inode),
             "kinds": [
-                (await walk(fs, path)).kind for path in ("p", "p/ds", "p/ds/v0", "p/ds/latest", "p/ds/v0/labels.csv")
+                (await walk(fs, path)).mode for path in ("p", "p/ds", "p/ds/v0", "p/ds/latest", "p/ds/v0/labels.csv")
             ],
             "file": await walk(fs, "p/ds/v0/train/a.png"),
             "alias_ttl": (await walk(fs, "p/ds/best")).ttl,
@@ -95,7 +100,7 @@ def test_the_tree_its_kinds_and_timeouts(run: Any) -> None:
     got = run(scenario)
     assert got["root"] == ["p"] and got["artifact"] == ["v0", "v1", "best", "latest"]
     assert sorted(got["version"]) == ["labels.csv", "train"] and sorted(got["train"]) == ["a.png", "b.png"]
-    assert got["kinds"] == [Kind.DIR, Kind.DIR, Kind.DIR, Kind.SYMLINK, Kind.FILE]
+    assert got["kinds"] == [DIR, DIR, DIR, SYMLINK, FILE]
     assert got["file"].size == 5 and got["file"].ttl == IMMUTABLE_TTL
     assert got["alias_ttl"] == 2.0 and got["version_ttl"] == IMMUTABLE_TTL
 

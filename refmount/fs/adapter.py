@@ -13,14 +13,13 @@ import errno
 import functools
 import logging
 import os
-import stat
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pyfuse3
 import trio
 
-from .core import Attributes, Filesystem, FsError, Kind
+from .core import DIR, Attributes, Filesystem, FsError
 from .features import Features
 from .namespace import RegistryDown
 
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 IO_BLOCK = 1 << 20  # st_blksize: invites tools like cp and cat to read 1 MiB at a time
-MODES = {Kind.DIR: stat.S_IFDIR | 0o555, Kind.FILE: stat.S_IFREG | 0o444, Kind.SYMLINK: stat.S_IFLNK | 0o777}
+UNSENT_LISTINGS = 64  # listings in progress whose next entries are kept between requests
 
 
 def _answer(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -67,6 +66,7 @@ class FuseAdapter(pyfuse3.Operations):
         self.fs = fs
         self.features = features
         self.uid, self.gid = uid, gid
+        self._unsent: dict[int, tuple[int, list[tuple[str, Attributes, int]]]] = {}  # listing -> (cookie, rest)
 
     def entry_attributes(self, attributes: Attributes) -> pyfuse3.EntryAttributes:
         out = pyfuse3.EntryAttributes()
@@ -74,14 +74,23 @@ class FuseAdapter(pyfuse3.Operations):
         out.entry_timeout = out.attr_timeout = attributes.ttl
         if attributes.inode == 0:
             return out  # a cached "no such entry"
-        out.st_mode = MODES[attributes.kind]
-        out.st_nlink = 2 if attributes.kind is Kind.DIR else 1
         out.st_uid, out.st_gid = self.uid, self.gid
-        out.st_size = attributes.size
         out.st_blksize = IO_BLOCK
-        out.st_blocks = -(-attributes.size // 512)
-        out.st_atime_ns = out.st_mtime_ns = out.st_ctime_ns = attributes.mtime_ns
+        self._describe(out, attributes)
         return out
+
+    @staticmethod
+    def _describe(out: pyfuse3.EntryAttributes, attributes: Attributes, previous: Attributes | None = None) -> None:
+        """What differs from node to node (a listing reuses one EntryAttributes for every entry; what it shares
+        with the ``previous`` one is already there)."""
+        out.st_ino = attributes.inode
+        out.st_mode = attributes.mode
+        out.st_nlink = 2 if attributes.mode == DIR else 1
+        out.st_size = attributes.size
+        out.st_blocks = -(-attributes.size // 512)
+        if previous is None or previous.ttl != attributes.ttl or previous.mtime_ns != attributes.mtime_ns:
+            out.entry_timeout = out.attr_timeout = attributes.ttl
+            out.st_atime_ns = out.st_mtime_ns = out.st_ctime_ns = attributes.mtime_ns
 
     # -- lookups ------------------------------------------------------------------------------------
     @_answer
@@ -106,8 +115,21 @@ class FuseAdapter(pyfuse3.Operations):
 
     @_answer
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        async for name, attributes, cookie in self.fs.listdir(fh, start_id):
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), self.entry_attributes(attributes), cookie):
+        """A batch of entries goes to the kernel until its buffer (about 100 entries) is full; what did not fit
+        waits for the next request, which continues from the last entry the kernel took."""
+        pending = self._unsent.pop(fh, None)
+        entries = pending[1] if pending is not None and pending[0] == start_id else await self.fs.listdir(fh, start_id)
+        if not entries:
+            return
+        previous = entries[0][1]
+        out = self.entry_attributes(previous)  # readdir_reply copies it: one object serves every entry
+        for i, (name, attributes, cookie) in enumerate(entries):
+            self._describe(out, attributes, previous)
+            previous = attributes
+            if not pyfuse3.readdir_reply(token, name.encode(errors="surrogateescape"), out, cookie):
+                self._unsent[fh] = (entries[i - 1][2] if i else start_id, entries[i:])
+                while len(self._unsent) > UNSENT_LISTINGS:
+                    self._unsent.pop(next(iter(self._unsent)))
                 return
 
     # -- files --------------------------------------------------------------------------------------

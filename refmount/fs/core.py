@@ -16,13 +16,13 @@ import collections
 import errno
 import json
 import logging
+import stat
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from enum import Enum
+from typing import NamedTuple
 
 from ..errors import RefmountError
-from ..manifest import Entry
+from ..manifest import DOTS, PLAIN_COMPONENT, Entry
 from ..prefetch import StreamTable
 from ..reader import Lease, Reader
 from .namespace import Namespace
@@ -31,7 +31,7 @@ from .nodes import ROOT_INODE, AliasLink, FsNode, VersionNode
 log = logging.getLogger(__name__)
 
 IMMUTABLE_TTL = 24 * 3600.0
-LISTING_BATCH = 1000
+LISTING_BATCH = 1000  # entries per listing query; the kernel takes about 100 per request, the adapter keeps the rest
 XATTRS = {
     "user.refmount.ref": lambda e: e.ref,
     "user.refmount.version": lambda e: e.version_id,
@@ -50,18 +50,17 @@ class FsError(Exception):
         self.message = message
 
 
-class Kind(Enum):
-    DIR = "dir"
-    FILE = "file"
-    SYMLINK = "symlink"
+# What each kind of node is to stat: everything is read-only; a symlink's bits are ignored by the kernel.
+DIR = stat.S_IFDIR | 0o555
+FILE = stat.S_IFREG | 0o444
+SYMLINK = stat.S_IFLNK | 0o777
 
 
-@dataclass(frozen=True, slots=True)
-class Attributes:
+class Attributes(NamedTuple):  # a tuple: a listing makes one per entry, a dataclass costs 1 us more each
     """What stat shows of a node, and how long the kernel may keep it (``inode`` 0: a cached "no such entry")."""
 
     inode: int
-    kind: Kind
+    mode: int  # DIR, FILE or SYMLINK
     size: int
     mtime_ns: int
     ttl: float
@@ -93,11 +92,11 @@ class Filesystem:
         if isinstance(node, VersionNode):
             entry = node.entry
             if entry is None:
-                return Attributes(inode, Kind.DIR, 0, node.slot.mtime_ns, IMMUTABLE_TTL)
-            return Attributes(inode, Kind.FILE, entry.size or 0, node.slot.mtime_ns, IMMUTABLE_TTL)
+                return Attributes(inode, DIR, 0, node.slot.mtime_ns, IMMUTABLE_TTL)
+            return Attributes(inode, FILE, entry.size or 0, node.slot.mtime_ns, IMMUTABLE_TTL)
         if isinstance(node, AliasLink):
-            return Attributes(inode, Kind.SYMLINK, len(node.text), self._mount_time_ns, self.ns.alias_ttl)
-        return Attributes(inode, Kind.DIR, 0, self._mount_time_ns, self.ns.alias_ttl)
+            return Attributes(inode, SYMLINK, len(node.text), self._mount_time_ns, self.ns.alias_ttl)
+        return Attributes(inode, DIR, 0, self._mount_time_ns, self.ns.alias_ttl)
 
     async def _node(self, inode: int) -> FsNode:
         node = await self.ns.resolve(inode)
@@ -116,7 +115,7 @@ class Filesystem:
         child = await self.ns.child(parent, name)
         if child is None or not _visible(child):
             ttl = IMMUTABLE_TTL if isinstance(parent, VersionNode) else self.ns.alias_ttl
-            return Attributes(0, Kind.FILE, 0, 0, ttl)
+            return Attributes(0, FILE, 0, 0, ttl)
         if isinstance(child, VersionNode) and child.entry is not None:
             # A file is looked up just before it is opened and read: a small one is fetched now, so that
             # its read (two more round trips through the kernel away) finds it arriving or arrived.
@@ -141,32 +140,35 @@ class Filesystem:
             raise FsError(errno.ENOTDIR)
         return isinstance(node, VersionNode)  # a version directory; those above change
 
-    async def listdir(self, inode: int, after: int) -> AsyncIterator[tuple[str, Attributes, int]]:
-        """(name, attributes, cookie) for each entry past the cookie ``after`` (0: from the start)."""
+    async def listdir(self, inode: int, after: int) -> list[tuple[str, Attributes, int]]:
+        """(name, attributes, cookie) of the next entries past the cookie ``after`` (0: from the start), a
+        batch of them; an empty list at the end."""
         self.counters.readdirs += 1
         node = await self._node(inode)
         if isinstance(node, VersionNode):
-            async for item in self._list_version_dir(node, after):
-                yield item
-            return
+            return await self._list_version_dir(node, after)
         if isinstance(node, AliasLink):
             raise FsError(errno.ENOTDIR)
         children = await self.ns.children(node)
-        for position, (name, child) in enumerate(children[after:], after + 1):
-            yield name, self.attributes(child), position
+        return [(name, self.attributes(child), position)
+                for position, (name, child) in enumerate(children[after:], after + 1)]  # fmt: skip
 
-    async def _list_version_dir(self, directory: VersionNode, after: int) -> AsyncIterator[tuple[str, Attributes, int]]:
-        slot, mtime = directory.slot, directory.slot.mtime_ns
+    async def _list_version_dir(self, directory: VersionNode, after: int) -> list[tuple[str, Attributes, int]]:
+        slot, mtime, invalid = directory.slot, directory.slot.mtime_ns, self.ns.invalid_path_name
+        plain = PLAIN_COMPONENT.fullmatch  # valid without further checks (all but odd names)
+        new = tuple.__new__  # Attributes without its Python-level constructor: one per entry listed
         index = await self.ns.index(slot)
         while rows := index.listing(directory.node.id, after_id=after, limit=LISTING_BATCH):
-            for node_id, name, is_dir, size in rows:
-                after = node_id
-                if self.ns.invalid_path_name(name):
-                    continue
-                if is_dir:
-                    yield name, Attributes(slot.inode(node_id), Kind.DIR, 0, mtime, IMMUTABLE_TTL), node_id
-                elif size is not None:  # None: nothing pinned to show (see _visible)
-                    yield name, Attributes(slot.inode(node_id), Kind.FILE, size, mtime, IMMUTABLE_TTL), node_id
+            base = slot.inode(0)
+            batch = [(name, new(Attributes, (base | node_id, DIR if is_dir else FILE, size or 0, mtime, IMMUTABLE_TTL)),
+                      node_id)
+                     for node_id, name, is_dir, size in rows
+                     if (is_dir or size is not None)  # size None: not shown (see _visible)
+                     and ((plain(name) and name not in DOTS) or not invalid(name))]  # fmt: skip
+            if batch:
+                return batch
+            after = rows[-1][0]  # a whole batch of entries not shown: look further
+        return []
 
     # -- files --------------------------------------------------------------------------------------
     async def open(self, inode: int) -> None:

@@ -399,11 +399,19 @@ class SQLManifestIndex(ManifestIndex):
 
     def listing(self, parent_id: int, after_id: int = 0, limit: int = 1000) -> list[tuple[int, str, bool, int | None]]:
         # Whether a file is pinned depends on its scheme; only checksum=False locations and http(s) or file
-        # refs can fail to be, so only their rows carry what the check needs (the walk of a bucket's
-        # million entries stays one narrow query).
-        rows = self._db().execute(_LISTING, (parent_id, after_id, limit)).fetchall()
-        return [(node_id, name, bool(is_dir), size if is_dir or ref is None or _pinned(path, size, digest, ref, extra)
-                 else None) for node_id, name, is_dir, path, size, digest, ref, extra in rows]  # fmt: skip
+        # refs can fail to be, so only those rows are read whole and checked (a bucket's million entries
+        # stay one narrow query per batch).
+        db = self._db()
+        rows = db.execute(_LISTING, (parent_id, after_id, limit)).fetchall()
+        checked = [row[0] for row in rows if row[4]]
+        if not checked:
+            return [row[:4] for row in rows]
+        marks = ",".join("?" * len(checked))
+        pinned = {node_id: _pinned(path, size, digest, ref, extra) for node_id, path, size, digest, ref, extra
+                  in db.execute(f"SELECT id, path, size, digest, ref, extra FROM nodes WHERE id IN ({marks})",
+                                checked)}  # fmt: skip
+        return [(node_id, name, is_dir, size if pinned.get(node_id, True) else None)
+                for node_id, name, is_dir, size, _ in rows]  # fmt: skip
 
     def node(self, node_id: int) -> Node | None:
         row = (
@@ -433,11 +441,9 @@ def _insert_files(db: Connection, batch: list[tuple[Any, ...]]) -> None:
     batch.clear()
 
 
-_CHECKED = "is_dir = 0 AND (digest = ref OR ref LIKE 'http%' OR ref LIKE 'file:%')"
 _LISTING = (
-    "SELECT id, name, is_dir, path, size, "
-    + ", ".join(f"CASE WHEN {_CHECKED} THEN {column} END" for column in ("digest", "ref", "extra"))
-    + " FROM nodes WHERE parent = ? AND id > ? ORDER BY id LIMIT ?"
+    "SELECT id, name, is_dir, size, is_dir = 0 AND (digest = ref OR substr(ref, 1, 4) IN ('http', 'file')) "
+    "FROM nodes WHERE parent = ? AND id > ? ORDER BY id LIMIT ?"
 )
 
 
