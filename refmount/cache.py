@@ -3,7 +3,7 @@
 A block is keyed by the object's pinned identity (reference + version id, digest and content MD5) and its index,
 so a block can never be served for another version of the object. diskcache keeps its index in
 SQLite and large values as plain files, is safe for several processes (two mounts on one node may
-share a directory), and evicts least-recently-used blocks past the size limit. Blocks up to
+share a directory), and evicts the blocks stored longest ago past the size limit. Blocks up to
 INLINE_MAX bytes (small files) live inside SQLite, where they are stored and read three times faster
 than as files of their own (SQLite's own measurements put the break-even near 100 KiB); larger ones
 are files written and read with O_DIRECT. Each block's checksum

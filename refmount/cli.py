@@ -488,7 +488,7 @@ def alias_cmd(target: str, alias: str, delete: bool, registry_url: str | None) -
 @click.option(
     "--cache-size",
     metavar="SIZE",
-    help=f"Cache size limit (default 10G): {config.SIZE_FORMS}. Least recently used blocks go first.",
+    help=f"Cache size limit (default 10G): {config.SIZE_FORMS}. The blocks stored longest ago go first.",
 )
 @click.option(
     "--alias-ttl",

@@ -49,7 +49,7 @@ class MountOptions:
     """Everything ``refmount mount`` needs (the CLI fills it from flags, environment and config files).
 
     - ``cache_dir``: block cache, manifest indexes and the default log (created 0700); shareable by mounts.
-    - ``cache_size_bytes``: the block cache's size limit (least recently used blocks are evicted past it).
+    - ``cache_size_bytes``: the block cache's size limit (the blocks stored longest ago are evicted past it).
     - ``alias_ttl_s``: how long the kernel and the daemon may keep answers above versions (projects,
       artifacts, version lists, alias symlinks); version contents are immutable and cached for a day.
     - ``stop_timeout_s``: after SIGTERM, how long files already open are still served (see ``_Stopping``).
