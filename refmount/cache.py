@@ -13,6 +13,7 @@ kept beside it in diskcache's tag column and checked on every load.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -144,7 +145,7 @@ class BlockCache:
             else:
                 with stored:
                     got = directio.read_into(stored.fileno(), buffer)
-        except (OSError, diskcache.Timeout) as exc:
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             log.warning("block cache read failed (%s); fetching from the store instead", exc)
             return None
         block = Block(buffer, got)
@@ -152,7 +153,8 @@ class BlockCache:
             self.corrupt_blocks += 1
             log.warning("dropping corrupt cache block %s (%s); fetching it again", key,
                         "checksum mismatch" if got == length else f"{got} bytes, expected {length}")  # fmt: skip
-            self._cache.delete(key)
+            with contextlib.suppress(OSError, sqlite3.Error, diskcache.Timeout):  # refetched either way
+                self._cache.delete(key)
             return None
         return block
 
@@ -172,7 +174,7 @@ class BlockCache:
             for key, block in blocks:
                 if block.length > INLINE_MAX:
                     self._cache.set(key, block, tag=_checksum(block))
-        except (OSError, diskcache.Timeout) as exc:
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             log.warning("could not store %d block(s) in the cache (%s); serving them anyway", len(blocks), exc)
 
     def claim(self, key: str) -> Claim:

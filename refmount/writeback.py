@@ -77,6 +77,8 @@ class Writeback:
     def _write(self, batch: list[_Pending]) -> None:
         try:
             self.cache.put_many([(p.key, p.block) for p in batch])
+        except Exception:  # a damaged cache must not stop the reads it only speeds up
+            log.exception("could not store %d block(s) in the cache; serving them anyway", len(batch))
         finally:
             for pending in batch:
                 pending.done()

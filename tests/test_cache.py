@@ -603,3 +603,22 @@ def test_a_seek_cancels_the_readahead_under_way_and_its_buffers_come_back(store:
 
     (ahead, abandoned, calls), _ = run(scenario, None)  # type: ignore[misc]
     assert ahead and abandoned and calls == 1  # nothing was fetched ahead of the new place yet
+
+
+def test_a_failing_cache_write_does_not_stop_reads(store: FakeStore, cache: BlockCache, caplog: pytest.LogCaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import sqlite3
+
+    entries = [add(store, f"f{i}.bin", os.urandom(100)) for i in range(3)]
+
+    def broken(blocks: object) -> None:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(cache, "put_many", broken)
+
+    async def reads(reader: Reader) -> list[bytes]:
+        return [await reader.read(entry, 0, 100) for entry in entries]
+
+    got, _ = run(reads, cache)  # type: ignore[misc]
+    assert got == [store.objects[e.ref] for e in entries]
+    assert "could not store" in caplog.text and "malformed" in caplog.text
