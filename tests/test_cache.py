@@ -605,8 +605,9 @@ def test_a_seek_cancels_the_readahead_under_way_and_its_buffers_come_back(store:
     assert ahead and abandoned and calls == 1  # nothing was fetched ahead of the new place yet
 
 
-def test_a_failing_cache_write_does_not_stop_reads(store: FakeStore, cache: BlockCache, caplog: pytest.LogCaptureFixture,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_failing_cache_write_does_not_stop_reads(
+    store: FakeStore, cache: BlockCache, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sqlite3
 
     entries = [add(store, f"f{i}.bin", os.urandom(100)) for i in range(3)]
