@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -302,6 +303,30 @@ def test_sigterm_unmounts_cleanly(tmp_path: Path, registry_url: str, mount_facto
     assert m.stop(signal.SIGTERM) == 0
     assert not is_mounted(m.path)
     assert "unmounted" in m.log()
+
+
+def test_sigterm_as_the_mount_comes_up_still_unmounts_cleanly(tmp_path: Path, registry_url: str) -> None:
+    """A signal that comes before the daemon answers its first request (or before it mounted) is not lost."""
+    make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    for n in range(4):
+        mnt = tmp_path / f"early{n}"
+        mnt.mkdir()
+        argv = [sys.executable, "-m", "refmount", "mount", str(mnt), "--foreground", "--registry", registry_url,
+                "--cache-dir", str(tmp_path / "cache"), "--log-file", str(tmp_path / f"early{n}.log")]  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while not is_mounted(mnt) and proc.poll() is None:
+                assert time.monotonic() < deadline, "the mount never came up"
+                time.sleep(0.001)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, proc.stderr.read().decode()  # type: ignore[union-attr]
+            assert not is_mounted(mnt)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
 
 
 def test_a_restart_under_a_reader_keeps_its_open_file_readable(tmp_path: Path, registry_url: str,

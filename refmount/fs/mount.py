@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,15 +189,13 @@ def _log_to(handler: logging.Handler) -> None:
     root.setLevel(min(root.getEffectiveLevel(), logging.INFO))
 
 
-def mount_device(mountpoint: Path) -> str:
-    """The ``major:minor`` device number of the file system mounted at ``mountpoint`` (resolved), from
-    mountinfo (a stat of a FUSE mountpoint is a request to its daemon)."""
-    device = ""
+def mount_device(mountpoint: Path) -> str | None:
+    """The ``major:minor`` device number of the file system mounted at ``mountpoint`` (resolved; None if none
+    is), from mountinfo (a stat of a FUSE mountpoint is a request to its daemon)."""
+    device = None
     for fields in _mountinfo():
         if _unescape(fields[4]) == str(mountpoint):
             device = fields[2]
-    if not device:
-        raise InvalidInput(f"{mountpoint} is not mounted")
     return device
 
 
@@ -288,6 +286,14 @@ def _serve_until_done(options: MountOptions, on_ready: Callable[[], None] | None
 async def _serve(options: MountOptions, registry: Registry, cache: BlockCache, fuse_options: set[str],
                  on_ready: Callable[[], None] | None) -> None:  # fmt: skip
     features = Features.detect()
+    # Signals are caught from before the mount exists: one that comes as it comes up still detaches it.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        await _serve_mounted(options, registry, cache, fuse_options, on_ready, features, signals)
+
+
+async def _serve_mounted(options: MountOptions, registry: Registry, cache: BlockCache, fuse_options: set[str],
+                         on_ready: Callable[[], None] | None, features: Features,
+                         signals: AsyncIterator[int]) -> None:  # fmt: skip
     async with open_reader(cache) as reader:
         fs = Filesystem(Namespace(registry, options.alias_ttl_s), reader)
         _fuse_init(FuseAdapter(fs, features, uid=options.uid, gid=options.gid), options.mountpoint, fuse_options)
@@ -300,7 +306,7 @@ async def _serve(options: MountOptions, registry: Registry, cache: BlockCache, f
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_serve_requests, nursery.cancel_scope)
-                nursery.start_soon(stopping.on_signals, nursery)
+                nursery.start_soon(stopping.on_signals, nursery, signals)
                 await nursery.start(_until_answering, options.mountpoint)
                 sdnotify.notify("READY=1")
                 if on_ready is not None:
@@ -327,6 +333,8 @@ def _raise_read_ahead(mountpoint: Path) -> None:
     """1 MiB kernel read requests instead of 128 KiB (root only; best effort). The device number comes from
     mountinfo: a stat of the mountpoint would be a request to this daemon."""
     device = mount_device(mountpoint)
+    if device is None:
+        return  # already detached (a signal came as the mount came up): nothing left to tune
     path = Path(f"/sys/class/bdi/{device}/read_ahead_kb")
     try:
         path.write_text("1024")
@@ -349,19 +357,18 @@ class _Stopping:
         self.deadline = deadline
         self.detached = False
 
-    async def on_signals(self, nursery: trio.Nursery) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if self.detached:
-                    log.warning("%s again: stopping now", name)
-                    nursery.cancel_scope.cancel()
-                    return
-                log.info("%s: detaching %s; open files are served until they close, for at most %g s", name,
-                         self.mountpoint, self.deadline)  # fmt: skip
-                sdnotify.notify("STOPPING=1")
-                await self._detach()
-                nursery.start_soon(self._cancel_at_deadline, nursery.cancel_scope)
+    async def on_signals(self, nursery: trio.Nursery, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if self.detached:
+                log.warning("%s again: stopping now", name)
+                nursery.cancel_scope.cancel()
+                return
+            log.info("%s: detaching %s; open files are served until they close, for at most %g s", name,
+                     self.mountpoint, self.deadline)  # fmt: skip
+            sdnotify.notify("STOPPING=1")
+            await self._detach()
+            nursery.start_soon(self._cancel_at_deadline, nursery.cancel_scope)
 
     async def _detach(self) -> None:
         result = await trio.run_process(["fusermount3", "-u", "-z", str(self.mountpoint)], capture_stdout=True,
