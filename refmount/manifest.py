@@ -38,6 +38,9 @@ MAX_SIZE = 2**63 - 1  # a signed 64-bit integer: what SQLite and PostgreSQL (BIG
 # extra key of refmount's own: the base64 MD5 of the bytes of an http(s) file served without an ETag, whose
 # digest is its URL (W&B's digest for such a file, which pins nothing). W&B ignores keys it does not know.
 CONTENT_MD5 = "content_md5"
+# extra key of refmount's own: true when the ref's path is percent-encoded, for an object key holding ``?`` or
+# ``#``, which W&B's refs (the key as it is) cannot carry. W&B cannot load such an entry; refmount reads it right.
+QUOTED_REF = "ref_quoted"
 UNPINNED_REASON = "no ETag, object version or content hash"  # what an entry that is not `pinned` lacks
 
 
@@ -60,6 +63,11 @@ class Entry:
     def version_id(self) -> str | None:
         version = self.extra.get("versionID")
         return None if version is None else str(version)
+
+    @property
+    def ref_quoted(self) -> bool:
+        """Whether the ref's path is percent-encoded (see QUOTED_REF); file:// refs always are."""
+        return self.extra.get(QUOTED_REF) is True
 
     @property
     def is_snapshot(self) -> bool:
@@ -129,6 +137,9 @@ class Entry:
         if CONTENT_MD5 in extra and _b64_md5_or_none(extra[CONTENT_MD5]) is None:
             raise InvalidInput(f"manifest entry {path!r} has an invalid extra.{CONTENT_MD5} "
                                f"{extra[CONTENT_MD5]!r} (expected the base64 MD5 of the content)")  # fmt: skip
+        if QUOTED_REF in extra and extra[QUOTED_REF] is not True:
+            raise InvalidInput(f"manifest entry {path!r} has an invalid extra.{QUOTED_REF} "
+                               f"{extra[QUOTED_REF]!r} (expected true or no key)")  # fmt: skip
         return cls(path=validate_path(path), ref=ref, digest=digest, size=validate_size(path, size), extra=extra)
 
 

@@ -35,18 +35,40 @@ _SECRET_QUERY_KEYS = {
 # Azure Blob URLs share https:// with plain web servers: their host says which store serves them.
 AZURE_BLOB_HOSTS = (".blob.core.windows.net", ".blob.core.chinacloudapi.cn", ".blob.core.usgovcloudapi.net")
 
-_PATH_SAFE = "/!$&'()*+,;=:@ ~"  # refs stay readable: only what would change a URI's meaning is encoded
+# W&B writes an object key into a ref as it is (``f"s3://{bucket}/{key}"``) and reads it back with
+# ``urlparse(ref).path``, undecoded: a key holding ``%`` or non-ASCII characters round-trips, but ``?`` or ``#``
+# would end its path. Those keys alone are percent-encoded, and the entry says so (manifest.QUOTED_REF).
+# file:// refs are decoded by W&B (``url2pathname``), so there ``%`` is encoded too.
+_CUTS_PATH = frozenset("?#")
+_CUTS_FILE_PATH = frozenset("?#%")
+_PATH_SAFE = "/!$&'()*+,;=:@ ~"  # what quote leaves as it is besides letters and digits
 
 
 def quote_path(path: str) -> str:
-    """An object key or file path as it goes into a ref: ``%``, ``?``, ``#`` and non-ASCII characters
-    percent-encoded, so that :func:`parse_ref` gives the same key back."""
+    """``path`` with ``%``, ``?``, ``#`` and non-ASCII characters percent-encoded (``unquote`` reverses it)."""
     return quote(path, safe=_PATH_SAFE)
+
+
+def object_ref(base: str, key: str) -> tuple[str, bool]:
+    """The ref of object ``key`` under ``base`` (``s3://bucket``), as W&B writes it, and whether it had to be
+    percent-encoded instead (a key holding ``?`` or ``#``, which no W&B ref can carry)."""
+    if _CUTS_PATH.isdisjoint(key):
+        return f"{base}/{key}", False
+    return f"{base}/{quote_path(key)}", True
+
+
+def file_ref(path: str) -> str:
+    """The file:// ref of an absolute path: as W&B writes it, with the characters its decoding would change
+    or cut (``%``, ``?``, ``#``) encoded."""
+    if _CUTS_FILE_PATH.isdisjoint(path):
+        return f"file://{path}"
+    return "file://" + "".join(quote(c, safe="") if c in _CUTS_FILE_PATH else c for c in path)
 
 
 @dataclass(frozen=True, slots=True)
 class RefURI:
-    """A vetted reference: ``scheme://netloc/path?query``; ``path`` is unquoted, without leading '/'."""
+    """A vetted reference: ``scheme://netloc/path?query``; ``path`` without its leading '/', percent-decoded
+    where the ref is quoted (file:// refs, and object refs marked so: see :func:`object_ref`)."""
 
     raw: str
     scheme: str
@@ -58,7 +80,8 @@ class RefURI:
         return next((v for k, v in self.query if k == key), None)
 
 
-def parse_ref(uri: str, *, known_schemes: frozenset[str] | set[str] | None = None) -> RefURI:
+def parse_ref(uri: str, *, known_schemes: frozenset[str] | set[str] | None = None, quoted: bool = False) -> RefURI:
+    """Vet ``uri``; ``quoted``: its path is percent-encoded (always so for file://, as W&B reads those)."""
     if not isinstance(uri, str) or not uri:
         raise InvalidInput("empty reference URI")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
@@ -79,7 +102,8 @@ def parse_ref(uri: str, *, known_schemes: frozenset[str] | set[str] | None = Non
         )
     if parts.fragment:
         raise InvalidInput(f"reference {uri!r} has a fragment ('#...'), which no store understands")
-    return RefURI(raw=uri, scheme=scheme, netloc=parts.netloc, path=unquote(parts.path).lstrip("/"), query=query)
+    path = unquote(parts.path) if quoted or scheme == "file" else parts.path
+    return RefURI(raw=uri, scheme=scheme, netloc=parts.netloc, path=path.lstrip("/"), query=query)
 
 
 def store_scheme(uri: str) -> str:

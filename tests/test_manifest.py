@@ -166,7 +166,9 @@ def test_bad_uris_are_refused(uri: str, message: str) -> None:
 
 def test_uri_parts() -> None:
     ref = parse_ref("s3://bucket/a%20b/c?versionId=42", known_schemes={"s3"})
-    assert (ref.scheme, ref.netloc, ref.path, ref.query_value("versionId")) == ("s3", "bucket", "a b/c", "42")
+    assert (ref.scheme, ref.netloc, ref.path, ref.query_value("versionId")) == ("s3", "bucket", "a%20b/c", "42")
+    assert parse_ref(ref.raw, quoted=True).path == "a b/c"  # a ref marked as encoded (QUOTED_REF)
+    assert parse_ref("file:///d/a%20b").path == "d/a b"  # file:// refs always are, as W&B reads them
 
 
 def test_names_and_refs() -> None:

@@ -6,6 +6,7 @@ import multiprocessing
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,8 @@ from refmount.errors import InvalidInput, NotFound
 from refmount.manifest import Entry, Manifest
 from refmount.registry import NoRegistry, Registry, open_registry
 from refmount.registry.postgres import PostgresRegistry
-from refmount.registry.sql import REGISTRY_TABLES
+from refmount.registry.sql import REGISTRY_TABLES, SCHEMA_VERSION
+from refmount.uri import parse_ref
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -169,15 +171,20 @@ def _tables(url: str) -> list[str]:
     return sorted(name for (name,) in rows)
 
 
-def _execute(url: str, sql: str) -> None:
+def _execute(url: str, sql: str) -> Any:
+    """Run one statement on the registry's database, behind refmount's back; its first row's first value."""
     import sqlite3
 
     import psycopg
 
     db = sqlite3.connect(url.removeprefix("sqlite://")) if url.startswith("sqlite://") else psycopg.connect(url)
-    db.execute(sql)
-    db.commit()
-    db.close()
+    try:
+        cursor = db.execute(sql)
+        row = cursor.fetchone() if cursor.description else None
+        db.commit()
+    finally:
+        db.close()
+    return row[0] if row else None
 
 
 def test_only_writers_create_a_registry(any_registry_url: str, tmp_path: Path) -> None:
@@ -196,10 +203,38 @@ def test_only_writers_create_a_registry(any_registry_url: str, tmp_path: Path) -
 
 def test_a_newer_schema_is_refused(any_registry_url: str) -> None:
     open_registry(any_registry_url, create=True).close()
-    _execute(any_registry_url, "UPDATE schema_version SET version = 2")
+    _execute(any_registry_url, f"UPDATE schema_version SET version = {SCHEMA_VERSION + 1}")
     for create in (False, True):
-        with pytest.raises(InvalidInput, match="has schema v2; this refmount knows v1"):
+        with pytest.raises(
+            InvalidInput, match=f"has schema v{SCHEMA_VERSION + 1}; this refmount knows v{SCHEMA_VERSION}"
+        ):
             open_registry(any_registry_url, create=create)
+
+
+def test_schema_v1_refs_keep_their_meaning_after_the_upgrade(any_registry_url: str, tmp_path: Path) -> None:
+    """v1 percent-encoded object keys in refs; v2 writes them as W&B does. The upgrade marks v1's encoded
+    refs so that each still names the object it named, and leaves every other ref alone."""
+    v1_refs = {
+        "encoded.txt": "s3://b/odd/%C3%BCn%2541.txt",  # key 'odd/ün%41.txt'
+        "plain.txt": "s3://b/odd/plain.txt",
+        "gs.txt": "gs://b/x%20y.txt",
+        "file.txt": "file:///data/x%25y.txt",  # file:// refs are decoded in both schemas
+        "web.txt": "https://example.com/a%20b.txt",  # http(s) refs are URLs, as given
+    }
+    entries = [Entry(path, ref, f"d{i}", 1, {"etag": f"d{i}"}) for i, (path, ref) in enumerate(v1_refs.items())]
+    reg = open_registry(any_registry_url, create=True)
+    version = reg.log_version("p", "a", Manifest(entries), type="dataset").version
+    reg.close()
+    _execute(any_registry_url, "UPDATE schema_version SET version = 1")
+    reg = open_registry(any_registry_url)
+    if isinstance(reg, PostgresRegistry):
+        reg.index_dir = tmp_path / "index"
+    upgraded = {e.path: e for e in reg.manifest(version.manifest_id)}
+    assert {path for path, e in upgraded.items() if e.ref_quoted} == {"encoded.txt", "gs.txt"}
+    assert parse_ref(upgraded["encoded.txt"].ref, quoted=True).path == "odd/ün%41.txt"
+    assert upgraded["plain.txt"].extra == {"etag": "d1"}
+    reg.close()
+    assert _execute(any_registry_url, "SELECT MAX(version) FROM schema_version") == SCHEMA_VERSION
 
 
 def test_a_database_with_some_other_projects_table_is_left_untouched(any_registry_url: str) -> None:

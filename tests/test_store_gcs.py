@@ -259,11 +259,17 @@ def test_credentials_from_google_auth_never_a_metadata_probe(tmp_path: Path, mon
 
 
 def test_odd_object_names_read_the_right_object(gcs_env: GCSEnv, store: GCSStore) -> None:
-    """'#' and '?' belong to the name: never taken for a generation or a query (gcsfs's path syntax would)."""
+    """'#' and '?' belong to the name: never taken for a generation or a query (gcsfs's path syntax would).
+    Such a name's ref is percent-encoded and marked so; others go in as they are, as W&B writes them."""
     b = gcs_env.bucket(versioned=True)
     gcs_env.put(b, "odd/a", b"the wrong object")
     odd = gcs_env.put(b, "odd/a?x=1#2 100%.txt", b"the right object")
-    (entry,) = scan(f"gs://{b}/odd/a%3Fx=1%232%20100%25.txt")
-    assert entry.ref == f"gs://{b}/odd/a%3Fx=1%232 100%25.txt" and entry.version_id == odd["generation"]
-    assert store.read(entry, 4, 5) == b"right"
-    assert {e.path for e in scan(f"gs://{b}/odd/")} == {"a", "a?x=1#2 100%.txt"}
+    gcs_env.put(b, "odd/b 100%.txt", b"the plain object")
+    found = {e.path: e for e in scan(f"gs://{b}/odd/")}
+    assert set(found) == {"a", "a?x=1#2 100%.txt", "b 100%.txt"}
+    cut, plain = found["a?x=1#2 100%.txt"], found["b 100%.txt"]
+    assert cut.ref == f"gs://{b}/odd/a%3Fx=1%232 100%25.txt" and cut.ref_quoted
+    assert cut.version_id == odd["generation"] and store.read(cut, 4, 5) == b"right"
+    assert plain.ref == f"gs://{b}/odd/b 100%.txt" and not plain.ref_quoted and store.read(plain, 4, 5) == b"plain"
+    (single,) = scan(plain.ref)
+    assert single.digest == plain.digest

@@ -236,15 +236,19 @@ def test_listing_makes_one_request_per_thousand_objects(s3_env: S3Env, store: S3
 
 @pytest.mark.parametrize("versioned", [False, True])
 def test_odd_keys_make_refs_that_read_the_right_object(s3_env: S3Env, store: S3Store, versioned: bool) -> None:
-    """'%', '?', '#' and non-ASCII belong to the key: the ref encodes them, so it parses back to the same key."""
+    """A key goes into its ref as it is, as W&B writes it ('%' and non-ASCII included), unless it holds '?' or
+    '#', which would end a ref's path: then the ref is percent-encoded and marked so. Each reads its object."""
     b = s3_env.bucket(versioned=versioned)
-    s3_env.put(b, "odd/aA", b"the wrong object")  # what an unencoded '%41' would have named
+    s3_env.put(b, "odd/aA", b"the wrong object")  # what a decoded '%41' would name
+    s3_env.put(b, "odd/a%41 é.txt", b"the plain object")
     s3_env.put(b, "odd/a%41?x=1#2 é.txt", b"the right object")
-    (entry,) = [e for e in scan(f"s3://{b}/odd/") if e.path != "aA"]
-    assert entry.path == "a%41?x=1#2 é.txt" and entry.ref == f"s3://{b}/odd/a%2541%3Fx=1%232 %C3%A9.txt"
-    assert store.read(entry, 4, 5) == b"right"
-    (single,) = scan(entry.ref)  # the ref names the single object again
-    assert single.ref == entry.ref and single.digest == entry.digest
+    found = {e.path: e for e in scan(f"s3://{b}/odd/")}
+    plain, cut = found["a%41 é.txt"], found["a%41?x=1#2 é.txt"]
+    assert plain.ref == f"s3://{b}/odd/a%41 é.txt" and not plain.ref_quoted
+    assert cut.ref == f"s3://{b}/odd/a%2541%3Fx=1%232 %C3%A9.txt" and cut.ref_quoted
+    assert store.read(plain, 4, 5) == b"plain" and store.read(cut, 4, 5) == b"right"
+    (single,) = scan(plain.ref)  # the ref, as a user would give it, names the single object again
+    assert single.ref == plain.ref and single.digest == plain.digest
 
 
 def test_read_into_fills_every_target_and_reuses_the_connection(s3_env: S3Env, store: S3Store,

@@ -29,6 +29,7 @@ from .sql import (
     SQLRegistry,
     check_schema,
     schema_ddl,
+    upgrade,
 )
 
 _SCHEMA_LOCK = 0x7265666D  # "refm": one advisory lock so concurrent first users create the schema once
@@ -73,7 +74,9 @@ class PostgresRegistry(SQLRegistry):
                     raise NoRegistry(self._redacted)
                 self._create_schema(db)  # never beside tables of ours that something else made
                 tables = _tables(db)
-            check_schema(db, tables, self._redacted)
+            if check_schema(db, tables, self._redacted) < SCHEMA_VERSION:
+                db.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+                upgrade(db, self._redacted)
 
     @staticmethod
     def _create_schema(db: Connection) -> None:
@@ -118,7 +121,7 @@ class PostgresRegistry(SQLRegistry):
 
     def manifest_index(self, manifest_id: str) -> ManifestIndex:
         """A local SQLite copy of the manifest's nodes, made on first use and reused afterwards."""
-        path = self.index_dir / f"{manifest_id}.db"
+        path = self.index_dir / f"{manifest_id}.v{SCHEMA_VERSION}.db"  # copies of an older schema are not read
         if not path.exists():
             self._copy_manifest(manifest_id, path)
         return _local_index(path)

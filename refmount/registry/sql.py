@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -15,11 +16,16 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from ..errors import InvalidInput, NotFound
-from ..manifest import CONTENT_MD5, Entry, Manifest, parent_dir
+from ..manifest import CONTENT_MD5, QUOTED_REF, Entry, Manifest, parent_dir
 from ..names import LATEST, version_index
+from ..uri import store_scheme
 from .base import ArtifactInfo, LogResult, ManifestIndex, Node, Registry, VersionInfo
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+# v2: object keys in s3/gs/az refs are written as they are, as W&B writes and reads them; v1 percent-encoded
+# '%', '?', '#' and non-ASCII characters, so v1's refs that hold a '%' are marked as encoded (QUOTED_REF).
 # A manifest as a tree: the daemon looks names up by (parent, name) and lists by (parent, id).
 NODES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -60,8 +66,9 @@ NODE_COLUMNS = "id, name, is_dir, path, size, digest, ref, extra"
 _INSERT_BATCH = 10_000
 
 
-def check_schema(db: Connection, tables: Iterable[str], where: str) -> None:
-    """Refuse what is not a refmount registry this refmount can read; ``tables``: the ones ``db`` has."""
+def check_schema(db: Connection, tables: Iterable[str], where: str) -> int:
+    """Refuse what is not a refmount registry this refmount can read; ``tables``: the ones ``db`` has.
+    Returns its schema version (below SCHEMA_VERSION: see :func:`upgrade`)."""
     missing = REGISTRY_TABLES.difference(tables)
     if missing:
         what = "none of its tables" if missing == REGISTRY_TABLES else f"no {', '.join(sorted(missing))} table"
@@ -71,6 +78,32 @@ def check_schema(db: Connection, tables: Iterable[str], where: str) -> None:
         raise InvalidInput(f"{where} is not a refmount registry (no schema version); left untouched")
     if version > SCHEMA_VERSION:
         raise InvalidInput(f"registry {where} has schema v{version}; this refmount knows v{SCHEMA_VERSION}")
+    return int(version)
+
+
+def upgrade(db: Connection, where: str) -> None:
+    """Bring the registry to SCHEMA_VERSION, inside the caller's write transaction (which must hold the
+    writers' lock: the version is read again here, so that of racing upgraders one does the work)."""
+    (version,) = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    if version >= SCHEMA_VERSION:
+        return
+    if version < 2:
+        _mark_quoted_refs(db)
+    db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+    log.info("registry %s upgraded from schema v%d to v%d", where, version, SCHEMA_VERSION)
+
+
+def _mark_quoted_refs(db: Connection) -> None:
+    holding_percent = r"%\%%"  # a parameter: psycopg would take a '%' in the statement for a placeholder
+    rows = db.execute(r"SELECT id, ref, extra FROM nodes WHERE is_dir = 0 AND ref LIKE ? ESCAPE '\'",
+                      (holding_percent,)).fetchall()  # fmt: skip
+    marked = []
+    for node_id, ref, extra in rows:
+        if store_scheme(ref) in ("s3", "gs", "az"):
+            marked.append((json.dumps({**(json.loads(extra) if extra else {}), QUOTED_REF: True}, sort_keys=True),
+                           node_id))  # fmt: skip
+    if marked:
+        db.executemany("UPDATE nodes SET extra = ? WHERE id = ?", marked)
 
 
 def schema_ddl(*, id_type: str, int_type: str, real_type: str) -> str:

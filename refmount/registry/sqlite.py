@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from ..errors import InvalidInput
 from .base import NoRegistry
-from .sql import SCHEMA_VERSION, SQLRegistry, check_schema, schema_ddl
+from .sql import SCHEMA_VERSION, SQLRegistry, check_schema, schema_ddl, upgrade
 
 
 class SQLiteRegistry(SQLRegistry):
@@ -36,7 +36,8 @@ class SQLiteRegistry(SQLRegistry):
             if not create:
                 raise NoRegistry(str(self.path))
             self._create()
-        self._check_schema()
+        if self._check_schema() < SCHEMA_VERSION:
+            self._upgrade()
 
     def _create(self) -> None:
         """Write the schema into a private file, then link it into place: a concurrent opener sees
@@ -73,8 +74,16 @@ class SQLiteRegistry(SQLRegistry):
         finally:
             db.close()
 
-    def _check_schema(self) -> None:
-        """Refuse anything but a refmount registry, through a read-only connection (it writes nothing)."""
+    def _upgrade(self) -> None:
+        try:
+            with self._write() as db:
+                upgrade(db, str(self.path))
+        except sqlite3.Error as exc:
+            raise InvalidInput(f"registry {self.path} has an older schema and cannot be upgraded: {exc}") from exc
+
+    def _check_schema(self) -> int:
+        """Refuse anything but a refmount registry, through a read-only connection (it writes nothing);
+        returns its schema version."""
         if self.path.is_dir():
             raise InvalidInput(f"registry path {self.path} is a directory, not a file")
         try:
@@ -83,7 +92,7 @@ class SQLiteRegistry(SQLRegistry):
             raise InvalidInput(f"cannot open registry {self.url}: {exc}") from exc
         try:
             tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            check_schema(db, tables, str(self.path))
+            return check_schema(db, tables, str(self.path))
         except sqlite3.DatabaseError as exc:
             if "not a database" in str(exc):
                 raise InvalidInput(f"{self.path} is not a refmount registry ({exc}); left untouched") from None

@@ -34,7 +34,7 @@ from azure.storage.blob import BlobProperties, BlobServiceClient, LinearRetry
 
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
 from ..manifest import Entry, join_path, validate_path
-from ..uri import AZURE_BLOB_HOSTS, RefURI, parse_ref, quote_path
+from ..uri import AZURE_BLOB_HOSTS, RefURI, parse_ref
 from .base import (
     CONNECT_TIMEOUT_S,
     DEFAULT_MAX_OBJECTS,
@@ -44,6 +44,7 @@ from .base import (
     changed,
     limit,
     location_entry,
+    object_entry,
 )  # fmt: skip
 
 _PAGE_SIZE = 5000  # the List Blobs maximum
@@ -56,10 +57,9 @@ class _Location:
     container: str
     key: str
 
-    def ref(self, ref: RefURI, key: str) -> str:
-        """How an entry's ref is written: in the form the user gave (az:// or the https URL)."""
-        base = f"az://{self.container}" if ref.scheme == "az" else f"{ref.scheme}://{ref.netloc}/{self.container}"
-        return f"{base}/{quote_path(key)}"
+    def base(self, ref: RefURI) -> str:
+        """What entries' refs start with, in the form the user gave (az:// or the https URL)."""
+        return f"az://{self.container}" if ref.scheme == "az" else f"{ref.scheme}://{ref.netloc}/{self.container}"
 
 
 class AzureStore(Store):
@@ -87,7 +87,7 @@ class AzureStore(Store):
         self.check_ref(ref)
         where = _locate(ref)
         if not checksum:
-            return iter([location_entry(ref, name)])
+            return iter([location_entry(name or where.key or where.container, f"{where.base(ref)}/{where.key}")])
         container = self.client(where.host, ref.raw).get_container_client(where.container)
         if where.key and not where.key.endswith("/"):
             try:
@@ -113,7 +113,7 @@ class AzureStore(Store):
             account = _account(where.host) or _environment_account() or "the configured account"
             raise NotFound(f"{ref.raw}: container {where.container!r} does not exist in {account!r}") from None
         if not found:
-            raise NotFound(f"no blobs under {where.ref(ref, prefix)}")
+            raise NotFound(f"no blobs under {where.base(ref)}/{prefix}")
 
     # -- reading --------------------------------------------------------------------------------------
     def read(self, entry: Entry, offset: int, length: int) -> bytes:
@@ -130,7 +130,7 @@ class AzureStore(Store):
         self._pinned(entry, lambda: blob.get_blob_properties(**_guard(entry)))
 
     def _blob(self, entry: Entry) -> Any:
-        where = _locate(parse_ref(entry.ref))
+        where = _locate(parse_ref(entry.ref, quoted=entry.ref_quoted))
         container = self.client(where.host, entry.ref).get_container_client(where.container)
         return container.get_blob_client(where.key, version_id=entry.version_id if entry.is_snapshot else None)
 
@@ -217,10 +217,10 @@ def _entry(ref: RefURI, where: _Location, blob: BlobProperties, path: str) -> En
     except InvalidInput as exc:
         raise InvalidInput(f"blob name {blob.name!r} under {ref.raw} cannot be an artifact path: {exc}") from None
     etag = blob.etag.strip('"')
-    extra = {"etag": etag}
+    extra: dict[str, Any] = {"etag": etag}
     if blob.version_id:
         extra["versionID"] = blob.version_id
-    return Entry(path=path, ref=where.ref(ref, blob.name), digest=etag, size=blob.size, extra=extra)
+    return object_entry(path, where.base(ref), blob.name, etag, blob.size, extra)
 
 
 def _mapped(call: Callable[[], T], uri: str) -> T:

@@ -6,11 +6,11 @@ import abc
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ..errors import ChangedObject, StoreError, TooManyObjects, Unpinned
-from ..manifest import UNPINNED_REASON, Entry
-from ..uri import RefURI
+from ..manifest import QUOTED_REF, UNPINNED_REASON, Entry
+from ..uri import RefURI, object_ref
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,17 @@ def fill(targets: Sequence[memoryview], chunks: Iterable[bytes | memoryview]) ->
     return total
 
 
-def location_entry(ref: RefURI, name: str | None) -> Entry:
-    """The single entry of a ``checksum=False`` reference: a location, not a snapshot (W&B)."""
-    path = name or ref.path.rstrip("/").rpartition("/")[2] or ref.netloc
-    return Entry(path=path, ref=ref.raw, digest=ref.raw)
+def object_entry(path: str, base: str, key: str, digest: str, size: int, extra: dict[str, Any]) -> Entry:
+    """The entry of object ``key`` under ``base`` (``s3://bucket``), its ref written as W&B writes it, or
+    percent-encoded and marked so where the key holds what a W&B ref cannot carry (see uri.object_ref)."""
+    ref, quoted = object_ref(base, key)
+    return Entry(path=path, ref=ref, digest=digest, size=size, extra={**extra, QUOTED_REF: True} if quoted else extra)
+
+
+def location_entry(path: str, location: str) -> Entry:
+    """The single entry of a ``checksum=False`` reference: a location, not a snapshot. As W&B makes it:
+    ``path`` is the name given or, by store, the key; ``location`` (ref and digest) has no query."""
+    return Entry(path=path.strip("/"), ref=location, digest=location)
 
 
 T = TypeVar("T")

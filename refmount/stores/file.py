@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from ..errors import InvalidInput, NotFound, StoreError
 from ..manifest import Entry, b64_md5, join_path
-from ..uri import RefURI, parse_ref, quote_path
+from ..uri import RefURI, file_ref, parse_ref
 from .base import DEFAULT_MAX_OBJECTS, Store, changed, limit, location_entry
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ _HASH_THREADS = min(8, (os.cpu_count() or 1) * 2)  # hashlib releases the GIL on
 
 
 def file_uri(path: str | Path) -> str:
-    return "file://" + quote_path(str(path))
+    return file_ref(str(path))
 
 
 class FileStore(Store):
@@ -65,7 +65,7 @@ class FileStore(Store):
         self.check_ref(ref)
         root = _local_path(ref)
         if not checksum:
-            return iter([location_entry(ref, name)])
+            return iter([location_entry(name or root.name, ref.raw)])
         try:
             st = root.stat()
         except FileNotFoundError:

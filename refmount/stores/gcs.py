@@ -31,7 +31,7 @@ from gcsfs.retry import HttpError, is_retriable
 from ..compat import checked
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
 from ..manifest import Entry, join_path, validate_path
-from ..uri import RefURI, parse_ref, quote_path
+from ..uri import RefURI, parse_ref
 from .base import (
     CONNECT_TIMEOUT_S,
     DEFAULT_MAX_OBJECTS,
@@ -40,6 +40,7 @@ from .base import (
     changed,
     limit,
     location_entry,
+    object_entry,
     with_retries,
 )  # fmt: skip
 
@@ -95,7 +96,7 @@ class GCSStore(Store):
         self.check_ref(ref)
         bucket, key = _bucket_key(ref)
         if not checksum:
-            return iter([location_entry(ref, name)])
+            return iter([location_entry(name or key or bucket, f"gs://{bucket}/{key}")])
         generation = ref.query_value("generation")
         if generation is not None or (key and not key.endswith("/")):
             single = self._object(ref, bucket, key, generation)
@@ -154,7 +155,7 @@ class GCSStore(Store):
     def _pin(self, entry: Entry) -> tuple[str, str, str | None]:
         """Bucket, key and the generation to read. An entry logged without a generation (an imported
         manifest) is pinned to the current one only if the object still has the logged etag."""
-        bucket, key = _bucket_key(parse_ref(entry.ref))
+        bucket, key = _bucket_key(parse_ref(entry.ref, quoted=entry.ref_quoted))
         generation = entry.version_id
         if generation is None and entry.is_snapshot:
             meta = self._pinned(entry, lambda: self.fs.call("GET", "b/{}/o/{}", bucket, key, json_out=True))
@@ -257,6 +258,5 @@ def _entry(ref: RefURI, bucket: str, item: dict[str, Any], path: str) -> Entry:
         raise InvalidInput(f"object name {key!r} under {ref.raw} cannot be an artifact path: {exc}") from None
     etag = item["etag"]
     # W&B records the generation as a number; it is an int64 in the JSON API (sent as a string).
-    extra = {"etag": etag, "versionID": int(item["generation"])}
-    ref_uri = f"gs://{bucket}/{quote_path(key)}"
-    return Entry(path=path, ref=ref_uri, digest=etag, size=int(item["size"]), extra=extra)
+    extra: dict[str, Any] = {"etag": etag, "versionID": int(item["generation"])}
+    return object_entry(path, f"gs://{bucket}", key, etag, int(item["size"]), extra)

@@ -101,7 +101,7 @@ class HTTPStore(Store):
              max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
         self.check_ref(ref)
         if not checksum:
-            return iter([location_entry(ref, name)])
+            return iter([location_entry(name or os.path.basename(ref.raw) or ref.netloc, ref.raw)])
         digest, size, extra = self._identify(ref.raw)
         path = name or ref.path.rstrip("/").rpartition("/")[2] or ref.netloc
         return iter([Entry(path=path, ref=ref.raw, digest=digest, size=size, extra=extra)])

@@ -27,7 +27,7 @@ from botocore.response import StreamingBody
 from ..compat import checked
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
 from ..manifest import Entry, join_path, validate_path
-from ..uri import RefURI, parse_ref, quote_path
+from ..uri import RefURI, parse_ref
 from .base import (
     CONNECT_TIMEOUT_S,
     DEFAULT_MAX_OBJECTS,
@@ -38,6 +38,7 @@ from .base import (
     fill,
     limit,
     location_entry,
+    object_entry,
     with_retries,
 )  # fmt: skip
 from .s3_native import BrokenBody, Missing, NativeGets, Precondition, Unexpressible, Unreachable
@@ -130,7 +131,7 @@ class S3Store(Store):
         self.check_ref(ref)
         bucket, key = _bucket_key(ref)
         if not checksum:
-            return iter([location_entry(ref, name)])
+            return iter([location_entry(name or key or bucket, f"s3://{bucket}/{key}")])
         version_id = ref.query_value("versionId")
         if version_id is not None and (not key or key.endswith("/")):
             raise InvalidInput(f"{ref.raw}: versionId needs an object key (s3://BUCKET/KEY?versionId=...)")
@@ -260,7 +261,7 @@ class S3Store(Store):
             raise _store_error(exc, entry.ref, self.client) from exc
 
     def _pinned(self, entry: Entry) -> dict[str, Any]:
-        bucket, key = _bucket_key(parse_ref(entry.ref))
+        bucket, key = _bucket_key(parse_ref(entry.ref, quoted=entry.ref_quoted))
         args: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if entry.version_id and entry.version_id != "null":
             args["VersionId"] = entry.version_id
@@ -326,7 +327,7 @@ def _entry(ref: RefURI, bucket: str, key: str, path: str, etag: str, size: int, 
     extra: dict[str, Any] = {"etag": digest}
     if version_id and version_id != "null":  # "null": written while versioning was off; nothing to pin
         extra["versionID"] = version_id
-    return Entry(path=path, ref=f"s3://{bucket}/{quote_path(key)}", digest=digest, size=size, extra=extra)
+    return object_entry(path, f"s3://{bucket}", key, digest, size, extra)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
