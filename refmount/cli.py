@@ -21,7 +21,7 @@ import trio
 from . import __version__, config, stores
 from .api import Artifact, log_artifact_result
 from .errors import InvalidInput, RefmountError
-from .manifest import UNPINNED_REASON, Manifest, validate_reference_name
+from .manifest import QUOTED_REF, UNPINNED_REASON, Manifest, validate_reference_name
 from .names import ArtifactRef, validate_alias
 from .registry import ENV_VAR, Registry, VersionInfo, open_registry
 
@@ -244,6 +244,7 @@ def log_cmd(
     with _scan_progress(enabled=not quiet) as progress:
         for uri, name in zip(uris, names or [None] * len(uris), strict=True):
             artifact.add_reference(uri, name, checksum=not no_checksum, max_objects=max_objects, progress=progress(uri))
+    _warn_quoted([entry.path for entry in artifact.manifest if entry.ref_quoted])
     with _open(registry_url, create=True) as registry:
         result = log_artifact_result(artifact, ref.project, aliases=aliases, registry=registry)
     version = result.version
@@ -649,10 +650,25 @@ def _warn_unpinned(paths: list[str], consequence: str) -> None:
     """One line on stderr naming the entries that have nothing to pin their bytes by (the first NAMED)."""
     if not paths:
         return
-    named = ", ".join(paths[:NAMED]) + (f", ... ({len(paths) - NAMED:,} more)" if len(paths) > NAMED else "")
     one = len(paths) == 1
     subject = "1 entry has nothing to pin its" if one else f"{len(paths):,} entries have nothing to pin their"
-    click.echo(f"refmount: warning: {subject} bytes by ({UNPINNED_REASON}) and {consequence}: {named}", err=True)
+    click.echo(f"refmount: warning: {subject} bytes by ({UNPINNED_REASON}) and {consequence}: {_named(paths)}",
+               err=True)  # fmt: skip
+
+
+def _warn_quoted(paths: list[str]) -> None:
+    """One line on stderr naming the entries whose keys W&B's refs cannot carry (see uri.object_ref)."""
+    if not paths:
+        return
+    subject = "1 object key holds" if len(paths) == 1 else f"{len(paths):,} object keys hold"
+    click.echo(f"refmount: warning: {subject} '?' or '#', which W&B's refs cannot carry: refmount writes such a ref "
+               f"percent-encoded (extra.{QUOTED_REF}) and reads it right; W&B cannot load it: {_named(paths)}",
+               err=True)  # fmt: skip
+
+
+def _named(paths: list[str]) -> str:
+    """The first NAMED paths, and how many more there are."""
+    return ", ".join(paths[:NAMED]) + (f", ... ({len(paths) - NAMED:,} more)" if len(paths) > NAMED else "")
 
 
 @contextmanager

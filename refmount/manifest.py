@@ -41,6 +41,9 @@ CONTENT_MD5 = "content_md5"
 # extra key of refmount's own: true when the ref's path is percent-encoded, for an object key holding ``?`` or
 # ``#``, which W&B's refs (the key as it is) cannot carry. W&B cannot load such an entry; refmount reads it right.
 QUOTED_REF = "ref_quoted"
+# extra key of refmount's own: a file:// entry's mtime when logged; a file whose size and mtime are unchanged is
+# served without hashing it again.
+MTIME_NS = "mtime_ns"
 UNPINNED_REASON = "no ETag, object version or content hash"  # what an entry that is not `pinned` lacks
 
 

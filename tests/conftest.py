@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.server_http",
     "tests.server_azure",
     "tests.mounts",
+    "tests.wandb_sdk",
 ]
 
 

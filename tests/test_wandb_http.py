@@ -13,53 +13,19 @@ import errno
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import refmount
 from refmount.manifest import CONTENT_MD5, Manifest
 from refmount.stores.file import file_uri
 from tests.conftest import Cli
 from tests.server_http import HTTPDir, PlainServed
+from tests.wandb_sdk import Ref, both, without_own_keys
 
 WARNING = ("refmount: warning: 1 entry has nothing to pin its bytes by (no ETag, object version or content hash) "
            "and {}: config.json")  # fmt: skip
-
-
-@pytest.fixture
-def wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The wandb module, offline, with every directory it writes to under tmp_path."""
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(var, str(tmp_path / "wandb" / var.lower()))
-    import wandb
-
-    yield wandb
-
-
-Ref = tuple[str, str | None, bool]  # (url, name, checksum)
-
-
-def both(wandb: Any, refs: list[Ref]) -> tuple[Any, refmount.Artifact]:
-    """The same references added to a W&B artifact and to a refmount one."""
-    theirs, ours = wandb.Artifact("same", type="dataset"), refmount.Artifact("same", "dataset")
-    for url, name, checksum in refs:
-        theirs.add_reference(url, name=name, checksum=checksum)
-        ours.add_reference(url, name, checksum=checksum)
-    return theirs, ours
-
-
-def without_own_keys(contents: dict[str, Any]) -> dict[str, Any]:
-    """refmount's manifest contents less the extra keys that are refmount's own (W&B ignores them)."""
-    out = {}
-    for path, entry in contents.items():
-        extra = {k: v for k, v in entry.get("extra", {}).items() if k != CONTENT_MD5}
-        out[path] = {k: v for k, v in entry.items() if k != "extra"} | ({"extra": extra} if extra else {})
-    return out
 
 
 def b64md5(data: bytes) -> str:

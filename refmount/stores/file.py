@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import InvalidInput, NotFound, StoreError
-from ..manifest import Entry, b64_md5, join_path
+from ..manifest import MTIME_NS, Entry, b64_md5, join_path
 from ..uri import RefURI, file_ref, parse_ref
 from .base import DEFAULT_MAX_OBJECTS, Store, changed, limit, location_entry
 
@@ -113,7 +113,7 @@ class FileStore(Store):
             raise changed(entry, "it is no longer a regular file")
         if entry.size is not None and st.st_size != entry.size:
             raise changed(entry, f"size is now {st.st_size}, logged {entry.size}")
-        if entry.extra.get("mtime_ns") == st.st_mtime_ns and (not self._serves_other_users or _public(fd, st)):
+        if entry.extra.get(MTIME_NS) == st.st_mtime_ns and (not self._serves_other_users or _public(fd, st)):
             return
         key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         with self._lock:
@@ -181,7 +181,7 @@ def _entry_for(pair: tuple[str, Path]) -> Entry:
     st = path.stat()
     digest = _md5_b64(path)
     return Entry(
-        path=rel, ref=file_uri(path.absolute()), digest=digest, size=st.st_size, extra={"mtime_ns": st.st_mtime_ns}
+        path=rel, ref=file_uri(path.absolute()), digest=digest, size=st.st_size, extra={MTIME_NS: st.st_mtime_ns}
     )
 
 

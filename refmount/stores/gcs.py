@@ -258,5 +258,5 @@ def _entry(ref: RefURI, bucket: str, item: dict[str, Any], path: str) -> Entry:
         raise InvalidInput(f"object name {key!r} under {ref.raw} cannot be an artifact path: {exc}") from None
     etag = item["etag"]
     # W&B records the generation as a number; it is an int64 in the JSON API (sent as a string).
-    extra: dict[str, Any] = {"etag": etag, "versionID": int(item["generation"])}
+    extra: dict[str, Any] = {"versionID": int(item["generation"])}  # as W&B: the etag is the digest
     return object_entry(path, f"gs://{bucket}", key, etag, int(item["size"]), extra)
