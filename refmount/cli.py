@@ -203,7 +203,8 @@ def _open(registry_url: str | None, *, create: bool = False) -> Iterator[Registr
 @click.option(
     "--no-checksum",
     is_flag=True,
-    help="Record each URI as a location (digest = URI) instead of listing and pinning its objects.",
+    help="Record each URI as W&B's checksum=False does: a location (digest = URI; for file://, one entry per "
+    "file whose digest is the MD5 of its path) instead of pinned objects. Such entries are never served.",
 )
 @click.option(
     "--max-objects",

@@ -89,7 +89,7 @@ class Entry:
         scheme = store_scheme(self.ref)
         if scheme == "file":
             md5 = _b64_md5_or_none(self.digest)
-            return None if md5 is None or md5 == _wandb_location_digest(self.ref) else md5
+            return None if md5 is None or md5 == wandb_location_digest(self.ref) else md5
         if scheme in ("http", "https"):
             md5 = _b64_md5_or_none(self.extra.get(CONTENT_MD5))
             return md5 if md5 is not None or self.etag else _b64_md5_or_none(self.digest)
@@ -228,7 +228,7 @@ def _b64_md5_or_none(value: Any) -> str | None:
         return None
 
 
-def _wandb_location_digest(ref: str) -> str:
+def wandb_location_digest(ref: str) -> str:
     """W&B's digest of a ``checksum=False`` file reference: the base64 MD5 of the file's URI (as
     pathlib writes it), which looks like a content MD5 but pins nothing."""
     uri = PurePosixPath(unquote(urlsplit(ref).path)).as_uri() if ref.startswith("file:///") else ref

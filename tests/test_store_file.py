@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from refmount.errors import ChangedObject, InvalidInput, NotFound, TooManyObjects
-from refmount.manifest import Entry
+from refmount.manifest import Entry, b64_md5
 from refmount.stores import parse
 from refmount.stores.file import FileStore, file_uri
 
@@ -70,10 +70,16 @@ def test_symlinks_never_escape_the_root(tree: Path, tmp_path: Path) -> None:
     assert not any(p.startswith(("dirlink/", "loop/")) for p in paths)
 
 
-def test_checksum_false_is_one_location_entry(tree: Path) -> None:
-    uri = file_uri(tree)
-    (e,) = scan(uri, checksum=False)
-    assert e.digest == e.ref == uri and e.path == "data" and not e.is_snapshot
+def test_checksum_false_gives_wandbs_location_entries(tree: Path) -> None:
+    """As W&B: an entry per file, with its size, whose digest is the MD5 of the file's URI: nothing pins it."""
+    entries = {e.path: e for e in scan(file_uri(tree), checksum=False)}
+    assert set(entries) == {e.path for e in scan(file_uri(tree))}
+    png = entries["train/0001.png"]
+    assert png.ref == file_uri(tree / "train/0001.png") and png.size == 5 and not png.extra
+    assert png.digest == b64_md5(hashlib.md5((tree / "train/0001.png").as_uri().encode()).digest())
+    assert not any(e.pinned for e in entries.values())
+    (single,) = scan(file_uri(tree / "empty"), checksum=False, name="e.bin")
+    assert (single.path, single.size, single.pinned) == ("e.bin", 0, False)
 
 
 def test_max_objects(tree: Path) -> None:

@@ -76,6 +76,8 @@ def test_file_references_equal_wandbs(wandb: Any, tmp_path: Path) -> None:
         (file_uri(root / "odd"), None, True),
         (file_uri(root / "nested"), "n", True),
         (file_uri(root / "one.bin"), "renamed/one.bin", True),
+        (file_uri(root / "nested"), "nested-locations", False),
+        (file_uri(root / "one.bin"), "one-location.bin", False),
     ]
     _assert_same(*both(wandb, refs))
 

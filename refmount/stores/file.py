@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import InvalidInput, NotFound, StoreError
-from ..manifest import MTIME_NS, Entry, b64_md5, join_path
+from ..manifest import MTIME_NS, Entry, b64_md5, join_path, wandb_location_digest
 from ..uri import RefURI, file_ref, parse_ref
-from .base import DEFAULT_MAX_OBJECTS, Store, changed, limit, location_entry
+from .base import DEFAULT_MAX_OBJECTS, Store, changed, limit
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,6 @@ class FileStore(Store):
     ) -> Iterator[Entry]:
         self.check_ref(ref)
         root = _local_path(ref)
-        if not checksum:
-            return iter([location_entry(name or root.name, ref.raw)])
         try:
             st = root.stat()
         except FileNotFoundError:
@@ -78,6 +76,8 @@ class FileStore(Store):
             files = ((join_path(name, rel), path) for rel, path in _walk(root))
         else:
             raise InvalidInput(f"{ref.raw} is neither a regular file nor a directory")
+        if not checksum:  # W&B's: an entry per file, locations that pin nothing (see Entry.content_md5)
+            return map(_location_entry_for, limit(files, max_objects, ref))
         return _bounded_map(_entry_for, limit(files, max_objects, ref), _HASH_THREADS * 4)
 
     def read(self, entry: Entry, offset: int, length: int) -> bytes:
@@ -183,6 +183,12 @@ def _entry_for(pair: tuple[str, Path]) -> Entry:
     return Entry(
         path=rel, ref=file_uri(path.absolute()), digest=digest, size=st.st_size, extra={MTIME_NS: st.st_mtime_ns}
     )
+
+
+def _location_entry_for(pair: tuple[str, Path]) -> Entry:
+    rel, path = pair
+    ref = file_uri(path.absolute())
+    return Entry(path=rel, ref=ref, digest=wandb_location_digest(ref), size=path.stat().st_size)
 
 
 def _md5_b64(path: Path) -> str:
