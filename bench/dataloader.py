@@ -5,8 +5,9 @@
     python bench/dataloader.py [--files 4000] [--min-kib 2] [--max-kib 20] [--epochs 2] [--rounds 1]
 
 Starts SeaweedFS on 127.0.0.1 with --files objects of random sizes and reads every one, per epoch, through
-``DataLoader(dataset, batch_size=32, shuffle=True, num_workers=2)`` with three map-style datasets:
+``DataLoader(dataset, batch_size=32, shuffle=True, num_workers=2)`` with four map-style datasets:
 refmount (plain ``open()`` of paths in a mounted version, a fresh mount and an empty cache for epoch 1),
+refmount's fsspec protocol (``fs.cat`` of the version's paths, no FUSE, an empty cache for epoch 1),
 boto3 (``get_object`` in ``__getitem__``, one client per worker) and s3torchconnector's ``S3MapDataset``
 (the AWS connector on Mountpoint's client). The page cache is dropped before every epoch 1. Prints
 samples/s per epoch and refmount's ratio to each peer. Needs root (drop_caches, mounting).
@@ -31,6 +32,7 @@ from typing import Any
 from common import drop_caches, use_s3
 
 import refmount
+from refmount.filesystem import RefmountFileSystem
 from tests.mounts import MountedFS
 from tests.servers import SeaweedFS, s3_client
 
@@ -73,6 +75,20 @@ class Boto3Objects(torch.utils.data.Dataset):
         return len(self._client.get_object(Bucket=BUCKET, Key=self.keys[i])["Body"].read())
 
 
+class FsspecFiles(torch.utils.data.Dataset):
+    """refmount without FUSE: ``fs.cat`` of a version's paths through the ``refmount`` fsspec protocol (each
+    worker process opens its own reader on the same disk cache)."""
+
+    def __init__(self, fs: RefmountFileSystem, version: str):
+        self.fs, self.paths = fs, sorted(fs.find(version))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> int:
+        return len(self.fs.cat(self.paths[i]))
+
+
 def _read_all(reader: Any) -> int:
     return len(reader.read())
 
@@ -99,6 +115,18 @@ def epoch(dataset: torch.utils.data.Dataset, seed: int) -> tuple[float, int]:
 
 
 @contextmanager
+def fsspec_files(work: Path, registry: str, n: int) -> Iterator[FsspecFiles]:
+    """The fsspec filesystem on an empty cache (its own directory per round)."""
+    cache = work / f"fsspec-cache{n}"
+    fs = RefmountFileSystem(registry, cache_dir=str(cache), skip_instance_cache=True)
+    try:
+        yield FsspecFiles(fs, "bench/dl/v0")
+    finally:
+        fs.close()
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+@contextmanager
 def mounted(work: Path, registry: str, n: int) -> Iterator[Path]:
     """A fresh mount with an empty cache (its own directory per round)."""
     mnt, cache = work / f"mnt{n}", work / f"cache{n}"
@@ -119,8 +147,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per reader (default 2: cold, then warm)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat every reader this often, interleaved; "
                         "medians are printed (default 1)")  # fmt: skip
-    parser.add_argument("--readers", default="refmount,boto3,s3torchconnector",
-                        help="comma-separated readers to run (default: all three)")  # fmt: skip
+    parser.add_argument("--readers", default="refmount,fsspec,boto3,s3torchconnector",
+                        help="comma-separated readers to run (default: all four)")  # fmt: skip
     args = parser.parse_args()
     rng = random.Random(0)
     sizes = [int(rng.uniform(args.min_kib, args.max_kib) * 1024) for _ in range(args.files)]
@@ -142,6 +170,7 @@ def main() -> None:
             refmount.log_artifact(art, project="bench", registry=registry)
             readers: dict[str, Callable[[int], Any]] = {
                 "refmount": lambda n: mounted(work, registry, n),
+                "fsspec": lambda n: fsspec_files(work, registry, n),
                 "boto3": lambda n: _given(Boto3Objects(endpoint, keys)),
                 "s3torchconnector": lambda n: _given(s3torchconnector_dataset(endpoint)),
             }
