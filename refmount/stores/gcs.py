@@ -30,7 +30,7 @@ from gcsfs.retry import HttpError, is_retriable
 
 from ..compat import checked
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
-from ..manifest import Entry, join_path, validate_path
+from ..manifest import Entry, join_path
 from ..uri import RefURI, parse_ref, quote_path
 from .base import (
     CONNECT_TIMEOUT_S,
@@ -251,10 +251,6 @@ def _bucket_key(ref: RefURI) -> tuple[str, str]:
 
 def _entry(ref: RefURI, bucket: str, item: dict[str, Any], path: str) -> Entry:
     key = item["name"]
-    try:
-        validate_path(path)
-    except InvalidInput as exc:
-        raise InvalidInput(f"object name {key!r} under {ref.raw} cannot be an artifact path: {exc}") from None
     etag = item["etag"]
     # W&B records the generation as a number; it is an int64 in the JSON API (sent as a string).
     extra = {"etag": etag, "versionID": int(item["generation"])}

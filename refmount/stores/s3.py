@@ -26,7 +26,7 @@ from botocore.response import StreamingBody
 
 from ..compat import checked
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
-from ..manifest import Entry, join_path, validate_path
+from ..manifest import Entry, join_path
 from ..uri import RefURI, parse_ref, quote_path
 from .base import (
     CONNECT_TIMEOUT_S,
@@ -318,10 +318,6 @@ def _bucket_key(ref: RefURI) -> tuple[str, str]:
 
 
 def _entry(ref: RefURI, bucket: str, key: str, path: str, etag: str, size: int, version_id: str | None) -> Entry:
-    try:
-        validate_path(path)
-    except InvalidInput as exc:
-        raise InvalidInput(f"object key {key!r} under {ref.raw} cannot be an artifact path: {exc}") from None
     digest = etag.strip('"')
     extra: dict[str, Any] = {"etag": digest}
     if version_id and version_id != "null":  # "null": written while versioning was off; nothing to pin
