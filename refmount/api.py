@@ -164,6 +164,7 @@ class _registry:
 
 
 def _counted(entries: Iterable[Entry], progress: ProgressFn | None) -> Iterator[Entry]:
+    """``entries`` as they are listed, telling ``progress`` how many so far (before any is left out)."""
     if progress is None:
         yield from entries
         return

@@ -55,6 +55,9 @@ def test_on_invalid_error_refuses_in_one_line_and_logs_nothing(s3_env: S3Env, cl
     (line,) = result.err.strip().splitlines()
     assert line == f"refmount: error: object 'a\\tb' under {prefix} cannot be a file path: it {CONTROL}"
     assert [v["name"] for v in cli("ls", "p/a", "--json").json()] == ["p/a:v0"]  # no new version
+    # an excluded key is not checked: --exclude can leave known odd keys out under --on-invalid error
+    out = cli("log", "p/a", prefix, "--on-invalid", "error", "--exclude", "a*", "--exclude", "x*", "--json").json()
+    assert out["name"] == "p/a:v1" and out["files"] == 2 and out["excluded"] == 2
 
 
 def test_api_skips_or_refuses_odd_keys_on_gcs(gcs_env: GCSEnv, caplog: pytest.LogCaptureFixture) -> None:
