@@ -51,8 +51,8 @@ class Report:
         if not count:
             return None
         named = ", ".join(map(str, self.skipped[:NAMED])) + (f", ... ({count - NAMED:,} more)" if count > NAMED else "")
-        keys = "1 key" if count == 1 else f"{count:,} keys"
-        return f"skipped {keys} that cannot be file paths: {named}" + (f"; {hint}" if hint else "")
+        keys = "1 key that cannot be a file path" if count == 1 else f"{count:,} keys that cannot be file paths"
+        return f"skipped {keys}: {named}" + (f"; {hint}" if hint else "")
 
 
 class KeyFilter:

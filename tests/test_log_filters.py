@@ -115,6 +115,9 @@ def test_exclude_through_the_api(tmp_path: Path, plain_dir: HTTPDir) -> None:
     assert [e.path for e in art.add_reference(url, "model.bin", exclude="*.tmp")] == ["model.bin"]
     with pytest.raises(InvalidInput, match=r"nothing to add from http.*model.tmp: 1 excluded$"):
         art.add_reference(url, exclude="*.tmp")
+    plain_dir.put("a\tb", b"tab")  # one file whose name, as its URL decodes, has a tab
+    with pytest.raises(InvalidInput, match=r"0 excluded, skipped 1 key that cannot be a file path: 'a\\tb' \(contains"):
+        art.add_reference(f"{plain_dir.url}/a%09b")
     assert {e.path for e in art.manifest} == {"a.csv", "model.bin"}
 
 
