@@ -8,7 +8,8 @@ refmount.log_artifact(art, project="vision", aliases=["best"])   # -> "vision/mn
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import stores
@@ -16,8 +17,12 @@ from .errors import InvalidInput
 from .manifest import Entry, Manifest, validate_reference_name
 from .names import ArtifactRef, validate_alias, validate_name
 from .registry import LogResult, Registry, VersionInfo, open_registry
+from .selection import KeyFilter, OnInvalid, Report
 
-ProgressFn = Callable[[int], None]  # called with the number of entries found so far
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int], None]  # called with the number of objects listed so far
+ReportFn = Callable[[Report], None]  # called with what a reference's filter left out
 
 
 class Artifact:
@@ -44,24 +49,39 @@ class Artifact:
         *,
         checksum: bool = True,
         max_objects: int = stores.DEFAULT_MAX_OBJECTS,
+        exclude: Iterable[str] | str = (),
+        on_invalid: OnInvalid = "skip",
         progress: ProgressFn | None = None,
+        report: ReportFn | None = None,
     ) -> list[Entry]:
         """Expand ``uri`` (a prefix or one object) into entries now, as W&B does.
 
-        ``name`` places the entries under that directory (or names a single object). Nothing is
-        added if the scan fails or any path collides with one already added.
+        ``name`` places the entries under that directory (or names a single object). ``exclude``: globs
+        of artifact paths to leave out (see :class:`~refmount.selection.KeyFilter`); ``max_objects``
+        counts the objects listed, excluded ones too. An object whose key cannot be an artifact path is
+        skipped (``on_invalid="skip"``) or refused with :class:`~refmount.errors.InvalidKey` (``"error"``).
+        ``report`` is called with what was left out; without it, skipped keys are named in one logged
+        warning. Nothing is added if the scan fails, leaves nothing, or any path collides with one
+        already added.
         """
         ref = stores.parse(uri)
         if name is not None:  # checked here: the stores would place entries under whatever it is
             name = validate_reference_name(name)
         if max_objects < 1:
             raise InvalidInput(f"max_objects must be positive, got {max_objects}")
-        found: list[Entry] = []
-        for entry in stores.store_for(ref).scan(ref, name=name, checksum=checksum, max_objects=max_objects):
-            found.append(entry)
-            if progress is not None:
-                progress(len(found))
+        keys = KeyFilter(exclude, on_invalid)
+        listed = stores.store_for(ref).scan(ref, name=name, checksum=checksum, max_objects=max_objects)
+        left_out = Report()
+        found = list(keys.apply(_counted(listed, progress), ref.raw, left_out))
+        if not found:  # the stores refuse an empty listing; so is one that the filter emptied
+            skipped = left_out.skipped_warning()
+            raise InvalidInput(f"nothing to add from {ref.raw}: {left_out.excluded:,} excluded"
+                               + (f", {skipped}" if skipped else ""))  # fmt: skip
         self._add(found)
+        if report is not None:
+            report(left_out)
+        elif warning := left_out.skipped_warning("on_invalid='error' to refuse"):
+            log.warning("%s: %s", ref.raw, warning)
         return found
 
     def add_entries(self, entries: Iterable[Entry]) -> None:
@@ -141,6 +161,16 @@ class _registry:
     def __exit__(self, *exc: object) -> None:
         if self._given is None:
             self._reg.close()
+
+
+def _counted(entries: Iterable[Entry], progress: ProgressFn | None) -> Iterator[Entry]:
+    """``entries`` as they are listed, telling ``progress`` how many so far (before any is left out)."""
+    if progress is None:
+        yield from entries
+        return
+    for count, entry in enumerate(entries, 1):
+        progress(count)
+        yield entry
 
 
 def _json_safe(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from .errors import InvalidInput, RefmountError
 from .manifest import QUOTED_REF, UNPINNED_REASON, Manifest, validate_reference_name
 from .names import ArtifactRef, validate_alias
 from .registry import ENV_VAR, Registry, VersionInfo, open_registry
+from .selection import ON_INVALID, OnInvalid, Report
 
 log = logging.getLogger("refmount")
 
@@ -213,6 +214,24 @@ def _open(registry_url: str | None, *, create: bool = False) -> Iterator[Registr
     show_default=True,
     help="Fail (logging nothing) if a URI expands to more objects than this.",
 )
+@click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="GLOB",
+    help="Leave out the entries whose path in the artifact (as `show` lists it, under --name if given) matches"
+    " GLOB (repeatable): fnmatch's * ? [...], where * matches '/' too: '*.tmp' is every .tmp file,"
+    " 'cache/*' everything under cache/. --max-objects counts excluded objects too.",
+)
+@click.option(
+    "--on-invalid",
+    type=click.Choice(ON_INVALID),
+    default="skip",
+    show_default=True,
+    help="What to do with an object whose key cannot be a file path (a control character, a '.' or '..' part,"
+    " a part over 255 bytes): skip it, naming the first few in one warning (the default: one odd key in a"
+    " big prefix does not stop a log), or error: refuse the log and create nothing.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 @json_option
 @registry_option
@@ -226,6 +245,8 @@ def log_cmd(
     metadata: tuple[str, ...],
     no_checksum: bool,
     max_objects: int,
+    excludes: tuple[str, ...],
+    on_invalid: OnInvalid,
     quiet: bool,
     as_json: bool,
     registry_url: str | None,
@@ -242,20 +263,27 @@ def log_cmd(
     for alias in aliases:
         validate_alias(alias)
     artifact = Artifact(ref.artifact, type_, description=description, metadata=_parse_metadata(metadata))
+    left_out = Report()
     with _scan_progress(enabled=not quiet) as progress:
         for uri, name in zip(uris, names or [None] * len(uris), strict=True):
-            artifact.add_reference(uri, name, checksum=not no_checksum, max_objects=max_objects, progress=progress(uri))
+            artifact.add_reference(uri, name, checksum=not no_checksum, max_objects=max_objects, exclude=excludes,
+                                   on_invalid=on_invalid, progress=progress(uri), report=left_out.add)  # fmt: skip
+    if warning := left_out.skipped_warning("--on-invalid error to refuse"):
+        click.echo(f"refmount: warning: {warning}", err=True)
     _warn_quoted([entry.path for entry in artifact.manifest if entry.ref_quoted])
     with _open(registry_url, create=True) as registry:
         result = log_artifact_result(artifact, ref.project, aliases=aliases, registry=registry)
     version = result.version
     if as_json:
-        click.echo(json.dumps({**version.to_json(), "created": result.created}, indent=2))
+        counts = {"excluded": left_out.excluded, "skipped": len(left_out.skipped)}
+        click.echo(json.dumps({**version.to_json(), "created": result.created, **counts}, indent=2))
     elif not quiet:
         state = "logged" if result.created else "unchanged, still"
+        left = "".join(f"; {n:,} {what}" for n, what in ((left_out.excluded, "excluded"),
+                                                           (len(left_out.skipped), "skipped")) if n)  # fmt: skip
         click.echo(
             f"{state} {version.qualified_name} ({version.file_count:,} files, {_size(version.total_size)}, "
-            f"aliases: {', '.join(version.aliases)})"
+            f"aliases: {', '.join(version.aliases)}{left})"
         )
 
 

@@ -19,6 +19,11 @@ class InvalidInput(RefmountError):
     exit_code = 2
 
 
+class InvalidKey(InvalidInput):
+    """A listed object key that cannot be an artifact path (a control character, a '..' component, ...),
+    refused because ``on_invalid="error"`` was asked for; nothing was added."""
+
+
 class NotFound(RefmountError):
     """A project, artifact, version, alias or remote object that does not exist."""
 

@@ -33,6 +33,7 @@ PLAIN_COMPONENT = re.compile("[^\x00-\x1f\x7f/]{1,63}")
 DOTS = frozenset((".", ".."))
 MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux: a longer name cannot be shown by the mount
 MAX_PATH_BYTES = 4096  # PATH_MAX
+_TOO_LONG = f"is longer than {MAX_PATH_BYTES} bytes"
 MAX_SIZE = 2**63 - 1  # a signed 64-bit integer: what SQLite and PostgreSQL (BIGINT) store, and what stat can show
 
 # extra key of refmount's own: the base64 MD5 of the bytes of an http(s) file served without an ETag, whose
@@ -154,23 +155,34 @@ def validate_size(path: str, size: Any) -> int | None:
 
 
 def validate_path(path: str) -> str:
-    """Return ``path`` if it is a safe relative artifact path, else raise InvalidInput.
+    """Return ``path`` if it is a safe relative artifact path, else raise InvalidInput (see :func:`path_problem`)."""
+    problem = path_problem(path)
+    if problem is None:
+        return path
+    if not isinstance(path, str) or not path:
+        raise InvalidInput(f"artifact path {problem}")
+    shown = f"{path[:60]!r}..." if problem is _TOO_LONG else repr(path)
+    raise InvalidInput(f"artifact path {shown} {problem}")
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be an artifact path (None: it can), as a phrase: "is absolute; ...".
 
     The rules are those of :func:`path_component_problem` for each component, plus: not empty, not
     absolute, at most MAX_PATH_BYTES. The mount applies the same component rule to every name a
     registry hands it, so it never shows a path that logging would refuse.
     """
     if not isinstance(path, str) or not path:
-        raise InvalidInput("artifact path is empty")
+        return "is empty"
     if path.startswith("/"):
-        raise InvalidInput(f"artifact path {path!r} is absolute; paths must be relative")
-    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
-        raise InvalidInput(f"artifact path {path[:60]!r}... is longer than {MAX_PATH_BYTES} bytes")
+        return "is absolute; paths must be relative"
+    if len(path) * 4 > MAX_PATH_BYTES and len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        return _TOO_LONG
     for part in path.split("/"):
         problem = path_component_problem(part)
         if problem is not None:
-            raise InvalidInput(f"artifact path {path!r} {problem}")
-    return path
+            return problem
+    return None
 
 
 def path_component_problem(name: str) -> str | None:

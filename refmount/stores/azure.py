@@ -33,7 +33,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobProperties, BlobServiceClient, LinearRetry
 
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
-from ..manifest import Entry, join_path, validate_path
+from ..manifest import Entry, join_path
 from ..uri import AZURE_BLOB_HOSTS, RefURI, parse_ref
 from .base import (
     CONNECT_TIMEOUT_S,
@@ -212,10 +212,6 @@ def _connection_account(connection_string: str) -> str | None:
 
 
 def _entry(ref: RefURI, where: _Location, blob: BlobProperties, path: str) -> Entry:
-    try:
-        validate_path(path)
-    except InvalidInput as exc:
-        raise InvalidInput(f"blob name {blob.name!r} under {ref.raw} cannot be an artifact path: {exc}") from None
     etag = blob.etag.strip('"')
     extra: dict[str, Any] = {"etag": etag}
     if blob.version_id:

@@ -39,7 +39,9 @@ class Store(abc.ABC):
         """Yield one entry per object under ``ref`` (a prefix or a single object).
 
         Paths are relative to the prefix, under ``name`` when given; a single object gets
-        ``name`` or its base name. ``checksum=False`` yields one entry whose digest is the URI.
+        ``name`` or its base name. Paths are not vetted: a key that cannot be an artifact path is
+        yielded as it is, for the caller to skip or refuse (see :mod:`refmount.selection`), so that
+        one odd key does not stop a listing. ``checksum=False`` yields one entry whose digest is the URI.
         More than ``max_objects`` objects raises TooManyObjects (never a silent truncation).
         """
 

@@ -30,7 +30,7 @@ from gcsfs.retry import HttpError, is_retriable
 
 from ..compat import checked
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
-from ..manifest import Entry, join_path, validate_path
+from ..manifest import Entry, join_path
 from ..uri import RefURI, parse_ref
 from .base import (
     CONNECT_TIMEOUT_S,
@@ -101,7 +101,7 @@ class GCSStore(Store):
         if generation is not None or (key and not key.endswith("/")):
             single = self._object(ref, bucket, key, generation)
             if single is not None:
-                return iter([_entry(ref, bucket, single, name or key.rpartition("/")[2])])
+                return iter([_entry(bucket, single, name or key.rpartition("/")[2])])
             if generation is not None:
                 raise NotFound(f"{ref.raw}: no such object generation")
         prefix = key if not key or key.endswith("/") else key + "/"
@@ -127,7 +127,7 @@ class GCSStore(Store):
                 if item["name"].endswith("/") and int(item["size"]) == 0:
                     continue  # a "folder" marker made by consoles, not data
                 found = True
-                yield _entry(ref, bucket, item, join_path(name, item["name"][len(prefix) :]))
+                yield _entry(bucket, item, join_path(name, item["name"][len(prefix) :]))
             page_token = page.get("nextPageToken")
             if not page_token:
                 break
@@ -250,12 +250,8 @@ def _bucket_key(ref: RefURI) -> tuple[str, str]:
     return ref.netloc, ref.path
 
 
-def _entry(ref: RefURI, bucket: str, item: dict[str, Any], path: str) -> Entry:
+def _entry(bucket: str, item: dict[str, Any], path: str) -> Entry:
     key = item["name"]
-    try:
-        validate_path(path)
-    except InvalidInput as exc:
-        raise InvalidInput(f"object name {key!r} under {ref.raw} cannot be an artifact path: {exc}") from None
     etag = item["etag"]
     # W&B records the generation as a number; it is an int64 in the JSON API (sent as a string).
     extra: dict[str, Any] = {"versionID": int(item["generation"])}  # as W&B: the etag is the digest

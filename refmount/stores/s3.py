@@ -26,7 +26,7 @@ from botocore.response import StreamingBody
 
 from ..compat import checked
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
-from ..manifest import Entry, join_path, validate_path
+from ..manifest import Entry, join_path
 from ..uri import RefURI, parse_ref
 from .base import (
     CONNECT_TIMEOUT_S,
@@ -159,7 +159,7 @@ class S3Store(Store):
         except botocore.exceptions.BotoCoreError as exc:
             raise _store_error(exc, ref.raw, self.client) from exc
         path = name or key.rpartition("/")[2]
-        return _entry(ref, bucket, key, path, head["ETag"], head["ContentLength"], head.get("VersionId"))
+        return _entry(bucket, key, path, head["ETag"], head["ContentLength"], head.get("VersionId"))
 
     def _list(self, ref: RefURI, bucket: str, prefix: str, name: str | None) -> Iterator[Entry]:
         versioned = self._call(ref, self.client.get_bucket_versioning, Bucket=bucket).get("Status") in (
@@ -178,7 +178,7 @@ class S3Store(Store):
                     continue  # a "folder" marker made by consoles, not data
                 found = True
                 path = join_path(name, key[len(prefix) :])
-                yield _entry(ref, bucket, key, path, item["ETag"], item["Size"], item.get("VersionId"))
+                yield _entry(bucket, key, path, item["ETag"], item["Size"], item.get("VersionId"))
         if not found:
             raise NotFound(f"no objects under s3://{bucket}/{prefix}")
 
@@ -318,11 +318,7 @@ def _bucket_key(ref: RefURI) -> tuple[str, str]:
     return ref.netloc, ref.path
 
 
-def _entry(ref: RefURI, bucket: str, key: str, path: str, etag: str, size: int, version_id: str | None) -> Entry:
-    try:
-        validate_path(path)
-    except InvalidInput as exc:
-        raise InvalidInput(f"object key {key!r} under {ref.raw} cannot be an artifact path: {exc}") from None
+def _entry(bucket: str, key: str, path: str, etag: str, size: int, version_id: str | None) -> Entry:
     digest = etag.strip('"')
     extra: dict[str, Any] = {"etag": digest}
     if version_id and version_id != "null":  # "null": written while versioning was off; nothing to pin
