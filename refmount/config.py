@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInput
+from .registry.url import normalize as _registry_url
+from .registry.url import redact, sqlite_url
 
 SYSTEM_FILE = Path("/etc/refmount/config.toml")
 
@@ -112,8 +114,8 @@ class _Key:
 
 
 KEYS: dict[str, _Key] = {
-    "registry": _Key(_text, "REFMOUNT_REGISTRY", "--registry",
-                     "registry URL: sqlite:///path or postgresql://user@host:port/db"),
+    "registry": _Key(lambda url: _registry_url(_text(url)), "REFMOUNT_REGISTRY", "--registry",
+                     "registry URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user@host:port/db"),
     "cache_dir": _Key(_path, "REFMOUNT_CACHE_DIR", "--cache-dir", "block cache directory"),
     "cache_size": _Key(parse_size, "REFMOUNT_CACHE_SIZE", "--cache-size", "block cache size limit (e.g. 50G)"),
     "alias_ttl": _Key(_seconds, "REFMOUNT_ALIAS_TTL", "--alias-ttl", "seconds before alias and listing changes show"),
@@ -128,7 +130,7 @@ KEYS: dict[str, _Key] = {
 
 def defaults() -> dict[str, Any]:
     return {
-        "registry": f"sqlite://{data_home() / 'refmount' / 'registry.db'}",
+        "registry": sqlite_url(Path(os.path.abspath(data_home() / "refmount" / "registry.db"))),
         "cache_dir": str(cache_home() / "refmount"),
         "cache_size": 10 << 30,
         "alias_ttl": 5.0,
@@ -167,7 +169,8 @@ def load(flags: Mapping[str, Any] | None = None) -> Settings:
         try:
             values[key] = KEYS[key].parse(raw)
         except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"{source}: invalid {key} {raw!r}: {exc}") from exc
+            shown = redact(raw) if key == "registry" and isinstance(raw, str) else raw
+            raise InvalidInput(f"{source}: invalid {key} {shown!r}: {exc}") from exc
         sources[key] = source
 
     for path, required in config_files():
