@@ -1,5 +1,7 @@
 """Effective settings: built-in defaults < config files < environment < command-line flags.
 
+Under systemd, the default cache directory is the unit's ``CacheDirectory=`` ($CACHE_DIRECTORY).
+
 Files: ``/etc/refmount/config.toml`` (a node's admin), then ``$XDG_CONFIG_HOME/refmount/config.toml``
 (a user); ``$REFMOUNT_CONFIG`` names one file to use instead of both. Every value remembers where it
 came from, so ``refmount config`` can say why a node mounts what it mounts.
@@ -128,10 +130,18 @@ KEYS: dict[str, _Key] = {
 }  # fmt: skip
 
 
+def service_cache_dir() -> str | None:
+    """The cache directory systemd made for the service (``CacheDirectory=``; the first, if several).
+
+    A default, not a setting: a unit that set ``REFMOUNT_CACHE_DIR`` would override the config files.
+    """
+    return os.environ.get("CACHE_DIRECTORY", "").split(":")[0] or None
+
+
 def defaults() -> dict[str, Any]:
     return {
         "registry": sqlite_url(Path(os.path.abspath(data_home() / "refmount" / "registry.db"))),
-        "cache_dir": str(cache_home() / "refmount"),
+        "cache_dir": service_cache_dir() or str(cache_home() / "refmount"),
         "cache_size": 10 << 30,
         "alias_ttl": 5.0,
         "stop_timeout": 30.0,
@@ -164,6 +174,8 @@ def config_files() -> list[tuple[Path, bool]]:
 def load(flags: Mapping[str, Any] | None = None) -> Settings:
     """The effective settings; ``flags`` (None values ignored) override everything else."""
     values, sources = defaults(), dict.fromkeys(KEYS, "default")
+    if service_cache_dir():
+        sources["cache_dir"] = "default (systemd's CacheDirectory=, env CACHE_DIRECTORY)"
 
     def put(key: str, raw: Any, source: str) -> None:
         try:

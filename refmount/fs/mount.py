@@ -84,7 +84,7 @@ def run(options: MountOptions) -> int:
     Unusable mountpoints, registries and cache directories raise a RefmountError (one line) before
     anything is mounted. In daemon mode this returns 0 as soon as the mount answers (the daemon runs
     on), or the daemon's exit status after printing its error; in the foreground it returns when
-    unmounted (``refmount umount``, ``fusermount3 -u``, SIGTERM/SIGINT/SIGHUP).
+    unmounted (``refmount umount``, ``fusermount3 -u``, SIGTERM/SIGINT); SIGHUP reloads (see :func:`_reload`).
     """
     # The real path: the one /proc/self/mountinfo will show, whatever symlink led here.
     options = dataclasses.replace(options, mountpoint=options.mountpoint.resolve())
@@ -185,7 +185,9 @@ def _log_handler(log_file: Path | None) -> logging.Handler:
 
 def _log_to(handler: logging.Handler) -> None:
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    replaced, root.handlers[:] = root.handlers[:], [handler]
+    for old in replaced:
+        old.close()  # a file handler lets go of its file (a stream handler leaves its stream open)
     root.setLevel(min(root.getEffectiveLevel(), logging.INFO))
 
 
@@ -244,7 +246,7 @@ def _daemonize(options: MountOptions) -> int:
                 reply.close()
 
     try:
-        code = _serve_until_done(options, on_ready=lambda: tell_parent("ok"))
+        code = _serve_until_done(dataclasses.replace(options, log_file=log_file), on_ready=lambda: tell_parent("ok"))
     except RefmountError as exc:
         log.error("%s", exc)
         tell_parent(str(exc))
@@ -295,7 +297,8 @@ async def _serve_mounted(options: MountOptions, registry: Registry, cache: Block
                          on_ready: Callable[[], None] | None, features: Features,
                          signals: AsyncIterator[int]) -> None:  # fmt: skip
     async with open_reader(cache) as reader:
-        fs = Filesystem(Namespace(registry, options.alias_ttl_s), reader)
+        namespace = Namespace(registry, options.alias_ttl_s)
+        fs = Filesystem(namespace, reader)
         _fuse_init(FuseAdapter(fs, features, uid=options.uid, gid=options.gid), options.mountpoint, fuse_options)
         log.info("refmount %s mounted %s at %s (cache %s, %s; alias_ttl %gs, stop_timeout %gs; kernel features: %s)",
                  __version__, registry.url, options.mountpoint, options.cache_dir, _size(options.cache_size_bytes),
@@ -306,7 +309,7 @@ async def _serve_mounted(options: MountOptions, registry: Registry, cache: Block
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_serve_requests, nursery.cancel_scope)
-                nursery.start_soon(stopping.on_signals, nursery, signals)
+                nursery.start_soon(_on_signals, signals, stopping, nursery, lambda: _reload(namespace, options.log_file))
                 await nursery.start(_until_answering, options.mountpoint)
                 sdnotify.notify("READY=1")
                 if on_ready is not None:
@@ -342,8 +345,37 @@ def _raise_read_ahead(mountpoint: Path) -> None:
         log.info("kernel reads stay at 128 KiB: cannot write %s (%s)", path, exc.strerror or exc)
 
 
+async def _on_signals(signals: AsyncIterator[int], stopping: _Stopping, nursery: trio.Nursery,
+                      reload: Callable[[], None]) -> None:  # fmt: skip
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            reload()
+        elif await stopping.on_signal(signal.Signals(signum).name, nursery):
+            return
+
+
+def _reload(namespace: Namespace, log_file: Path | None) -> None:
+    """SIGHUP (``systemctl reload``): registry changes show at once, and a rotated log file is let go.
+
+    The daemon's cached registry answers (projects, artifacts, versions, aliases) are dropped, and so are
+    the kernel's entries of the aliases handed out (which may have moved); the log file is reopened.
+    """
+    aliases = namespace.forget_answers()
+    for parent, name in aliases:
+        pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
+    reopened = "logging to stderr, no log file to reopen"
+    if log_file:
+        try:
+            _log_to(_log_handler(log_file))
+            reopened = f"reopened the log file {log_file}"
+        except InvalidInput as exc:  # the old file stays in use
+            reopened = str(exc)
+    log.info("SIGHUP: reloaded: dropped the cached registry answers and the kernel's entries of %d aliases; %s",
+             len(aliases), reopened)  # fmt: skip
+
+
 class _Stopping:
-    """SIGTERM, SIGINT or SIGHUP: stop like ``umount --lazy``, within a deadline.
+    """SIGTERM or SIGINT: stop like ``umount --lazy``, within a deadline.
 
     The mount is detached at once (nothing new can be opened; the mountpoint is free for a new daemon, so
     a restart under a running job works), and files already open keep being served until the last one
@@ -357,18 +389,18 @@ class _Stopping:
         self.deadline = deadline
         self.detached = False
 
-    async def on_signals(self, nursery: trio.Nursery, signals: AsyncIterator[int]) -> None:
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if self.detached:
-                log.warning("%s again: stopping now", name)
-                nursery.cancel_scope.cancel()
-                return
-            log.info("%s: detaching %s; open files are served until they close, for at most %g s", name,
-                     self.mountpoint, self.deadline)  # fmt: skip
-            sdnotify.notify("STOPPING=1")
-            await self._detach()
-            nursery.start_soon(self._cancel_at_deadline, nursery.cancel_scope)
+    async def on_signal(self, name: str, nursery: trio.Nursery) -> bool:
+        """Detach (first signal) or stop now (second); True when nothing more is to be done."""
+        if self.detached:
+            log.warning("%s again: stopping now", name)
+            nursery.cancel_scope.cancel()
+            return True
+        log.info("%s: detaching %s; open files are served until they close, for at most %g s", name,
+                 self.mountpoint, self.deadline)  # fmt: skip
+        sdnotify.notify("STOPPING=1")
+        await self._detach()
+        nursery.start_soon(self._cancel_at_deadline, nursery.cancel_scope)
+        return False
 
     async def _detach(self) -> None:
         result = await trio.run_process(["fusermount3", "-u", "-z", str(self.mountpoint)], capture_stdout=True,
