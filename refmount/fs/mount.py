@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import re
@@ -309,7 +310,8 @@ async def _serve_mounted(options: MountOptions, registry: Registry, cache: Block
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_serve_requests, nursery.cancel_scope)
-                nursery.start_soon(_on_signals, signals, stopping, nursery, lambda: _reload(namespace, options.log_file))
+                reload = functools.partial(_reload, namespace, options.log_file)
+                nursery.start_soon(_on_signals, signals, stopping, nursery, reload)
                 await nursery.start(_until_answering, options.mountpoint)
                 sdnotify.notify("READY=1")
                 if on_ready is not None:
