@@ -41,8 +41,10 @@ def test_mount_t_fuse_refmount(cli: Cli, tmp_path: Path, registry_url: str) -> N
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     # The flags' spellings and options only mount(8) and systemd read, as an fstab line would have them.
-    options = (f"registry={registry_url},cache-dir={tmp_path / 'cache'},cache-size=1G,alias-ttl=1,nosuid,nodev,"
-               "_netdev,nofail,x-systemd.automount,x-systemd.mount-timeout=30,comment=artifacts,x-note=1,users")
+    options = (
+        f"registry={registry_url},cache-dir={tmp_path / 'cache'},cache-size=1G,alias-ttl=1,nosuid,nodev,"
+        "_netdev,nofail,x-systemd.automount,x-systemd.mount-timeout=30,comment=artifacts,x-note=1,users"
+    )
     try:
         subprocess.run(["mount", "-t", "fuse.refmount", "refmount", str(mnt), "-o", options], check=True, timeout=60)
         assert (mnt / "p/ds/v0/x.txt").read_text() == "hello"

@@ -53,9 +53,7 @@ def test_a_relative_registry_is_made_in_the_working_directory_and_config_names_t
     assert f"the file {work}/other.db, not created yet" in text
 
 
-def test_a_daemon_opens_the_relative_registry_of_the_directory_it_was_started_in(
-    tmp_path: Path, data: Path
-) -> None:
+def test_a_daemon_opens_the_relative_registry_of_the_directory_it_was_started_in(tmp_path: Path, data: Path) -> None:
     work, mnt = tmp_path / "work", tmp_path / "mnt"
     work.mkdir()
     mnt.mkdir()
@@ -68,9 +66,7 @@ def test_a_daemon_opens_the_relative_registry_of_the_directory_it_was_started_in
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
 
 
-def test_an_absolute_path_written_the_old_way_still_opens_when_that_is_unambiguous(
-    tmp_path: Path, data: Path
-) -> None:
+def test_an_absolute_path_written_the_old_way_still_opens_when_that_is_unambiguous(tmp_path: Path, data: Path) -> None:
     old_style = f"sqlite://{tmp_path}/reg.db"  # three slashes in front of an absolute path
     assert run(tmp_path, "log", "p/a", file_uri(data), "--registry", f"sqlite:///{tmp_path}/reg.db").returncode == 0
     elsewhere = tmp_path / "elsewhere"  # no tmp/.../reg.db under it: only the absolute reading exists
