@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,8 @@ from ..cache import BlockCache
 from ..errors import InvalidInput, RefmountError, sole_exception
 from ..reader import open_reader
 from ..registry import Registry, open_registry
+from ..registry.url import redact
+from ..storecheck import unusable_stores
 from ..stores.file import FileStore
 from ..stores.http import HTTPStore
 from .adapter import FuseAdapter
@@ -92,13 +94,28 @@ def run(options: MountOptions) -> int:
     if any(option.startswith("subtype=") for option in options.fuse_options):
         raise InvalidInput(f"-o subtype cannot be set: refmount umount knows refmount's mounts by {FSTYPE}")
     prepare_mountpoint(options.mountpoint)
-    open_registry(options.registry_url).close()  # fail here, on the user's terminal, if it is unusable
+    with closing(open_registry(options.registry_url)) as registry:  # fail here, on the user's terminal, if unusable
+        schemes = registry.schemes()
     BlockCache(options.cache_dir, options.cache_size_bytes).close()
-    stores.store_for("s3://")  # import botocore (0.2 s) now, so the daemon has only the client to build
+    problems = unusable_stores(schemes)
+    if not (options.foreground and options.log_file is None):  # the terminal is not the log: say it here too
+        for problem in problems:
+            log.warning("%s", problem)
+    start = _Start(problems, prepare_s3="s3" in schemes and not any("s3://" in p for p in problems))
+    if start.prepare_s3:
+        stores.store_for("s3://")  # import botocore (0.2 s) now, so the daemon has only the client to build
     if options.foreground:
         _log_to(_log_handler(options.log_file))
-        return _serve_until_done(options, on_ready=None)
-    return _daemonize(options)
+        return _serve_until_done(options, start, on_ready=None)
+    return _daemonize(options, start)
+
+
+@dataclass(frozen=True)
+class _Start:
+    """What the checks before mounting found, for the daemon's log."""
+
+    problems: list[str]  # stores the registry references that reads would fail on, one line each
+    prepare_s3: bool  # artifacts on S3, which looks usable: build its client while the mount comes up
 
 
 def prepare_mountpoint(mountpoint: Path) -> None:
@@ -184,12 +201,20 @@ def _log_handler(log_file: Path | None) -> logging.Handler:
     return handler
 
 
+# Libraries whose INFO lines ("Found credentials in environment variables.", one per HTTP request) are noise
+# in a mount's log; their warnings (urllib3's retries) and errors stay. -vv (debug) shows everything.
+_CHATTY_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "azure", "google", "gcsfs", "fsspec")
+
+
 def _log_to(handler: logging.Handler) -> None:
     root = logging.getLogger()
     replaced, root.handlers[:] = root.handlers[:], [handler]
     for old in replaced:
         old.close()  # a file handler lets go of its file (a stream handler leaves its stream open)
     root.setLevel(min(root.getEffectiveLevel(), logging.INFO))
+    if root.level > logging.DEBUG:
+        for name in _CHATTY_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def mount_device(mountpoint: Path) -> str | None:
@@ -216,7 +241,7 @@ def _size(n: int) -> str:
     raise AssertionError
 
 
-def _daemonize(options: MountOptions) -> int:
+def _daemonize(options: MountOptions, start: _Start) -> int:
     """Fork; the child mounts and serves, the parent waits for its first word (ok or an error line)."""
     log_file = options.log_file or options.default_log_file
     handler = _log_handler(log_file)  # opened before forking, so that the user sees why it cannot be
@@ -247,7 +272,8 @@ def _daemonize(options: MountOptions) -> int:
                 reply.close()
 
     try:
-        code = _serve_until_done(dataclasses.replace(options, log_file=log_file), on_ready=lambda: tell_parent("ok"))
+        options = dataclasses.replace(options, log_file=log_file)
+        code = _serve_until_done(options, start, on_ready=lambda: tell_parent("ok"))
     except RefmountError as exc:
         log.error("%s", exc)
         tell_parent(str(exc))
@@ -259,8 +285,13 @@ def _daemonize(options: MountOptions) -> int:
     os._exit(code)  # reply is closed by now: os._exit would not flush it
 
 
-def _serve_until_done(options: MountOptions, on_ready: Callable[[], None] | None) -> int:
-    threading.Thread(target=_prepare_s3, name="prepare-s3", daemon=True).start()
+def _serve_until_done(options: MountOptions, start: _Start, on_ready: Callable[[], None] | None) -> int:
+    features = Features.detect()
+    log.info("%s", _header(options, features))
+    for problem in start.problems:
+        log.warning("%s", problem)
+    if start.prepare_s3:
+        threading.Thread(target=_prepare_s3, name="prepare-s3", daemon=True).start()
     # HTTP bodies without an ETag, kept once verified, go beside the cache, on the disk chosen for bulk data.
     scratch = options.cache_dir / "tmp"
     scratch.mkdir(mode=0o700, exist_ok=True)
@@ -277,7 +308,7 @@ def _serve_until_done(options: MountOptions, on_ready: Callable[[], None] | None
         assert isinstance(file_store, FileStore)
         file_store.serve_other_users()
     try:
-        trio.run(_serve, options, registry, cache, fuse_options, on_ready)
+        trio.run(_serve, options, registry, cache, fuse_options, on_ready, features)
     except BaseExceptionGroup as group:  # a failure inside a nursery: shown as itself (a one-line error, say)
         raise sole_exception(group) or group from None
     finally:
@@ -287,8 +318,7 @@ def _serve_until_done(options: MountOptions, on_ready: Callable[[], None] | None
 
 
 async def _serve(options: MountOptions, registry: Registry, cache: BlockCache, fuse_options: set[str],
-                 on_ready: Callable[[], None] | None) -> None:  # fmt: skip
-    features = Features.detect()
+                 on_ready: Callable[[], None] | None, features: Features) -> None:  # fmt: skip
     # Signals are caught from before the mount exists: one that comes as it comes up still detaches it.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         await _serve_mounted(options, registry, cache, fuse_options, on_ready, features, signals)
@@ -301,9 +331,7 @@ async def _serve_mounted(options: MountOptions, registry: Registry, cache: Block
         namespace = Namespace(registry, options.alias_ttl_s)
         fs = Filesystem(namespace, reader)
         _fuse_init(FuseAdapter(fs, features, uid=options.uid, gid=options.gid), options.mountpoint, fuse_options)
-        log.info("refmount %s mounted %s at %s (cache %s, %s; alias_ttl %gs, stop_timeout %gs; kernel features: %s)",
-                 __version__, registry.url, options.mountpoint, options.cache_dir, _size(options.cache_size_bytes),
-                 options.alias_ttl_s, options.stop_timeout_s, features.summary())  # fmt: skip
+        log.info("mounted %s", options.mountpoint)
         for cost in features.lost():
             log.warning("pyfuse3 lacks refmount's patch (run scripts/setup.sh): %s", cost)
         stopping = _Stopping(options.mountpoint, options.stop_timeout_s)
@@ -461,6 +489,17 @@ def _stderr_captured(lines: list[str]) -> Iterator[None]:
             os.close(saved)
             capture.seek(0)
             lines += capture.read().decode(errors="replace").splitlines()
+
+
+def _header(options: MountOptions, features: Features) -> str:
+    """The log's first line: what runs, and with which settings (no secret: the registry password is ***)."""
+    extra = ",".join(options.fuse_options) or "none"
+    return (
+        f"refmount {__version__} mounting {options.mountpoint}: registry {redact(options.registry_url)}, "
+        f"cache {options.cache_dir} ({_size(options.cache_size_bytes)}), alias_ttl {options.alias_ttl_s:g}s, "
+        f"stop_timeout {options.stop_timeout_s:g}s, allow_other {'yes' if options.allow_other else 'no'}, "
+        f"owner {options.uid}:{options.gid}, fuse options {extra}, kernel features: {features.summary()}"
+    )
 
 
 def _prepare_s3() -> None:
