@@ -6,8 +6,10 @@ import errno
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +92,19 @@ def test_stores_no_artifact_uses_are_not_checked(cli: Cli, mountpoint: Path, tmp
     result = mount(mountpoint, tmp_path, **NO_AWS)
     assert result.returncode == 0 and result.stderr == ""
     assert "s3" not in (tmp_path / "mount.log").read_text()
+
+
+def test_a_foreground_daemon_names_them_in_its_log(
+    mixed: str, mount_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var, value in NO_AWS.items():
+        monkeypatch.delenv(var, raising=False) if value is None else monkeypatch.setenv(var, value)
+    m = mount_factory()  # -f, as systemd runs it: the log is the only place to say it
+    assert (m.path / "p/local/v0/x.txt").read_text() == "on disk"
+    give_up = time.monotonic() + 60  # a guard against waiting forever, far above the check's time
+    while not problems(m.log()):  # the check runs beside the mount coming up
+        assert m.proc is not None and m.proc.poll() is None and time.monotonic() < give_up, m.log()
+        time.sleep(0.05)
+    m.stop()
+    (line,) = problems(m.log())
+    assert "the s3:// store is not usable, reads of its files will fail (EIO): no AWS credentials found" in line

@@ -94,28 +94,29 @@ def run(options: MountOptions) -> int:
     if any(option.startswith("subtype=") for option in options.fuse_options):
         raise InvalidInput(f"-o subtype cannot be set: refmount umount knows refmount's mounts by {FSTYPE}")
     prepare_mountpoint(options.mountpoint)
-    with closing(open_registry(options.registry_url)) as registry:  # fail here, on the user's terminal, if unusable
-        schemes = registry.schemes()
+    open_registry(options.registry_url).close()  # fail here, on the user's terminal, if it is unusable
     BlockCache(options.cache_dir, options.cache_size_bytes).close()
-    problems = unusable_stores(schemes)
-    if not (options.foreground and options.log_file is None):  # the terminal is not the log: say it here too
-        for problem in problems:
-            log.warning("%s", problem)
-    start = _Start(problems, prepare_s3="s3" in schemes and not any("s3://" in p for p in problems))
-    if start.prepare_s3:
-        stores.store_for("s3://")  # import botocore (0.2 s) now, so the daemon has only the client to build
+    stores.store_for("s3://")  # import botocore (0.2 s) now, so the daemon has only the client to build
     if options.foreground:
         _log_to(_log_handler(options.log_file))
-        return _serve_until_done(options, start, on_ready=None)
-    return _daemonize(options, start)
+        return _serve_until_done(options, on_ready=None)
+    return _daemonize(options)
 
 
-@dataclass(frozen=True)
-class _Start:
-    """What the checks before mounting found, for the daemon's log."""
-
-    problems: list[str]  # stores the registry references that reads would fail on, one line each
-    prepare_s3: bool  # artifacts on S3, which looks usable: build its client while the mount comes up
+def warn_of_unusable_stores(registry_url: str, *also_to: logging.Handler) -> None:
+    """One warning per store the registry references that reads would fail on (see :mod:`refmount.storecheck`),
+    to the log's handlers and ``also_to``. It reads every entry's ref (a second or two for a million entries),
+    so it runs beside the mount coming up, never before it."""
+    try:
+        with closing(open_registry(registry_url)) as registry:
+            problems = unusable_stores(registry.schemes())
+    except Exception as exc:  # the mount is still worth having: say so and carry on
+        problems = [f"could not check the stores: {exc}"]
+    for problem in problems:
+        record = log.makeRecord(log.name, logging.WARNING, __file__, 0, "%s", (problem,), None)
+        log.handle(record)
+        for handler in also_to:
+            handler.handle(record)
 
 
 def prepare_mountpoint(mountpoint: Path) -> None:
@@ -241,7 +242,7 @@ def _size(n: int) -> str:
     raise AssertionError
 
 
-def _daemonize(options: MountOptions, start: _Start) -> int:
+def _daemonize(options: MountOptions) -> int:
     """Fork; the child mounts and serves, the parent waits for its first word (ok or an error line)."""
     log_file = options.log_file or options.default_log_file
     handler = _log_handler(log_file)  # opened before forking, so that the user sees why it cannot be
@@ -249,6 +250,7 @@ def _daemonize(options: MountOptions, start: _Start) -> int:
     child = os.fork()
     if child > 0:
         os.close(write_end)
+        warn_of_unusable_stores(options.registry_url, handler)  # on the terminal and in the log, as the daemon mounts
         handler.close()  # the daemon has its own copy
         with os.fdopen(read_end) as pipe:
             word = pipe.read().strip()
@@ -273,7 +275,7 @@ def _daemonize(options: MountOptions, start: _Start) -> int:
 
     try:
         options = dataclasses.replace(options, log_file=log_file)
-        code = _serve_until_done(options, start, on_ready=lambda: tell_parent("ok"))
+        code = _serve_until_done(options, on_ready=lambda: tell_parent("ok"))
     except RefmountError as exc:
         log.error("%s", exc)
         tell_parent(str(exc))
@@ -285,13 +287,12 @@ def _daemonize(options: MountOptions, start: _Start) -> int:
     os._exit(code)  # reply is closed by now: os._exit would not flush it
 
 
-def _serve_until_done(options: MountOptions, start: _Start, on_ready: Callable[[], None] | None) -> int:
+def _serve_until_done(options: MountOptions, on_ready: Callable[[], None] | None) -> int:
     features = Features.detect()
     log.info("%s", _header(options, features))
-    for problem in start.problems:
-        log.warning("%s", problem)
-    if start.prepare_s3:
-        threading.Thread(target=_prepare_s3, name="prepare-s3", daemon=True).start()
+    if options.foreground:  # else the waiting parent checks the stores (see _daemonize)
+        threading.Thread(target=warn_of_unusable_stores, args=(options.registry_url,), daemon=True).start()
+    threading.Thread(target=_prepare_s3, name="prepare-s3", daemon=True).start()
     # HTTP bodies without an ETag, kept once verified, go beside the cache, on the disk chosen for bulk data.
     scratch = options.cache_dir / "tmp"
     scratch.mkdir(mode=0o700, exist_ok=True)
@@ -504,8 +505,8 @@ def _header(options: MountOptions, features: Features) -> str:
 
 def _prepare_s3() -> None:
     """Build the S3 client (credentials, service model: 0.1-0.2 s once botocore is imported) while the
-    mount comes up, not in the first read of an S3 object. A broken AWS setup shows in the log at once."""
+    mount comes up, not in the first read of an S3 object."""
     try:
         stores.prepare("s3")
-    except Exception as exc:
-        log.warning("S3 is not usable yet, reads of s3:// objects will fail: %s", exc)
+    except Exception as exc:  # named by warn_of_unusable_stores if an artifact is on S3
+        log.debug("cannot build the S3 client yet: %s", exc)
