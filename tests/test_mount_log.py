@@ -19,7 +19,7 @@ def test_the_log_starts_with_one_header_line(cli: Cli, tmp_path: Path, mount_fac
     cli("log", "p/a", (tmp_path / "src").as_uri() + "/")
     m = mount_factory(extra_args=("--cache-size", "2G", "-o", "noatime"))
     first = m.log().splitlines()[0]
-    assert f"refmount {refmount.__version__} mounting {m.path}: registry {m.registry_url}, " in first
+    assert f"refmount {refmount.__version__} mounted {m.path}: registry {m.registry_url}, " in first
     assert f"cache {m.cache_dir} (2.0 GiB), alias_ttl 1s, stop_timeout 30s, allow_other no" in first
     assert "fuse options noatime, kernel features: cached_listings=" in first
 

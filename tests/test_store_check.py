@@ -102,7 +102,7 @@ def test_a_foreground_daemon_names_them_in_its_log(
     m = mount_factory()  # -f, as systemd runs it: the log is the only place to say it
     assert (m.path / "p/local/v0/x.txt").read_text() == "on disk"
     give_up = time.monotonic() + 60  # a guard against waiting forever, far above the check's time
-    while not problems(m.log()):  # the check runs beside the mount coming up
+    while not problems(m.log()):  # the check runs once the mount is up
         assert m.proc is not None and m.proc.poll() is None and time.monotonic() < give_up, m.log()
         time.sleep(0.05)
     m.stop()

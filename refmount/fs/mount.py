@@ -106,7 +106,7 @@ def run(options: MountOptions) -> int:
 def warn_of_unusable_stores(registry_url: str, *also_to: logging.Handler) -> None:
     """One warning per store the registry references that reads would fail on (see :mod:`refmount.storecheck`),
     to the log's handlers and ``also_to``. It reads every entry's ref (a second or two for a million entries),
-    so it runs beside the mount coming up, never before it."""
+    so it runs once the mount is up, never before it."""
     try:
         with closing(open_registry(registry_url)) as registry:
             problems = unusable_stores(registry.schemes())
@@ -250,10 +250,11 @@ def _daemonize(options: MountOptions) -> int:
     child = os.fork()
     if child > 0:
         os.close(write_end)
-        warn_of_unusable_stores(options.registry_url, handler)  # on the terminal and in the log, as the daemon mounts
-        handler.close()  # the daemon has its own copy
         with os.fdopen(read_end) as pipe:
             word = pipe.read().strip()
+        if word == "ok":  # mounted, its header logged: the stores' check follows it, on the terminal and in the log
+            warn_of_unusable_stores(options.registry_url, handler)
+        handler.close()  # the daemon has its own copy
         if word == "ok":
             return 0
         print(f"refmount: error: {word or f'the daemon exited before mounting (log: {log_file})'}", file=sys.stderr)
@@ -288,10 +289,6 @@ def _daemonize(options: MountOptions) -> int:
 
 
 def _serve_until_done(options: MountOptions, on_ready: Callable[[], None] | None) -> int:
-    features = Features.detect()
-    log.info("%s", _header(options, features))
-    if options.foreground:  # else the waiting parent checks the stores (see _daemonize)
-        threading.Thread(target=warn_of_unusable_stores, args=(options.registry_url,), daemon=True).start()
     threading.Thread(target=_prepare_s3, name="prepare-s3", daemon=True).start()
     # HTTP bodies without an ETag, kept once verified, go beside the cache, on the disk chosen for bulk data.
     scratch = options.cache_dir / "tmp"
@@ -309,7 +306,7 @@ def _serve_until_done(options: MountOptions, on_ready: Callable[[], None] | None
         assert isinstance(file_store, FileStore)
         file_store.serve_other_users()
     try:
-        trio.run(_serve, options, registry, cache, fuse_options, on_ready, features)
+        trio.run(_serve, options, registry, cache, fuse_options, on_ready)
     except BaseExceptionGroup as group:  # a failure inside a nursery: shown as itself (a one-line error, say)
         raise sole_exception(group) or group from None
     finally:
@@ -319,7 +316,8 @@ def _serve_until_done(options: MountOptions, on_ready: Callable[[], None] | None
 
 
 async def _serve(options: MountOptions, registry: Registry, cache: BlockCache, fuse_options: set[str],
-                 on_ready: Callable[[], None] | None, features: Features) -> None:  # fmt: skip
+                 on_ready: Callable[[], None] | None) -> None:  # fmt: skip
+    features = Features.detect()
     # Signals are caught from before the mount exists: one that comes as it comes up still detaches it.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         await _serve_mounted(options, registry, cache, fuse_options, on_ready, features, signals)
@@ -332,7 +330,9 @@ async def _serve_mounted(options: MountOptions, registry: Registry, cache: Block
         namespace = Namespace(registry, options.alias_ttl_s)
         fs = Filesystem(namespace, reader)
         _fuse_init(FuseAdapter(fs, features, uid=options.uid, gid=options.gid), options.mountpoint, fuse_options)
-        log.info("mounted %s", options.mountpoint)
+        log.info("%s", _header(options, features))
+        if options.foreground:  # else the parent checks the stores once mounted (see _daemonize)
+            threading.Thread(target=warn_of_unusable_stores, args=(options.registry_url,), daemon=True).start()
         for cost in features.lost():
             log.warning("pyfuse3 lacks refmount's patch (run scripts/setup.sh): %s", cost)
         stopping = _Stopping(options.mountpoint, options.stop_timeout_s)
@@ -496,7 +496,7 @@ def _header(options: MountOptions, features: Features) -> str:
     """The log's first line: what runs, and with which settings (no secret: the registry password is ***)."""
     extra = ",".join(options.fuse_options) or "none"
     return (
-        f"refmount {__version__} mounting {options.mountpoint}: registry {redact(options.registry_url)}, "
+        f"refmount {__version__} mounted {options.mountpoint}: registry {redact(options.registry_url)}, "
         f"cache {options.cache_dir} ({_size(options.cache_size_bytes)}), alias_ttl {options.alias_ttl_s:g}s, "
         f"stop_timeout {options.stop_timeout_s:g}s, allow_other {'yes' if options.allow_other else 'no'}, "
         f"owner {options.uid}:{options.gid}, fuse options {extra}, kernel features: {features.summary()}"

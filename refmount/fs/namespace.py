@@ -221,8 +221,8 @@ class Namespace:
         """Drop every cached registry answer (a reload: registry changes show at once); returns the alias names
         handed out so far as (directory inode, name), whose kernel entries may point at a moved alias."""
         self._answers.clear()
-        return [(self.inode(ArtifactDir(node.project, node.artifact)), node.alias)
-                for node in list(self._nodes.values()) if isinstance(node, AliasLink)]  # fmt: skip
+        return sorted({(self.inode(ArtifactDir(node.project, node.artifact)), node.alias)
+                       for node in list(self._nodes.values()) if isinstance(node, AliasLink)})  # fmt: skip
 
     async def _cached(self, key: tuple[Any, ...], fetch: Callable[[], T]) -> T:
         now = time.monotonic()
