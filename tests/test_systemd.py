@@ -138,8 +138,8 @@ def test_the_daemon_under_the_units_environment_uses_the_config_and_reloads_on_s
         while "SIGHUP: reloaded" not in log_file.read_text():
             assert daemon.poll() is None, log_file.read_text()
             time.sleep(0.05)
+        assert (mnt / "p" / "ds" / "latest" / "x.txt").read_text() == "two"  # before a listing renews `latest`
         assert sorted(os.listdir(mnt / "p" / "ds")) == ["latest", "v0", "v1"]
-        assert (mnt / "p" / "ds" / "latest" / "x.txt").read_text() == "two"
         assert "ExecReload=/bin/kill -HUP $MAINPID" in UNIT.read_text()
     finally:
         daemon.send_signal(signal.SIGTERM)

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -377,15 +377,15 @@ def _raise_read_ahead(mountpoint: Path) -> None:
 
 
 async def _on_signals(signals: AsyncIterator[int], stopping: _Stopping, nursery: trio.Nursery,
-                      reload: Callable[[], None]) -> None:  # fmt: skip
+                      reload: Callable[[], Awaitable[None]]) -> None:  # fmt: skip
     async for signum in signals:
         if signum == signal.SIGHUP:
-            reload()
+            await reload()
         elif await stopping.on_signal(signal.Signals(signum).name, nursery):
             return
 
 
-def _reload(namespace: Namespace, log_file: Path | None) -> None:
+async def _reload(namespace: Namespace, log_file: Path | None) -> None:
     """SIGHUP (``systemctl reload``): registry changes show at once, and a rotated log file is let go.
 
     The daemon's cached registry answers (projects, artifacts, versions, aliases) are dropped, and so are
@@ -393,7 +393,8 @@ def _reload(namespace: Namespace, log_file: Path | None) -> None:
     """
     aliases = namespace.forget_answers()
     for parent, name in aliases:
-        pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
+        # In a worker thread: the kernel may wait for a request in that directory, which this loop answers.
+        await trio.to_thread.run_sync(_invalidate_entry, parent, name)
     reopened = "logging to stderr, no log file to reopen"
     if log_file:
         try:
@@ -403,6 +404,11 @@ def _reload(namespace: Namespace, log_file: Path | None) -> None:
             reopened = str(exc)
     log.info("SIGHUP: reloaded: dropped the cached registry answers and the kernel's entries of %d aliases; %s",
              len(aliases), reopened)  # fmt: skip
+
+
+def _invalidate_entry(parent: int, name: str) -> None:
+    with suppress(OSError):  # ENOENT: the kernel had already let the entry go
+        pyfuse3.invalidate_entry(parent, os.fsencode(name))
 
 
 class _Stopping:
