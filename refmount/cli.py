@@ -159,7 +159,8 @@ def registry_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--registry",
         "registry_url",
         metavar="URL",
-        help=f"Registry URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB (default: env {ENV_VAR}, the config"
+        help=f"Registry URL: sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DB"
+        f" (default: env {ENV_VAR}, the config"
         " files, else under $XDG_DATA_HOME/refmount; see `refmount config`).",
     )(fn)
 
@@ -729,15 +730,22 @@ def config_cmd(as_json: bool) -> None:
     Sizes: 50G = 50Gi = 50GiB = 50GB (binary units: K, M, G, T, P) or a number of bytes.
     A registry password is shown as ***.
     """
+    from .registry.url import sqlite_path
+
     settings = config.load()
     values = {**settings.values, "registry": _redact(settings.registry)}
+    shown_json: dict[str, dict[str, Any]] = {k: {"value": v, "source": settings.sources[k]} for k, v in values.items()}
+    notes = dict(settings.sources)
+    registry_file = sqlite_path(settings.registry)
+    if registry_file is not None:  # which file a relative sqlite:/// URL means, here and now
+        shown_json["registry"].update(file=str(registry_file), exists=registry_file.exists())
+        notes["registry"] += f"; the file {registry_file}" + ("" if registry_file.exists() else ", not created yet")
     if as_json:
-        click.echo(json.dumps({k: {"value": v, "source": settings.sources[k]} for k, v in values.items()},
-                              indent=2))  # fmt: skip
+        click.echo(json.dumps(shown_json, indent=2))
         return
     for key, value in values.items():
         shown = ",".join(value) if isinstance(value, tuple) else value
-        click.echo(f"{key:<13} {shown!s:<60} # {settings.sources[key]}")
+        click.echo(f"{key:<13} {shown!s:<60} # {notes[key]}")
 
 
 @main.group("registry")
@@ -778,7 +786,7 @@ def registry_copy_cmd(source: str, target: str, quiet: bool) -> None:
 
 
 def _redact(url: str) -> str:
-    from .registry.postgres import redact
+    from .registry.url import redact
 
     return redact(url)
 

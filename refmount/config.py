@@ -1,5 +1,7 @@
 """Effective settings: built-in defaults < config files < environment < command-line flags.
 
+Under systemd, the default cache directory is the unit's ``CacheDirectory=`` ($CACHE_DIRECTORY).
+
 Files: ``/etc/refmount/config.toml`` (a node's admin), then ``$XDG_CONFIG_HOME/refmount/config.toml``
 (a user); ``$REFMOUNT_CONFIG`` names one file to use instead of both. Every value remembers where it
 came from, so ``refmount config`` can say why a node mounts what it mounts.
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInput
+from .registry.url import normalize as _registry_url
+from .registry.url import redact, sqlite_url
 
 SYSTEM_FILE = Path("/etc/refmount/config.toml")
 
@@ -112,8 +116,8 @@ class _Key:
 
 
 KEYS: dict[str, _Key] = {
-    "registry": _Key(_text, "REFMOUNT_REGISTRY", "--registry",
-                     "registry URL: sqlite:///path or postgresql://user@host:port/db"),
+    "registry": _Key(lambda url: _registry_url(_text(url)), "REFMOUNT_REGISTRY", "--registry",
+                     "registry URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user@host:port/db"),
     "cache_dir": _Key(_path, "REFMOUNT_CACHE_DIR", "--cache-dir", "block cache directory"),
     "cache_size": _Key(parse_size, "REFMOUNT_CACHE_SIZE", "--cache-size", "block cache size limit (e.g. 50G)"),
     "alias_ttl": _Key(_seconds, "REFMOUNT_ALIAS_TTL", "--alias-ttl", "seconds before alias and listing changes show"),
@@ -126,10 +130,18 @@ KEYS: dict[str, _Key] = {
 }  # fmt: skip
 
 
+def service_cache_dir() -> str | None:
+    """The cache directory systemd made for the service (``CacheDirectory=``; the first, if several).
+
+    A default, not a setting: a unit that set ``REFMOUNT_CACHE_DIR`` would override the config files.
+    """
+    return os.environ.get("CACHE_DIRECTORY", "").split(":")[0] or None
+
+
 def defaults() -> dict[str, Any]:
     return {
-        "registry": f"sqlite://{data_home() / 'refmount' / 'registry.db'}",
-        "cache_dir": str(cache_home() / "refmount"),
+        "registry": sqlite_url(Path(os.path.abspath(data_home() / "refmount" / "registry.db"))),
+        "cache_dir": service_cache_dir() or str(cache_home() / "refmount"),
         "cache_size": 10 << 30,
         "alias_ttl": 5.0,
         "stop_timeout": 30.0,
@@ -162,12 +174,15 @@ def config_files() -> list[tuple[Path, bool]]:
 def load(flags: Mapping[str, Any] | None = None) -> Settings:
     """The effective settings; ``flags`` (None values ignored) override everything else."""
     values, sources = defaults(), dict.fromkeys(KEYS, "default")
+    if service_cache_dir():
+        sources["cache_dir"] = "default (systemd's CacheDirectory=, env CACHE_DIRECTORY)"
 
     def put(key: str, raw: Any, source: str) -> None:
         try:
             values[key] = KEYS[key].parse(raw)
         except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"{source}: invalid {key} {raw!r}: {exc}") from exc
+            shown = redact(raw) if key == "registry" and isinstance(raw, str) else raw
+            raise InvalidInput(f"{source}: invalid {key} {shown!r}: {exc}") from exc
         sources[key] = source
 
     for path, required in config_files():

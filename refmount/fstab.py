@@ -3,9 +3,11 @@
     # /etc/fstab
     refmount  /mnt/artifacts  fuse.refmount  registry=postgresql://refmount@db/refmount,allow_other,_netdev  0 0
 
-mount(8) calls ``mount.fuse.refmount SOURCE MOUNTPOINT -o OPTIONS``. refmount settings among the
-options (registry, cache_dir, cache_size, alias_ttl, stop_timeout, allow_other, uid, gid) become flags, generic
-mount options that mean nothing to a read-only FUSE mount are dropped, the rest go to FUSE.
+mount(8) calls ``mount.fuse.refmount SOURCE MOUNTPOINT -o OPTIONS``. refmount settings among the options
+(registry, cache-dir, cache-size, alias-ttl, stop-timeout, allow-other, uid, gid, log-file; each spelled as
+its flag or with underscores, ``cache-size=1G`` = ``cache_size=1G``) become flags. Options that only
+mount(8) and systemd read (``_netdev``, ``nofail``, ``noauto``, ``user``, ``x-systemd.*``, ``comment=`` ...)
+and generic options that mean nothing to a read-only FUSE mount are dropped; the rest go to FUSE.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ import sys
 
 from .cli import main as cli_main
 
-_SETTINGS = {"registry", "cache_dir", "cache_size", "alias_ttl", "stop_timeout", "uid", "gid", "log_file"}
-_IGNORED = {"rw", "ro", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "auto", "noauto", "user", "nouser",
-            "users", "defaults", "_netdev", "nofail", "owner", "group", "x-systemd.automount"}  # fmt: skip
+_SETTINGS = {"registry", "cache-dir", "cache-size", "alias-ttl", "stop-timeout", "uid", "gid", "log-file"}
+_FLAGS = {"allow-other"}
+# Read by mount(8), fstab tools and systemd only: libfuse refuses them, and the kernel must never see them.
+_USERSPACE = {"auto", "noauto", "defaults", "_netdev", "nofail", "user", "nouser", "users", "owner", "group"}
+_USERSPACE_PREFIXES = ("x-", "comment=")
+# Generic mount options with no meaning for refmount's read-only mount (it is always ro, nodev, nosuid).
+_MEANINGLESS = {"rw", "ro", "dev", "nodev", "suid", "nosuid", "exec", "noexec"}
 
 
 def mount_args(argv: list[str]) -> list[str]:
@@ -35,12 +41,15 @@ def mount_args(argv: list[str]) -> list[str]:
     out = ["mount", positional[1]]
     fuse: list[str] = []
     for option in filter(None, options):
-        key, _, value = option.partition("=")
-        if key in _SETTINGS and value:
-            out += [f"--{key.replace('_', '-')}", value]
-        elif key == "allow_other":
-            out.append("--allow-other")
-        elif key not in _IGNORED and not key.startswith("x-"):
+        key, has_value, value = option.partition("=")
+        flag = key.replace("_", "-")  # only refmount's own names are respelled: FUSE's keep their underscores
+        if flag in _SETTINGS:
+            if not value:
+                raise SystemExit(f"mount.fuse.refmount: option {key} needs a value ({key}=...)")
+            out += [f"--{flag}", value]
+        elif flag in _FLAGS and not has_value:
+            out.append(f"--{flag}")
+        elif key not in _USERSPACE | _MEANINGLESS and not option.startswith(_USERSPACE_PREFIXES):
             fuse.append(option)
     if fuse:
         out += ["-o", ",".join(fuse)]

@@ -122,7 +122,7 @@ def test_bad_input_is_one_line_nonzero_and_changes_nothing(cli: Cli, data: Path,
         ("show", "nope"): "PROJECT/ARTIFACT",
         ("ls", "nope"): "no project",
         ("import", str(hostile), "p/h"): "'..' component",
-        ("ls", "--registry", "mysql://x/y"): "unsupported registry URL",
+        ("ls", "--registry", "mysql://x/y"): "unsupported scheme",
         ("ls", "--no-such-flag"): "No such option",
         ("log", "p/a"): "Missing argument",
     }

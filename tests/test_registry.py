@@ -58,6 +58,14 @@ def test_log_unchanged_changed(registry: Registry) -> None:
     assert [v.index for v in registry.versions("vision", "mnist")] == [0, 1, 2, 3]
 
 
+def test_schemes_are_those_the_entries_reference(registry: Registry) -> None:
+    assert registry.schemes() == set()
+    registry.log_version("p", "a", manifest("a", "b"), type="dataset")
+    mixed = Manifest([Entry("x", "file:///d/x", "m", 1, {}), Entry("y", "HTTPS://h/y", "e", 1, {"etag": "e"})])
+    registry.log_version("p", "b", mixed, type="dataset")
+    assert registry.schemes() == {"s3", "file", "https"}
+
+
 def test_going_back_to_old_content_is_a_new_version(registry: Registry) -> None:
     for digests in (["a"], ["b"], ["a"]):
         registry.log_version("p", "a", manifest(*digests), type="dataset")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import math
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -30,6 +32,25 @@ IO_BLOCK = 1 << 20  # st_blksize: invites tools like cp and cat to read 1 MiB at
 UNSENT_LISTINGS = 64  # listings in progress whose next entries are kept between requests
 
 
+class _RecentFailures:
+    """When a read fails the kernel asks again at once (its read-ahead request, then the one page the reader
+    wants): the same failure of the same file a moment later is the same failure, logged once."""
+
+    def __init__(self, window_s: float = 2.0, remembered: int = 1024):
+        self.window_s = window_s
+        self.remembered = remembered
+        self._logged: dict[str, float] = {}  # message -> when it was last logged
+
+    def first(self, message: str) -> bool:
+        now = time.monotonic()
+        if now - self._logged.get(message, -math.inf) < self.window_s:
+            return False
+        self._logged[message] = now
+        if len(self._logged) > self.remembered:
+            self._logged = {m: t for m, t in self._logged.items() if now - t < self.window_s}
+        return True
+
+
 def _answer(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     @functools.wraps(handler)
     async def run(self: FuseAdapter, *args: Any) -> T:
@@ -37,7 +58,7 @@ def _answer(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
         try:
             return await handler(self, *args)
         except FsError as exc:
-            if exc.message:  # it starts with what failed: "p/ds:v0/a.bin: ..."
+            if exc.message and self.failures.first(exc.message):  # it starts with what failed: "p/ds:v0/a.bin: ..."
                 log.error("%s for %s", errno.errorcode.get(exc.errno, exc.errno), exc.message)
             raise pyfuse3.FUSEError(exc.errno) from None
         except pyfuse3.FUSEError:
@@ -66,6 +87,7 @@ class FuseAdapter(pyfuse3.Operations):
         self.fs = fs
         self.features = features
         self.uid, self.gid = uid, gid
+        self.failures = _RecentFailures()
         self._unsent: dict[int, tuple[int, list[tuple[str, Attributes, int]]]] = {}  # listing -> (cookie, rest)
 
     def entry_attributes(self, attributes: Attributes) -> pyfuse3.EntryAttributes:

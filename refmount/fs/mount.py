@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import re
@@ -16,8 +17,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from ..cache import BlockCache
 from ..errors import InvalidInput, RefmountError, sole_exception
 from ..reader import open_reader
 from ..registry import Registry, open_registry
+from ..registry.url import redact
+from ..storecheck import unusable_stores
 from ..stores.file import FileStore
 from ..stores.http import HTTPStore
 from .adapter import FuseAdapter
@@ -84,7 +87,7 @@ def run(options: MountOptions) -> int:
     Unusable mountpoints, registries and cache directories raise a RefmountError (one line) before
     anything is mounted. In daemon mode this returns 0 as soon as the mount answers (the daemon runs
     on), or the daemon's exit status after printing its error; in the foreground it returns when
-    unmounted (``refmount umount``, ``fusermount3 -u``, SIGTERM/SIGINT/SIGHUP).
+    unmounted (``refmount umount``, ``fusermount3 -u``, SIGTERM/SIGINT); SIGHUP reloads (see :func:`_reload`).
     """
     # The real path: the one /proc/self/mountinfo will show, whatever symlink led here.
     options = dataclasses.replace(options, mountpoint=options.mountpoint.resolve())
@@ -98,6 +101,22 @@ def run(options: MountOptions) -> int:
         _log_to(_log_handler(options.log_file))
         return _serve_until_done(options, on_ready=None)
     return _daemonize(options)
+
+
+def warn_of_unusable_stores(registry_url: str, *also_to: logging.Handler) -> None:
+    """One warning per store the registry references that reads would fail on (see :mod:`refmount.storecheck`),
+    to the log's handlers and ``also_to``. It reads every entry's ref (a second or two for a million entries),
+    so it runs once the mount is up, never before it."""
+    try:
+        with closing(open_registry(registry_url)) as registry:
+            problems = unusable_stores(registry.schemes())
+    except Exception as exc:  # the mount is still worth having: say so and carry on
+        problems = [f"could not check the stores: {exc}"]
+    for problem in problems:
+        record = log.makeRecord(log.name, logging.WARNING, __file__, 0, "%s", (problem,), None)
+        log.handle(record)
+        for handler in also_to:
+            handler.handle(record)
 
 
 def prepare_mountpoint(mountpoint: Path) -> None:
@@ -183,10 +202,20 @@ def _log_handler(log_file: Path | None) -> logging.Handler:
     return handler
 
 
+# Libraries whose INFO lines ("Found credentials in environment variables.", one per HTTP request) are noise
+# in a mount's log; their warnings (urllib3's retries) and errors stay. -vv (debug) shows everything.
+_CHATTY_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "azure", "google", "gcsfs", "fsspec")
+
+
 def _log_to(handler: logging.Handler) -> None:
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    replaced, root.handlers[:] = root.handlers[:], [handler]
+    for old in replaced:
+        old.close()  # a file handler lets go of its file (a stream handler leaves its stream open)
     root.setLevel(min(root.getEffectiveLevel(), logging.INFO))
+    if root.level > logging.DEBUG:
+        for name in _CHATTY_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def mount_device(mountpoint: Path) -> str | None:
@@ -221,9 +250,11 @@ def _daemonize(options: MountOptions) -> int:
     child = os.fork()
     if child > 0:
         os.close(write_end)
-        handler.close()  # the daemon has its own copy
         with os.fdopen(read_end) as pipe:
             word = pipe.read().strip()
+        if word == "ok":  # mounted, its header logged: the stores' check follows it, on the terminal and in the log
+            warn_of_unusable_stores(options.registry_url, handler)
+        handler.close()  # the daemon has its own copy
         if word == "ok":
             return 0
         print(f"refmount: error: {word or f'the daemon exited before mounting (log: {log_file})'}", file=sys.stderr)
@@ -244,6 +275,7 @@ def _daemonize(options: MountOptions) -> int:
                 reply.close()
 
     try:
+        options = dataclasses.replace(options, log_file=log_file)
         code = _serve_until_done(options, on_ready=lambda: tell_parent("ok"))
     except RefmountError as exc:
         log.error("%s", exc)
@@ -295,18 +327,20 @@ async def _serve_mounted(options: MountOptions, registry: Registry, cache: Block
                          on_ready: Callable[[], None] | None, features: Features,
                          signals: AsyncIterator[int]) -> None:  # fmt: skip
     async with open_reader(cache) as reader:
-        fs = Filesystem(Namespace(registry, options.alias_ttl_s), reader)
+        namespace = Namespace(registry, options.alias_ttl_s)
+        fs = Filesystem(namespace, reader)
         _fuse_init(FuseAdapter(fs, features, uid=options.uid, gid=options.gid), options.mountpoint, fuse_options)
-        log.info("refmount %s mounted %s at %s (cache %s, %s; alias_ttl %gs, stop_timeout %gs; kernel features: %s)",
-                 __version__, registry.url, options.mountpoint, options.cache_dir, _size(options.cache_size_bytes),
-                 options.alias_ttl_s, options.stop_timeout_s, features.summary())  # fmt: skip
+        log.info("%s", _header(options, features))
+        if options.foreground:  # else the parent checks the stores once mounted (see _daemonize)
+            threading.Thread(target=warn_of_unusable_stores, args=(options.registry_url,), daemon=True).start()
         for cost in features.lost():
             log.warning("pyfuse3 lacks refmount's patch (run scripts/setup.sh): %s", cost)
         stopping = _Stopping(options.mountpoint, options.stop_timeout_s)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_serve_requests, nursery.cancel_scope)
-                nursery.start_soon(stopping.on_signals, nursery, signals)
+                reload = functools.partial(_reload, namespace, options.log_file)
+                nursery.start_soon(_on_signals, signals, stopping, nursery, reload)
                 await nursery.start(_until_answering, options.mountpoint)
                 sdnotify.notify("READY=1")
                 if on_ready is not None:
@@ -342,8 +376,43 @@ def _raise_read_ahead(mountpoint: Path) -> None:
         log.info("kernel reads stay at 128 KiB: cannot write %s (%s)", path, exc.strerror or exc)
 
 
+async def _on_signals(signals: AsyncIterator[int], stopping: _Stopping, nursery: trio.Nursery,
+                      reload: Callable[[], Awaitable[None]]) -> None:  # fmt: skip
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            await reload()
+        elif await stopping.on_signal(signal.Signals(signum).name, nursery):
+            return
+
+
+async def _reload(namespace: Namespace, log_file: Path | None) -> None:
+    """SIGHUP (``systemctl reload``): registry changes show at once, and a rotated log file is let go.
+
+    The daemon's cached registry answers (projects, artifacts, versions, aliases) are dropped, and so are
+    the kernel's entries of the aliases handed out (which may have moved); the log file is reopened.
+    """
+    aliases = namespace.forget_answers()
+    for parent, name in aliases:
+        # In a worker thread: the kernel may wait for a request in that directory, which this loop answers.
+        await trio.to_thread.run_sync(_invalidate_entry, parent, name)
+    reopened = "logging to stderr, no log file to reopen"
+    if log_file:
+        try:
+            _log_to(_log_handler(log_file))
+            reopened = f"reopened the log file {log_file}"
+        except InvalidInput as exc:  # the old file stays in use
+            reopened = str(exc)
+    log.info("SIGHUP: reloaded: dropped the cached registry answers and the kernel's entries of %d aliases; %s",
+             len(aliases), reopened)  # fmt: skip
+
+
+def _invalidate_entry(parent: int, name: str) -> None:
+    with suppress(OSError):  # ENOENT: the kernel had already let the entry go
+        pyfuse3.invalidate_entry(parent, os.fsencode(name))
+
+
 class _Stopping:
-    """SIGTERM, SIGINT or SIGHUP: stop like ``umount --lazy``, within a deadline.
+    """SIGTERM or SIGINT: stop like ``umount --lazy``, within a deadline.
 
     The mount is detached at once (nothing new can be opened; the mountpoint is free for a new daemon, so
     a restart under a running job works), and files already open keep being served until the last one
@@ -357,18 +426,18 @@ class _Stopping:
         self.deadline = deadline
         self.detached = False
 
-    async def on_signals(self, nursery: trio.Nursery, signals: AsyncIterator[int]) -> None:
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if self.detached:
-                log.warning("%s again: stopping now", name)
-                nursery.cancel_scope.cancel()
-                return
-            log.info("%s: detaching %s; open files are served until they close, for at most %g s", name,
-                     self.mountpoint, self.deadline)  # fmt: skip
-            sdnotify.notify("STOPPING=1")
-            await self._detach()
-            nursery.start_soon(self._cancel_at_deadline, nursery.cancel_scope)
+    async def on_signal(self, name: str, nursery: trio.Nursery) -> bool:
+        """Detach (first signal) or stop now (second); True when nothing more is to be done."""
+        if self.detached:
+            log.warning("%s again: stopping now", name)
+            nursery.cancel_scope.cancel()
+            return True
+        log.info("%s: detaching %s; open files are served until they close, for at most %g s", name,
+                 self.mountpoint, self.deadline)  # fmt: skip
+        sdnotify.notify("STOPPING=1")
+        await self._detach()
+        nursery.start_soon(self._cancel_at_deadline, nursery.cancel_scope)
+        return False
 
     async def _detach(self) -> None:
         result = await trio.run_process(["fusermount3", "-u", "-z", str(self.mountpoint)], capture_stdout=True,
@@ -429,10 +498,21 @@ def _stderr_captured(lines: list[str]) -> Iterator[None]:
             lines += capture.read().decode(errors="replace").splitlines()
 
 
+def _header(options: MountOptions, features: Features) -> str:
+    """The log's first line: what runs, and with which settings (no secret: the registry password is ***)."""
+    extra = ",".join(options.fuse_options) or "none"
+    return (
+        f"refmount {__version__} mounted {options.mountpoint}: registry {redact(options.registry_url)}, "
+        f"cache {options.cache_dir} ({_size(options.cache_size_bytes)}), alias_ttl {options.alias_ttl_s:g}s, "
+        f"stop_timeout {options.stop_timeout_s:g}s, allow_other {'yes' if options.allow_other else 'no'}, "
+        f"owner {options.uid}:{options.gid}, fuse options {extra}, kernel features: {features.summary()}"
+    )
+
+
 def _prepare_s3() -> None:
     """Build the S3 client (credentials, service model: 0.1-0.2 s once botocore is imported) while the
-    mount comes up, not in the first read of an S3 object. A broken AWS setup shows in the log at once."""
+    mount comes up, not in the first read of an S3 object."""
     try:
         stores.prepare("s3")
-    except Exception as exc:
-        log.warning("S3 is not usable yet, reads of s3:// objects will fail: %s", exc)
+    except Exception as exc:  # named by warn_of_unusable_stores if an artifact is on S3
+        log.debug("cannot build the S3 client yet: %s", exc)

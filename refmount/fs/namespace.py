@@ -217,6 +217,13 @@ class Namespace:
 
         return await self._cached(("artifact", project, artifact), view)
 
+    def forget_answers(self) -> list[tuple[int, str]]:
+        """Drop every cached registry answer (a reload: registry changes show at once); returns the alias names
+        handed out so far as (directory inode, name), whose kernel entries may point at a moved alias."""
+        self._answers.clear()
+        return sorted({(self.inode(ArtifactDir(node.project, node.artifact)), node.alias)
+                       for node in list(self._nodes.values()) if isinstance(node, AliasLink)})  # fmt: skip
+
     async def _cached(self, key: tuple[Any, ...], fetch: Callable[[], T]) -> T:
         now = time.monotonic()
         hit = self._answers.get(key)

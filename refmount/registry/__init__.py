@@ -1,13 +1,14 @@
-"""Registry backends, chosen by URL: ``sqlite:///path/registry.db`` (embedded default) or
-``postgresql://user@host:port/db`` (shared by a cluster)."""
+"""Registry backends, chosen by URL (see :mod:`.url`): ``sqlite:////abs/registry.db`` (embedded default;
+``sqlite:///registry.db`` is relative to the working directory) or ``postgresql://user@host:port/db``
+(shared by a cluster)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from ..errors import InvalidInput
 from .base import ArtifactInfo, LogResult, ManifestIndex, Node, NoRegistry, Registry, VersionInfo
+from .url import normalize, redact, sqlite_path
 
 ENV_VAR = "REFMOUNT_REGISTRY"
 
@@ -26,21 +27,18 @@ def open_registry(url: str | None = None, *, index_dir: Path | None = None, crea
     Otherwise a missing registry raises :class:`NoRegistry` and nothing is created.
     """
     url = url or default_url()
-    scheme = urlsplit(url).scheme
-    if scheme == "sqlite":
+    try:
+        url = normalize(url)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid registry URL {redact(url)!r}: {exc}") from None
+    path = sqlite_path(url)
+    if path is not None:
         from .sqlite import SQLiteRegistry
 
-        path = url.removeprefix("sqlite://")  # sqlite:///abs/path (sqlite:////abs/path works too)
-        if not path.startswith("/"):
-            raise InvalidInput(f"registry URL {url!r} must name an absolute path, e.g. sqlite:///home/me/registry.db")
-        return SQLiteRegistry("/" + path.lstrip("/"), create=create)
-    if scheme in ("postgresql", "postgres"):
-        from .postgres import PostgresRegistry
+        return SQLiteRegistry(path, create=create)
+    from .postgres import PostgresRegistry
 
-        return PostgresRegistry(url, index_dir=index_dir, create=create)
-    raise InvalidInput(
-        f"unsupported registry URL {url!r} (expected sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DB)"
-    )
+    return PostgresRegistry(url, index_dir=index_dir, create=create)
 
 
 __all__ = [

@@ -156,6 +156,10 @@ class Registry(abc.ABC):
     def projects(self) -> list[str]: ...
 
     @abc.abstractmethod
+    def schemes(self) -> set[str]:
+        """The URI schemes (``s3``, ``file``, ...) the entries of every version reference, lower-case."""
+
+    @abc.abstractmethod
     def artifacts(self, project: str) -> list[ArtifactInfo]: ...
 
     @abc.abstractmethod

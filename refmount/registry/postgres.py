@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import NotFound, RefmountError
 from .base import ManifestIndex, NoRegistry
@@ -31,6 +30,7 @@ from .sql import (
     schema_ddl,
     upgrade,
 )
+from .url import redact
 
 _SCHEMA_LOCK = 0x7265666D  # "refm": one advisory lock so concurrent first users create the schema once
 _CONNECT_TIMEOUT_S = 10
@@ -178,12 +178,3 @@ def _local_index(path: Path) -> ManifestIndex:
 def _default_index_dir() -> Path:
     cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache_home / "refmount" / "manifests"
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))

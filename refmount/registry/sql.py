@@ -303,6 +303,12 @@ class SQLRegistry(Registry):
     def projects(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT name FROM projects ORDER BY name")]
 
+    def schemes(self) -> set[str]:
+        # One pass over the refs, comparing short prefixes (portable SQL: no position()/instr()):
+        # "s3://bu", "https:/" ... are few whatever the number of entries.
+        rows = self._db.execute("SELECT DISTINCT lower(substr(ref, 1, 8)) FROM nodes WHERE is_dir = 0")
+        return {prefix.partition(":")[0] for (prefix,) in rows if prefix and ":" in prefix}
+
     def artifacts(self, project: str) -> list[ArtifactInfo]:
         db = self._db
         (project_id,) = self._one(db, "SELECT id FROM projects WHERE name = ?", (project,), f"no project {project!r}")

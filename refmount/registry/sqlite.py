@@ -18,6 +18,7 @@ from urllib.parse import quote
 from ..errors import InvalidInput
 from .base import NoRegistry
 from .sql import SCHEMA_VERSION, SQLRegistry, check_schema, schema_ddl, upgrade
+from .url import sqlite_url
 
 
 class SQLiteRegistry(SQLRegistry):
@@ -28,8 +29,8 @@ class SQLiteRegistry(SQLRegistry):
     """
 
     def __init__(self, path: str | Path, *, create: bool = False, busy_timeout_s: float = 120.0):
-        self.path = Path(path).expanduser()
-        self.url = f"sqlite://{self.path}"
+        self.path = Path(path).expanduser().absolute()
+        self.url = sqlite_url(self.path)
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         if not self.path.exists():
