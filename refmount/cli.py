@@ -6,12 +6,15 @@ Every failure the user can fix is one line on stderr and a non-zero exit.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +255,7 @@ def log_cmd(
     elif not quiet:
         state = "logged" if result.created else "unchanged, still"
         click.echo(
-            f"{state} {version.qualified_name} ({version.file_count:,} files, {_size(version.total_size)}, "
+            f"{state} {version.qualified_name} ({_count(version.file_count, 'file')}, {_size(version.total_size)}, "
             f"aliases: {', '.join(version.aliases)})"
         )
 
@@ -347,26 +350,72 @@ def _version_row(v: VersionInfo) -> dict[str, Any]:
     return {
         "version": v.label,
         "digest": v.digest[:12],
-        "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.created_at)),
+        "created": datetime.fromtimestamp(v.created_at),
         "files": v.file_count,
         "bytes": v.total_size,
-        "aliases": ", ".join(v.aliases),
+        "aliases": v.aliases,
     }
 
 
+# -- tables: aligned on a terminal; piped, one tab-separated line per row, never wrapped or cut -----
+
+
+def _piped() -> bool:
+    return not sys.stdout.isatty()
+
+
 def _print_table(rows: list[dict[str, Any]]) -> None:
+    """Rows of one shape (the first row's types decide each column's alignment), under a header row."""
     if not rows:
         click.echo("(none)", err=True)
         return
+    if _piped():
+        _print_lines(list(rows[0]), (row.values() for row in rows))
+        return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, header_style="bold")
-    for column in rows[0]:
-        table.add_column(column, justify="right" if isinstance(rows[0][column], int) else "left")
+    for column, value in rows[0].items():  # fold, never cut, what is wider than the terminal
+        table.add_column(column, justify="right" if isinstance(value, int) else "left", overflow="fold")
     for row in rows:
-        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+        table.add_row(*(Text(_cell(v)) for v in row.values()))  # Text: a name is never read as rich markup
     Console(soft_wrap=True).print(table)
+
+
+def _print_lines(header: list[str], rows: Iterable[Iterable[Any]]) -> None:
+    """A header row and one line per row, streamed: tab-separated when piped; on a terminal, two spaces
+    between cells and the first column right-aligned (too many rows to measure for a table)."""
+    piped = _piped()
+    for cells in itertools.chain([header], rows):
+        text = [_cell(v, piped=piped) for v in cells]
+        click.echo("\t".join(text) if piped else "  ".join([f"{text[0]:>12}", *text[1:]]))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _cell(value: Any, *, piped: bool = False) -> str:
+    """How a table shows a value. Piped, nothing in a cell can end a row or a cell (control characters
+    are escaped, as in a Python string) and, where it can be helped, nothing has a space in it either,
+    so that ``awk '{print $2}'`` finds the column it expects: numbers without separators, lists joined
+    with commas, times as ISO 8601."""
+    if value is None or (isinstance(value, str | tuple | list) and not value):
+        return "-"
+    if isinstance(value, int):
+        return str(value) if piped else f"{value:,}"
+    if isinstance(value, tuple | list):
+        return ("," if piped else ", ").join(_cell(v, piped=piped) for v in value)
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds") if piped else value.strftime("%Y-%m-%d %H:%M:%S")
+    text = str(value)
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text) if piped else text
+
+
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 file``, ``2 files``, ``1,000 entries`` (``plural`` when adding an s will not do)."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 @main.command("show")
@@ -389,9 +438,9 @@ def show_cmd(target: str, as_json: bool, registry_url: str | None) -> None:
             click.echo(f"description: {version.description}")
         if version.metadata:
             click.echo(f"metadata: {json.dumps(dict(version.metadata), sort_keys=True)}")
-        for e in registry.iter_entries(version.manifest_id):  # streamed: versions can have millions of entries
-            size = "-" if e.size is None else str(e.size)
-            click.echo(f"{size:>12}  {e.path}  {e.ref}  {e.version_id or '-'}  {e.digest}")
+        entries = registry.iter_entries(version.manifest_id)  # streamed: versions can have millions of entries
+        _print_lines(["size", "path", "reference", "version", "digest"],
+                     ((e.size, e.path, e.ref, e.version_id, e.digest) for e in entries))  # fmt: skip
 
 
 def _echo_manifest(registry: Registry, version: VersionInfo) -> None:
@@ -729,7 +778,8 @@ def registry_copy_cmd(source: str, target: str, quiet: bool) -> None:
 
     with _open(source) as src, _open(target, create=True) as dst:  # a missing SOURCE creates no TARGET
         report = copy_registry(src, dst, on_version=show)
-    click.echo(f"copied {report.copied} versions ({report.present} already present), {report.aliases} aliases")
+    click.echo(f"copied {_count(report.copied, 'version')} ({report.present:,} already present), "
+               f"{_count(report.aliases, 'alias', 'aliases')}")  # fmt: skip
 
 
 def _redact(url: str) -> str:
