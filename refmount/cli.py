@@ -740,8 +740,21 @@ def config_cmd(as_json: bool) -> None:
                               indent=2))  # fmt: skip
         return
     for key, value in values.items():
-        shown = ",".join(value) if isinstance(value, tuple) else value
+        if config.KEYS[key].parse is config.parse_size:
+            shown = _size_setting(value)
+        else:
+            shown = ",".join(value) if isinstance(value, tuple) else value
         click.echo(f"{key:<13} {shown!s:<60} # {settings.sources[key]}")
+
+
+def _size_setting(n: int) -> str:
+    """A size as one writes it (``10G``, ``1.5T``: the largest binary unit that shows it exactly with at most
+    one decimal), and its bytes."""
+    for unit, shift in (("P", 50), ("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        whole, tenths = divmod(n * 10 >> shift, 10)
+        if whole and n * 10 % (1 << shift) == 0:
+            return f"{whole}{f'.{tenths}' if tenths else ''}{unit} ({n:,} bytes)"
+    return _count(n, "byte")
 
 
 @main.group("registry")

@@ -476,3 +476,16 @@ def test_counts_are_singular_for_one(cli: Cli, data: Path, tmp_path: Path) -> No
     assert Cli(single)("registry", "copy", single, f"sqlite:///{tmp_path / 'c.db'}", "-q").out == (
         "copied 1 version (0 already present), 1 alias\n"
     )
+
+
+def test_config_shows_sizes_as_written_and_in_bytes(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    def cache_size() -> str:
+        return next(line for line in cli("config").out.splitlines() if line.startswith("cache_size"))
+
+    monkeypatch.setenv("REFMOUNT_CACHE_SIZE", "10G")
+    assert "10G (10,737,418,240 bytes)" in cache_size()
+    monkeypatch.setenv("REFMOUNT_CACHE_SIZE", "1.5TiB")
+    assert "1.5T (1,649,267,441,664 bytes)" in cache_size()
+    monkeypatch.setenv("REFMOUNT_CACHE_SIZE", "1000")
+    assert "1,000 bytes" in cache_size()
+    assert cli("config", "--json").json()["cache_size"]["value"] == 1000  # scripts get the number
