@@ -170,6 +170,21 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
 
 
+def version_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What a new version carries, the same for `log` and `import`: --type, --alias, --description, --metadata."""
+    options = [
+        click.option("--type", "type_", default="dataset", show_default=True,
+                     help="Artifact type (dataset, model, ...)."),
+        click.option("--alias", "aliases", multiple=True, help="Alias to point at the new version (repeatable)."),
+        click.option("--description", help="Free-text description of this version."),
+        click.option("--metadata", "metadata", multiple=True, metavar="KEY=VALUE",
+                     help="Metadata item (repeatable); VALUE is parsed as JSON when it can be, else kept as text."),
+    ]  # fmt: skip
+    for option in reversed(options):  # decorators apply bottom-up: --help lists them in this order
+        fn = option(fn)
+    return fn
+
+
 @contextmanager
 def _open(registry_url: str | None, *, create: bool = False) -> Iterator[Registry]:
     """``create`` only for commands that write: a read on a mistyped URL must not leave a registry behind."""
@@ -186,22 +201,13 @@ def _open(registry_url: str | None, *, create: bool = False) -> Iterator[Registr
 @main.command("log")
 @click.argument("target", metavar="PROJECT/ARTIFACT")
 @click.argument("uris", nargs=-1, required=True, metavar="URI...")
-@click.option("--type", "type_", default="dataset", show_default=True, help="Artifact type (dataset, model, ...).")
+@version_options
 @click.option(
     "--name",
     "names",
     multiple=True,
     help="Directory (or file name, for one object) to place each URI under, in URI order; none or one per URI."
     " A relative path: no leading '/', no '.', '..' or empty parts.",
-)
-@click.option("--alias", "aliases", multiple=True, help="Alias to point at the logged version (repeatable).")
-@click.option("--description", help="Free-text description of this version.")
-@click.option(
-    "--metadata",
-    "metadata",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Metadata item (repeatable); VALUE is parsed as JSON when it can be, else kept as text.",
 )
 @click.option(
     "--no-checksum",
@@ -460,9 +466,7 @@ def export_cmd(target: str, registry_url: str | None) -> None:
 @main.command("import")
 @click.argument("manifest_file", type=click.File("r"), metavar="MANIFEST.json")
 @click.argument("target", metavar="PROJECT/ARTIFACT")
-@click.option("--type", "type_", default="dataset", show_default=True, help="Artifact type.")
-@click.option("--alias", "aliases", multiple=True, help="Alias to point at the imported version (repeatable).")
-@click.option("--description", help="Free-text description of this version.")
+@version_options
 @json_option
 @registry_option
 def import_cmd(
@@ -471,6 +475,7 @@ def import_cmd(
     type_: str,
     aliases: tuple[str, ...],
     description: str | None,
+    metadata: tuple[str, ...],
     as_json: bool,
     registry_url: str | None,
 ) -> None:
@@ -482,7 +487,7 @@ def import_cmd(
     never served; a warning on stderr names them.
     """
     ref = _unversioned(target, "import")
-    artifact = Artifact(ref.artifact, type_, description=description)
+    artifact = Artifact(ref.artifact, type_, description=description, metadata=_parse_metadata(metadata))
     manifest = Manifest.loads(manifest_file.read())
     artifact.add_entries(manifest)
     with _open(registry_url, create=True) as registry:

@@ -489,3 +489,16 @@ def test_config_shows_sizes_as_written_and_in_bytes(cli: Cli, monkeypatch: pytes
     monkeypatch.setenv("REFMOUNT_CACHE_SIZE", "1000")
     assert "1,000 bytes" in cache_size()
     assert cli("config", "--json").json()["cache_size"]["value"] == 1000  # scripts get the number
+
+
+def test_import_takes_log_s_version_options(cli: Cli, data: Path, tmp_path: Path) -> None:
+    exported = tmp_path / "manifest.json"
+    cli("log", "p/a", file_uri(data))
+    exported.write_text(cli("export", "p/a").out)
+    imported = cli("import", str(exported), "p/b", "--type", "model", "--alias", "best", "--description", "copied",
+                   "--metadata", "split=train", "--metadata", "n=3", "--json").json()  # fmt: skip
+    assert imported["metadata"] == {"split": "train", "n": 3} and imported["description"] == "copied"
+    assert imported["type"] == "model" and imported["aliases"] == ["best", "latest"]
+    assert "--metadata KEY=VALUE" in cli("import", "--help").out
+    bad = cli("import", str(exported), "p/c", "--metadata", "novalue", ok=False)
+    assert bad.err == "refmount: error: --metadata takes KEY=VALUE, got 'novalue'\n"
