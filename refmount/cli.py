@@ -21,7 +21,7 @@ from typing import Any
 import click
 import trio
 
-from . import __version__, config, stores
+from . import __version__, completion, config, stores
 from .api import Artifact, log_artifact_result
 from .errors import InvalidInput, RefmountError
 from .manifest import UNPINNED_REASON, Manifest, validate_reference_name
@@ -166,6 +166,14 @@ def registry_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def artifact_argument(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.argument("target", metavar="PROJECT/ARTIFACT", shell_complete=completion.artifacts)(fn)
+
+
+def version_argument(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.argument("target", metavar="PROJECT/ARTIFACT[:VERSION]", shell_complete=completion.versions)(fn)
+
+
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
 
@@ -199,7 +207,7 @@ def _open(registry_url: str | None, *, create: bool = False) -> Iterator[Registr
 
 
 @main.command("log")
-@click.argument("target", metavar="PROJECT/ARTIFACT")
+@artifact_argument
 @click.argument("uris", nargs=-1, required=True, metavar="URI...")
 @version_options
 @click.option(
@@ -321,7 +329,9 @@ def _scan_progress(*, enabled: bool) -> Iterator[Callable[[str], Callable[[int],
 
 
 @main.command("ls")
-@click.argument("what", required=False, metavar="[PROJECT[/ARTIFACT]]")
+@click.argument(
+    "what", required=False, metavar="[PROJECT[/ARTIFACT]]", shell_complete=completion.projects_and_artifacts
+)
 @json_option
 @registry_option
 def ls_cmd(what: str | None, as_json: bool, registry_url: str | None) -> None:
@@ -425,7 +435,7 @@ def _count(n: int, noun: str, plural: str | None = None) -> str:
 
 
 @main.command("show")
-@click.argument("target", metavar="PROJECT/ARTIFACT[:VERSION]")
+@version_argument
 @click.option("--json", "as_json", is_flag=True, help="Print the W&B manifest JSON instead of a listing.")
 @registry_option
 def show_cmd(target: str, as_json: bool, registry_url: str | None) -> None:
@@ -454,7 +464,7 @@ def _echo_manifest(registry: Registry, version: VersionInfo) -> None:
 
 
 @main.command("export")
-@click.argument("target", metavar="PROJECT/ARTIFACT[:VERSION]")
+@version_argument
 @registry_option
 def export_cmd(target: str, registry_url: str | None) -> None:
     """Print a version's W&B-compatible manifest JSON (``wandb-artifact-manifest`` v1) on stdout."""
@@ -465,7 +475,7 @@ def export_cmd(target: str, registry_url: str | None) -> None:
 
 @main.command("import")
 @click.argument("manifest_file", type=click.File("r"), metavar="MANIFEST.json")
-@click.argument("target", metavar="PROJECT/ARTIFACT")
+@artifact_argument
 @version_options
 @json_option
 @registry_option
@@ -502,8 +512,8 @@ def import_cmd(
 
 
 @main.command("alias")
-@click.argument("target", metavar="PROJECT/ARTIFACT:VERSION")
-@click.argument("alias")
+@click.argument("target", metavar="PROJECT/ARTIFACT:VERSION", shell_complete=completion.versions)
+@click.argument("alias", shell_complete=completion.aliases)
 @click.option("--delete", is_flag=True, help="Remove ALIAS instead of pointing it at VERSION.")
 @registry_option
 def alias_cmd(target: str, alias: str, delete: bool, registry_url: str | None) -> None:
