@@ -590,6 +590,9 @@ def mount_cmd(mountpoint: Path, foreground: bool, registry_url: str | None, cach
 
     Bytes are fetched on first read, pinned to the logged object versions, through the block cache.
     Returns once the mount answers (the daemon keeps running); `refmount umount MOUNTPOINT` ends it.
+
+    Aliases (latest, ...) are symlinks to version directories: `find MOUNTPOINT/p/a/latest -type f`
+    finds nothing, as find does not follow a symlink it is given; use `find -L` or `latest/`.
     """
     from .fs.mount import MountOptions, run
 

@@ -464,6 +464,11 @@ def test_a_terminal_gets_an_aligned_table_folding_what_is_too_wide(cli: Cli, dat
     assert "".join(line.split()[0] for line in lines[1:]) == f"vision/{name}"  # folded within its column, not cut
 
 
+def test_mount_help_says_find_does_not_follow_aliases(cli: Cli) -> None:
+    shown = " ".join(cli("mount", "--help").out.split())  # as one line, whatever click's wrapping
+    assert "Aliases (latest, ...) are symlinks" in shown and "use `find -L` or `latest/`" in shown
+
+
 def test_counts_are_singular_for_one(cli: Cli, data: Path, tmp_path: Path) -> None:
     one = tmp_path / "one.csv"
     one.write_text("x\n")

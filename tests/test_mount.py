@@ -145,6 +145,16 @@ def test_every_directory_lists_dot_and_dotdot_first(tmp_path: Path, registry_url
     assert len(listing) == 302
 
 
+def test_find_follows_an_alias_with_L_or_a_trailing_slash(two_versions: Any, mount_factory: Any) -> None:
+    latest = mount_factory().path / "vision/mnist/latest"
+
+    def found(*args: str) -> int:
+        out = subprocess.run(["find", *args, "-type", "f"], capture_output=True, text=True, check=True).stdout
+        return len(out.splitlines())
+
+    assert (found(str(latest)), found("-L", str(latest)), found(f"{latest}/")) == (0, 5, 5)  # as the README says
+
+
 def test_alias_moves_and_open_files_keep_their_version(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:
     first = make_tree(tmp_path / "a", 1)
     log(registry_url, "p/ds", file_uri(tmp_path / "a"))
