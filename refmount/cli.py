@@ -621,7 +621,7 @@ def umount_cmd(mountpoint: Path, lazy: bool) -> None:
 
 
 @main.command("download")
-@click.argument("target", metavar="PROJECT/ARTIFACT[:VERSION]")
+@version_argument
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=8, show_default=True, help="Files fetched at once.")
 @click.option("--no-cache", is_flag=True, help="Do not read from or add to the block cache.")
@@ -649,7 +649,7 @@ def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, quiet: bool
 
 
 @main.command("verify")
-@click.argument("target", metavar="PROJECT/ARTIFACT[:VERSION]")
+@version_argument
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=16, show_default=True, help="Checks at once.")
 @click.option("--strict", is_flag=True, help=f"Fail (exit {UNPINNED}) if any entry is unpinned.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")

@@ -52,6 +52,7 @@ def test_names_come_from_the_registry(logged: str, tmp_path: Path) -> None:
     labels = ["vision/mnist:v0", "vision/mnist:v1", "vision/mnist:best", "vision/mnist:latest"]
     assert offered("refmount show vision/mnist") == ["vision/mnist", *labels]  # named whole: its versions too
     assert offered("refmount export vision/mnist:") == labels
+    assert offered("refmount download vision/mnist:") == offered("refmount verify vision/mnist:") == labels
     assert offered("refmount show --json vision/mnist:b") == ["vision/mnist:best"]
     assert offered("refmount alias vision/mnist:v0 ") == ["best"]  # latest is refmount's to move
     assert offered("refmount log a") == ["audio/speech"]
