@@ -366,7 +366,7 @@ def _version_row(v: VersionInfo) -> dict[str, Any]:
     return {
         "version": v.label,
         "digest": v.digest[:12],
-        "created": datetime.fromtimestamp(v.created_at),
+        "created": datetime.fromtimestamp(v.created_at).astimezone(),  # piped: ISO 8601 with its UTC offset
         "files": v.file_count,
         "bytes": v.total_size,
         "aliases": v.aliases,
