@@ -6,19 +6,22 @@ Every failure the user can fix is one line on stderr and a non-zero exit.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 import trio
 
-from . import __version__, config, stores
+from . import __version__, completion, config, stores
 from .api import Artifact, log_artifact_result
 from .errors import InvalidInput, RefmountError
 from .manifest import QUOTED_REF, UNPINNED_REASON, Manifest, validate_reference_name
@@ -165,8 +168,31 @@ def registry_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def artifact_argument(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.argument("target", metavar="PROJECT/ARTIFACT", shell_complete=completion.artifacts)(fn)
+
+
+def version_argument(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.argument("target", metavar="PROJECT/ARTIFACT[:VERSION]", shell_complete=completion.versions)(fn)
+
+
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
+
+
+def version_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What a new version carries, the same for `log` and `import`: --type, --alias, --description, --metadata."""
+    options = [
+        click.option("--type", "type_", default="dataset", show_default=True,
+                     help="Artifact type (dataset, model, ...)."),
+        click.option("--alias", "aliases", multiple=True, help="Alias to point at the new version (repeatable)."),
+        click.option("--description", help="Free-text description of this version."),
+        click.option("--metadata", "metadata", multiple=True, metavar="KEY=VALUE",
+                     help="Metadata item (repeatable); VALUE is parsed as JSON when it can be, else kept as text."),
+    ]  # fmt: skip
+    for option in reversed(options):  # decorators apply bottom-up: --help lists them in this order
+        fn = option(fn)
+    return fn
 
 
 @contextmanager
@@ -183,24 +209,15 @@ def _open(registry_url: str | None, *, create: bool = False) -> Iterator[Registr
 
 
 @main.command("log")
-@click.argument("target", metavar="PROJECT/ARTIFACT")
+@artifact_argument
 @click.argument("uris", nargs=-1, required=True, metavar="URI...")
-@click.option("--type", "type_", default="dataset", show_default=True, help="Artifact type (dataset, model, ...).")
+@version_options
 @click.option(
     "--name",
     "names",
     multiple=True,
     help="Directory (or file name, for one object) to place each URI under, in URI order; none or one per URI."
     " A relative path: no leading '/', no '.', '..' or empty parts.",
-)
-@click.option("--alias", "aliases", multiple=True, help="Alias to point at the logged version (repeatable).")
-@click.option("--description", help="Free-text description of this version.")
-@click.option(
-    "--metadata",
-    "metadata",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Metadata item (repeatable); VALUE is parsed as JSON when it can be, else kept as text.",
 )
 @click.option(
     "--no-checksum",
@@ -283,7 +300,7 @@ def log_cmd(
         left = "".join(f"; {n:,} {what}" for n, what in ((left_out.excluded, "excluded"),
                                                            (len(left_out.skipped), "skipped")) if n)  # fmt: skip
         click.echo(
-            f"{state} {version.qualified_name} ({version.file_count:,} files, {_size(version.total_size)}, "
+            f"{state} {version.qualified_name} ({_count(version.file_count, 'file')}, {_size(version.total_size)}, "
             f"aliases: {', '.join(version.aliases)}{left})"
         )
 
@@ -343,7 +360,9 @@ def _scan_progress(*, enabled: bool) -> Iterator[Callable[[str], Callable[[int],
 
 
 @main.command("ls")
-@click.argument("what", required=False, metavar="[PROJECT[/ARTIFACT]]")
+@click.argument(
+    "what", required=False, metavar="[PROJECT[/ARTIFACT]]", shell_complete=completion.projects_and_artifacts
+)
 @json_option
 @registry_option
 def ls_cmd(what: str | None, as_json: bool, registry_url: str | None) -> None:
@@ -378,30 +397,76 @@ def _version_row(v: VersionInfo) -> dict[str, Any]:
     return {
         "version": v.label,
         "digest": v.digest[:12],
-        "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.created_at)),
+        "created": datetime.fromtimestamp(v.created_at).astimezone(),  # piped: ISO 8601 with its UTC offset
         "files": v.file_count,
         "bytes": v.total_size,
-        "aliases": ", ".join(v.aliases),
+        "aliases": v.aliases,
     }
 
 
+# -- tables: aligned on a terminal; piped, one tab-separated line per row, never wrapped or cut -----
+
+
+def _piped() -> bool:
+    return not sys.stdout.isatty()
+
+
 def _print_table(rows: list[dict[str, Any]]) -> None:
+    """Rows of one shape (the first row's types decide each column's alignment), under a header row."""
     if not rows:
         click.echo("(none)", err=True)
         return
+    if _piped():
+        _print_lines(list(rows[0]), (row.values() for row in rows))
+        return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, header_style="bold")
-    for column in rows[0]:
-        table.add_column(column, justify="right" if isinstance(rows[0][column], int) else "left")
+    for column, value in rows[0].items():  # fold, never cut, what is wider than the terminal
+        table.add_column(column, justify="right" if isinstance(value, int) else "left", overflow="fold")
     for row in rows:
-        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+        table.add_row(*(Text(_cell(v)) for v in row.values()))  # Text: a name is never read as rich markup
     Console(soft_wrap=True).print(table)
 
 
+def _print_lines(header: list[str], rows: Iterable[Iterable[Any]]) -> None:
+    """A header row and one line per row, streamed: tab-separated when piped; on a terminal, two spaces
+    between cells and the first column right-aligned (too many rows to measure for a table)."""
+    piped = _piped()
+    for cells in itertools.chain([header], rows):
+        text = [_cell(v, piped=piped) for v in cells]
+        click.echo("\t".join(text) if piped else "  ".join([f"{text[0]:>12}", *text[1:]]))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _cell(value: Any, *, piped: bool = False) -> str:
+    """How a table shows a value. Piped, nothing in a cell can end a row or a cell (control characters
+    are escaped, as in a Python string) and, where it can be helped, nothing has a space in it either,
+    so that ``awk '{print $2}'`` finds the column it expects: numbers without separators, lists joined
+    with commas, times as ISO 8601."""
+    if value is None or (isinstance(value, str | tuple | list) and not value):
+        return "-"
+    if isinstance(value, int):
+        return str(value) if piped else f"{value:,}"
+    if isinstance(value, tuple | list):
+        return ("," if piped else ", ").join(_cell(v, piped=piped) for v in value)
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds") if piped else value.strftime("%Y-%m-%d %H:%M:%S")
+    text = str(value)
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text) if piped else text
+
+
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 file``, ``2 files``, ``1,000 entries`` (``plural`` when adding an s will not do)."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 @main.command("show")
-@click.argument("target", metavar="PROJECT/ARTIFACT[:VERSION]")
+@version_argument
 @click.option("--json", "as_json", is_flag=True, help="Print the W&B manifest JSON instead of a listing.")
 @registry_option
 def show_cmd(target: str, as_json: bool, registry_url: str | None) -> None:
@@ -420,9 +485,9 @@ def show_cmd(target: str, as_json: bool, registry_url: str | None) -> None:
             click.echo(f"description: {version.description}")
         if version.metadata:
             click.echo(f"metadata: {json.dumps(dict(version.metadata), sort_keys=True)}")
-        for e in registry.iter_entries(version.manifest_id):  # streamed: versions can have millions of entries
-            size = "-" if e.size is None else str(e.size)
-            click.echo(f"{size:>12}  {e.path}  {e.ref}  {e.version_id or '-'}  {e.digest}")
+        entries = registry.iter_entries(version.manifest_id)  # streamed: versions can have millions of entries
+        _print_lines(["size", "path", "reference", "version", "digest"],
+                     ((e.size, e.path, e.ref, e.version_id, e.digest) for e in entries))  # fmt: skip
 
 
 def _echo_manifest(registry: Registry, version: VersionInfo) -> None:
@@ -430,7 +495,7 @@ def _echo_manifest(registry: Registry, version: VersionInfo) -> None:
 
 
 @main.command("export")
-@click.argument("target", metavar="PROJECT/ARTIFACT[:VERSION]")
+@version_argument
 @registry_option
 def export_cmd(target: str, registry_url: str | None) -> None:
     """Print a version's W&B-compatible manifest JSON (``wandb-artifact-manifest`` v1) on stdout."""
@@ -441,10 +506,8 @@ def export_cmd(target: str, registry_url: str | None) -> None:
 
 @main.command("import")
 @click.argument("manifest_file", type=click.File("r"), metavar="MANIFEST.json")
-@click.argument("target", metavar="PROJECT/ARTIFACT")
-@click.option("--type", "type_", default="dataset", show_default=True, help="Artifact type.")
-@click.option("--alias", "aliases", multiple=True, help="Alias to point at the imported version (repeatable).")
-@click.option("--description", help="Free-text description of this version.")
+@artifact_argument
+@version_options
 @json_option
 @registry_option
 def import_cmd(
@@ -453,6 +516,7 @@ def import_cmd(
     type_: str,
     aliases: tuple[str, ...],
     description: str | None,
+    metadata: tuple[str, ...],
     as_json: bool,
     registry_url: str | None,
 ) -> None:
@@ -464,7 +528,7 @@ def import_cmd(
     never served; a warning on stderr names them.
     """
     ref = _unversioned(target, "import")
-    artifact = Artifact(ref.artifact, type_, description=description)
+    artifact = Artifact(ref.artifact, type_, description=description, metadata=_parse_metadata(metadata))
     manifest = Manifest.loads(manifest_file.read())
     artifact.add_entries(manifest)
     with _open(registry_url, create=True) as registry:
@@ -479,8 +543,8 @@ def import_cmd(
 
 
 @main.command("alias")
-@click.argument("target", metavar="PROJECT/ARTIFACT:VERSION")
-@click.argument("alias")
+@click.argument("target", metavar="PROJECT/ARTIFACT:VERSION", shell_complete=completion.versions)
+@click.argument("alias", shell_complete=completion.aliases)
 @click.option("--delete", is_flag=True, help="Remove ALIAS instead of pointing it at VERSION.")
 @registry_option
 def alias_cmd(target: str, alias: str, delete: bool, registry_url: str | None) -> None:
@@ -557,6 +621,9 @@ def mount_cmd(mountpoint: Path, foreground: bool, registry_url: str | None, cach
 
     Bytes are fetched on first read, pinned to the logged object versions, through the block cache.
     Returns once the mount answers (the daemon keeps running); `refmount umount MOUNTPOINT` ends it.
+
+    Aliases (latest, ...) are symlinks to version directories: `find MOUNTPOINT/p/a/latest -type f`
+    finds nothing, as find does not follow a symlink it is given; use `find -L` or `latest/`.
     """
     from .fs.mount import MountOptions, run
 
@@ -585,7 +652,7 @@ def umount_cmd(mountpoint: Path, lazy: bool) -> None:
 
 
 @main.command("download")
-@click.argument("target", metavar="PROJECT/ARTIFACT[:VERSION]")
+@version_argument
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=8, show_default=True, help="Files fetched at once.")
 @click.option("--no-cache", is_flag=True, help="Do not read from or add to the block cache.")
@@ -613,7 +680,7 @@ def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, quiet: bool
 
 
 @main.command("verify")
-@click.argument("target", metavar="PROJECT/ARTIFACT[:VERSION]")
+@version_argument
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=16, show_default=True, help="Checks at once.")
 @click.option("--strict", is_flag=True, help=f"Fail (exit {UNPINNED}) if any entry is unpinned.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -744,8 +811,21 @@ def config_cmd(as_json: bool) -> None:
         click.echo(json.dumps(shown_json, indent=2))
         return
     for key, value in values.items():
-        shown = ",".join(value) if isinstance(value, tuple) else value
+        if config.KEYS[key].parse is config.parse_size:
+            shown = _size_setting(value)
+        else:
+            shown = ",".join(value) if isinstance(value, tuple) else value
         click.echo(f"{key:<13} {shown!s:<60} # {notes[key]}")
+
+
+def _size_setting(n: int) -> str:
+    """A size as one writes it (``10G``, ``1.5T``: the largest binary unit that shows it exactly with at most
+    one decimal), and its bytes."""
+    for unit, shift in (("P", 50), ("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        whole, tenths = divmod(n * 10 >> shift, 10)
+        if whole and n * 10 % (1 << shift) == 0:
+            return f"{whole}{f'.{tenths}' if tenths else ''}{unit} ({n:,} bytes)"
+    return _count(n, "byte")
 
 
 @main.group("registry")
@@ -782,7 +862,8 @@ def registry_copy_cmd(source: str, target: str, quiet: bool) -> None:
 
     with _open(source) as src, _open(target, create=True) as dst:  # a missing SOURCE creates no TARGET
         report = copy_registry(src, dst, on_version=show)
-    click.echo(f"copied {report.copied} versions ({report.present} already present), {report.aliases} aliases")
+    click.echo(f"copied {_count(report.copied, 'version')} ({report.present:,} already present), "
+               f"{_count(report.aliases, 'alias', 'aliases')}")  # fmt: skip
 
 
 def _redact(url: str) -> str:

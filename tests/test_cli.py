@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
+import re
 import signal
 import subprocess
 import sys
@@ -413,3 +416,94 @@ def test_name_must_be_a_relative_artifact_path(cli: Cli, data: Path) -> None:
     cli("log", "p/b", file_uri(data / "train"), file_uri(data / "labels.csv"), "--name", "imgs/", "--name", "l.csv")
     paths = set(json.loads(cli("export", "p/b").out)["contents"])
     assert paths == {"imgs/0000.png", "imgs/0001.png", "imgs/0002.png", "l.csv"}  # a trailing '/' is allowed
+
+
+# -- output ----------------------------------------------------------------------------------------
+
+
+def test_piped_tables_are_one_tab_separated_line_per_row_never_wrapped_or_cut(cli: Cli, data: Path) -> None:
+    name, alias = "imgs-" + "x" * 100, "best-" + "y" * 100  # each wider than an 80-column table's cell
+    cli("log", f"vision/{name}", file_uri(data), "--alias", alias)
+    (data / "train" / f"{'z' * 120}.png").write_bytes(b"long")
+    cli("log", f"vision/{name}", file_uri(data))
+
+    def rows(*args: str) -> list[list[str]]:  # the Cli runs refmount with stdout to a pipe
+        return [line.split("\t") for line in cli(*args).out.splitlines()]
+
+    assert rows("ls") == [["project"], ["vision"]]
+    assert rows("ls", "vision") == [["artifact", "type", "versions", "latest"],
+                                    [f"vision/{name}", "dataset", "2", "v1"]]  # fmt: skip
+    versions = rows("ls", f"vision/{name}")
+    assert versions[0] == ["version", "digest", "created", "files", "bytes", "aliases"] and len(versions) == 3
+    assert [(row[0], row[3:]) for row in versions[1:]] == [("v0", ["4", "18", alias]), ("v1", ["5", "22", "latest"])]
+    assert all(" " not in cell for row in versions for cell in row)  # `awk '{print $6}'` finds the aliases
+    shown = cli("show", f"vision/{name}:v1").out.splitlines()
+    header = shown.index("size\tpath\treference\tversion\tdigest")  # after the version's own line(s)
+    entries = [line.split("\t") for line in shown[header + 1 :]]
+    assert all(len(row) == 5 for row in entries) and len(entries) == 5
+    long = next(row for row in entries if row[1].startswith("train/zzz"))
+    assert long[:2] == ["4", f"train/{'z' * 120}.png"] and long[2] == file_uri(data / "train" / f"{'z' * 120}.png")
+
+
+def test_a_terminal_gets_an_aligned_table_folding_what_is_too_wide(cli: Cli, data: Path) -> None:
+    name = "imgs-" + "x" * 100
+    cli("log", f"vision/{name}", file_uri(data))
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "COLUMNS": "80"}
+    subprocess.run([sys.executable, "-m", "refmount", "ls", "vision"], stdout=secondary, env=env, timeout=120,
+                   check=True)  # fmt: skip
+    os.close(secondary)
+    out = b""
+    with contextlib.suppress(OSError):  # EIO once everything written is read
+        while chunk := os.read(primary, 65536):
+            out += chunk
+    os.close(primary)
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", out.decode()).splitlines()  # without rich's colours
+    assert lines[0].split() == ["artifact", "type", "versions", "latest"]
+    assert lines[1].split()[1:] == ["dataset", "1", "v0"] and "\t" not in out.decode() and "…" not in out.decode()
+    assert "".join(line.split()[0] for line in lines[1:]) == f"vision/{name}"  # folded within its column, not cut
+
+
+def test_mount_help_says_find_does_not_follow_aliases(cli: Cli) -> None:
+    shown = " ".join(cli("mount", "--help").out.split())  # as one line, whatever click's wrapping
+    assert "Aliases (latest, ...) are symlinks" in shown and "use `find -L` or `latest/`" in shown
+
+
+def test_counts_are_singular_for_one(cli: Cli, data: Path, tmp_path: Path) -> None:
+    one = tmp_path / "one.csv"
+    one.write_text("x\n")
+    assert "(1 file, 2 B," in cli("log", "p/one", file_uri(one)).out
+    assert "(4 files," in cli("log", "p/four", file_uri(data)).out
+    copied = cli("registry", "copy", cli.registry_url, f"sqlite:///{tmp_path / 'copy.db'}", "-q").out
+    assert copied == "copied 2 versions (0 already present), 2 aliases\n"
+    single = f"sqlite:///{tmp_path / 'single.db'}"
+    Cli(single)("log", "p/one", file_uri(one))
+    assert Cli(single)("registry", "copy", single, f"sqlite:///{tmp_path / 'c.db'}", "-q").out == (
+        "copied 1 version (0 already present), 1 alias\n"
+    )
+
+
+def test_config_shows_sizes_as_written_and_in_bytes(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    def cache_size() -> str:
+        return next(line for line in cli("config").out.splitlines() if line.startswith("cache_size"))
+
+    monkeypatch.setenv("REFMOUNT_CACHE_SIZE", "10G")
+    assert "10G (10,737,418,240 bytes)" in cache_size()
+    monkeypatch.setenv("REFMOUNT_CACHE_SIZE", "1.5TiB")
+    assert "1.5T (1,649,267,441,664 bytes)" in cache_size()
+    monkeypatch.setenv("REFMOUNT_CACHE_SIZE", "1000")
+    assert "1,000 bytes" in cache_size()
+    assert cli("config", "--json").json()["cache_size"]["value"] == 1000  # scripts get the number
+
+
+def test_import_takes_log_s_version_options(cli: Cli, data: Path, tmp_path: Path) -> None:
+    exported = tmp_path / "manifest.json"
+    cli("log", "p/a", file_uri(data))
+    exported.write_text(cli("export", "p/a").out)
+    imported = cli("import", str(exported), "p/b", "--type", "model", "--alias", "best", "--description", "copied",
+                   "--metadata", "split=train", "--metadata", "n=3", "--json").json()  # fmt: skip
+    assert imported["metadata"] == {"split": "train", "n": 3} and imported["description"] == "copied"
+    assert imported["type"] == "model" and imported["aliases"] == ["best", "latest"]
+    assert "--metadata KEY=VALUE" in cli("import", "--help").out
+    bad = cli("import", str(exported), "p/c", "--metadata", "novalue", ok=False)
+    assert bad.err == "refmount: error: --metadata takes KEY=VALUE, got 'novalue'\n"

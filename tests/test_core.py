@@ -67,12 +67,13 @@ async def walk(fs: Filesystem, path: str) -> Attributes:
 
 
 async def names(fs: Filesystem, inode: int) -> list[str]:
-    """A whole listing, batch by batch, as the kernel asks for it."""
+    """A whole listing, batch by batch, as the kernel asks for it, without the ``.`` and ``..`` it starts with."""
     out, after = [], 0
     while batch := await fs.listdir(inode, after):
         out += [name for name, _, _ in batch]
         after = batch[-1][2]
-    return out
+    assert out[:2] == [".", ".."], out
+    return out[2:]
 
 
 async def read(fs: Filesystem, path: str, offset: int = 0, size: int = 1 << 20) -> bytes:
@@ -103,6 +104,28 @@ def test_the_tree_its_kinds_and_timeouts(run: Any) -> None:
     assert got["kinds"] == [DIR, DIR, DIR, SYMLINK, FILE]
     assert got["file"].size == 5 and got["file"].ttl == IMMUTABLE_TTL
     assert got["alias_ttl"] == 2.0 and got["version_ttl"] == IMMUTABLE_TTL
+
+
+def test_every_listing_starts_with_dot_and_dotdot_naming_the_directory_and_its_parent(run: Any) -> None:
+    paths = ["", "p", "p/ds", "p/ds/v1", "p/ds/v1/train"]  # each is the parent of the next; the root its own
+
+    async def scenario(fs: Filesystem) -> tuple[list[int], list[tuple[int, int]], list[list[str]]]:
+        inodes = [(await walk(fs, path)).inode for path in paths]
+        dots = []
+        for inode in inodes:
+            first = await fs.listdir(inode, 0)
+            assert [name for name, _, _ in first[:2]] == [".", ".."]
+            dots.append((first[0][1].inode, first[1][1].inode))
+        version = inodes[3]
+        whole = await fs.listdir(version, 0)
+        # Resuming at each cookie gives what followed it: the dots' cookies fit the scheme of the rest.
+        resumed = [[name for name, _, _ in await fs.listdir(version, cookie)] for _, _, cookie in whole]
+        return inodes, dots, [[name for name, _, _ in whole], *resumed]
+
+    inodes, dots, (whole, *resumed) = run(scenario)
+    assert dots == [(inodes[0], inodes[0]), *zip(inodes[1:], inodes, strict=False)]
+    assert sorted(whole) == [".", "..", "labels.csv", "train"]
+    assert resumed == [whole[i:] for i in range(1, len(whole) + 1)]
 
 
 def test_reads_return_the_logged_bytes_of_each_version(run: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
@@ -95,6 +96,63 @@ def test_second_walk_and_reread_stay_in_the_kernel(two_versions: list[dict[str, 
     asked = {kind: n - before["requests"].get(kind, 0) for kind, n in after["requests"].items()}
     assert {kind: n for kind, n in asked.items() if n and kind not in ("opendir", "releasedir")} == {"getxattr": 2}
     assert asked["opendir"] == asked["releasedir"] > 0 and asked["readdir"] == 0
+
+
+class _Dirent(ctypes.Structure):  # glibc's struct dirent on 64-bit Linux
+    _fields_ = [("d_ino", ctypes.c_uint64), ("d_off", ctypes.c_int64), ("d_reclen", ctypes.c_ushort),
+                ("d_type", ctypes.c_ubyte), ("d_name", ctypes.c_char * 256)]  # fmt: skip
+
+
+def raw_listing(path: Path, start: int | None = None) -> list[tuple[str, int, int]]:
+    """(name, d_ino, d_off) of every entry readdir(3) returns, ``.`` and ``..`` included (os.listdir and
+    os.scandir drop them), from the start or from the position ``start`` (seekdir(3) to a d_off)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.opendir.restype, libc.opendir.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+    libc.readdir.restype, libc.readdir.argtypes = ctypes.POINTER(_Dirent), [ctypes.c_void_p]
+    libc.seekdir.argtypes, libc.closedir.argtypes = [ctypes.c_void_p, ctypes.c_long], [ctypes.c_void_p]
+    handle = libc.opendir(os.fsencode(path))
+    assert handle, os.strerror(ctypes.get_errno())
+    try:
+        if start is not None:
+            libc.seekdir(handle, start)
+        out = []
+        while entry := libc.readdir(handle):
+            out.append((entry.contents.d_name.decode(), entry.contents.d_ino, entry.contents.d_off))
+        return out
+    finally:
+        libc.closedir(handle)
+
+
+def test_every_directory_lists_dot_and_dotdot_first(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:
+    make_tree(tmp_path / "src", 0)
+    for i in range(300):  # more than one kernel request of entries: the listing goes on across requests
+        (tmp_path / "src/many" / f"file-with-a-longish-name-{i:04}.bin").parent.mkdir(exist_ok=True)
+        (tmp_path / "src/many" / f"file-with-a-longish-name-{i:04}.bin").write_bytes(b"x")
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    m = mount_factory()
+    chain = [m.path, m.path / "p", m.path / "p/ds", m.path / "p/ds/v0", m.path / "p/ds/v0/many"]
+    for path, parent in zip(chain, [m.path, *chain], strict=False):  # the root's `..` is the root itself
+        for _ in range(2):  # asked of the daemon, then (inside a version) from the kernel's cached listing
+            listing = raw_listing(path)
+            assert [(name, ino) for name, ino, _ in listing[:2]] == [(".", path.stat().st_ino),
+                                                                     ("..", parent.stat().st_ino)]  # fmt: skip
+            names = [name for name, _, _ in listing[2:]]
+            assert sorted(names) == sorted(os.listdir(path)) and len(set(names)) == len(names)
+        # A listing resumed where telldir(3) left it (after `.`, after `..`, midway, at the end) goes on from there.
+        for i in {0, 1, len(listing) // 2, len(listing) - 1}:
+            assert raw_listing(path, start=listing[i][2]) == listing[i + 1 :], (path, i)
+    assert subprocess.run(["ls", "-a", chain[-1]], capture_output=True, text=True).stdout.split()[:2] == [".", ".."]
+    assert len(listing) == 302
+
+
+def test_find_follows_an_alias_with_L_or_a_trailing_slash(two_versions: Any, mount_factory: Any) -> None:
+    latest = mount_factory().path / "vision/mnist/latest"
+
+    def found(*args: str) -> int:
+        out = subprocess.run(["find", *args, "-type", "f"], capture_output=True, text=True, check=True).stdout
+        return len(out.splitlines())
+
+    assert (found(str(latest)), found("-L", str(latest)), found(f"{latest}/")) == (0, 5, 5)  # as the README says
 
 
 def test_alias_moves_and_open_files_keep_their_version(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:

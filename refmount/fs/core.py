@@ -31,6 +31,7 @@ from .nodes import ROOT_INODE, AliasLink, FsNode, VersionNode
 log = logging.getLogger(__name__)
 
 IMMUTABLE_TTL = 24 * 3600.0
+DOT_COOKIES = 2  # `.` and `..` are the cookies 1 and 2 of every listing; other entries' cookies come after
 LISTING_BATCH = 1000  # entries per listing query; the kernel takes about 100 per request, the adapter keeps the rest
 XATTRS = {
     "user.refmount.ref": lambda e: e.ref,
@@ -142,26 +143,36 @@ class Filesystem:
 
     async def listdir(self, inode: int, after: int) -> list[tuple[str, Attributes, int]]:
         """(name, attributes, cookie) of the next entries past the cookie ``after`` (0: from the start), a
-        batch of them; an empty list at the end."""
+        batch of them, ``.`` and ``..`` first; an empty list at the end."""
         self.counters.readdirs += 1
         node = await self._node(inode)
-        if isinstance(node, VersionNode):
-            return await self._list_version_dir(node, after)
-        if isinstance(node, AliasLink):
+        if isinstance(node, AliasLink) or (isinstance(node, VersionNode) and not node.is_dir):
             raise FsError(errno.ENOTDIR)
+        dots = await self._dots(node, after) if after < DOT_COOKIES else []
+        skip = max(after - DOT_COOKIES, 0)  # what comes after the dots is counted from 0 again
+        if isinstance(node, VersionNode):
+            return dots + await self._list_version_dir(node, skip)
         children = await self.ns.children(node)
-        return [(name, self.attributes(child), position)
-                for position, (name, child) in enumerate(children[after:], after + 1)]  # fmt: skip
+        return dots + [(name, self.attributes(child), DOT_COOKIES + position)
+                       for position, (name, child) in enumerate(children[skip:], skip + 1)]  # fmt: skip
+
+    async def _dots(self, directory: FsNode, after: int) -> list[tuple[str, Attributes, int]]:
+        """``.`` and ``..`` (cookies 1 and 2), those past ``after``: tools such as ``ls -a`` expect them."""
+        here, up = self.attributes(directory), self.attributes(await self.ns.parent(directory))
+        return [(".", here, 1), ("..", up, 2)][after:]
 
     async def _list_version_dir(self, directory: VersionNode, after: int) -> list[tuple[str, Attributes, int]]:
+        """The next batch of a version directory's entries past the node id ``after``; their cookies are
+        their node ids past the dots' (ids only grow, so a cookie stays valid whatever is listed)."""
         slot, mtime, invalid = directory.slot, directory.slot.mtime_ns, self.ns.invalid_path_name
         plain = PLAIN_COMPONENT.fullmatch  # valid without further checks (all but odd names)
         new = tuple.__new__  # Attributes without its Python-level constructor: one per entry listed
+        shift = DOT_COOKIES
         index = await self.ns.index(slot)
         while rows := index.listing(directory.node.id, after_id=after, limit=LISTING_BATCH):
             base = slot.inode(0)
             batch = [(name, new(Attributes, (base | node_id, DIR if is_dir else FILE, size or 0, mtime, IMMUTABLE_TTL)),
-                      node_id)
+                      node_id + shift)
                      for node_id, name, is_dir, size in rows
                      if (is_dir or size is not None)  # size None: not shown (see _visible)
                      and ((plain(name) and name not in DOTS) or not invalid(name))]  # fmt: skip

@@ -144,6 +144,19 @@ class Namespace:
             return out
         return []
 
+    async def parent(self, directory: FsNode) -> FsNode:
+        """The directory holding ``directory`` (what its ``..`` is); the root's is the root itself, since
+        what lies above the mountpoint is not this file system's to name."""
+        if isinstance(directory, VersionNode):
+            slot = directory.slot
+            node = None if directory.node.id == slot.root_id else (await self.index(slot)).parent(directory.node.id)
+            if node is not None:
+                return self._remember(VersionNode(slot, node))
+            return ArtifactDir(slot.version.project, slot.version.artifact)  # above a version's root
+        if isinstance(directory, ArtifactDir):
+            return ProjectDir(directory.project)
+        return Root()
+
     async def _label(self, parent: ArtifactDir, label: str) -> FsNode | None:
         view = await self.artifact(parent.project, parent.artifact)
         if view is None:

@@ -115,6 +115,10 @@ class ManifestIndex(abc.ABC):
     def node(self, node_id: int) -> Node | None: ...
 
     @abc.abstractmethod
+    def parent(self, node_id: int) -> Node | None:
+        """The directory holding ``node_id`` (None for the root, or a node not in this manifest)."""
+
+    @abc.abstractmethod
     def entry(self, path: str) -> Entry | None: ...
 
 

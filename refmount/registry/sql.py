@@ -460,6 +460,10 @@ class SQLManifestIndex(ManifestIndex):
         )
         return None if row is None else node_from_row(row)
 
+    def parent(self, node_id: int) -> Node | None:
+        row = self._db().execute(_PARENT, (node_id, self._mid)).fetchone()
+        return None if row is None else node_from_row(row)
+
     def entry(self, path: str) -> Entry | None:
         row = (
             self._db()
@@ -484,6 +488,9 @@ _LISTING = (
     "SELECT id, name, is_dir, size, is_dir = 0 AND (digest = ref OR substr(ref, 1, 4) IN ('http', 'file')) "
     "FROM nodes WHERE parent = ? AND id > ? ORDER BY id LIMIT ?"
 )
+
+
+_PARENT = f"SELECT {NODE_COLUMNS} FROM nodes WHERE id = (SELECT parent FROM nodes WHERE id = ? AND manifest_id = ?)"
 
 
 def _pinned(path: str, size: int | None, digest: str, ref: str, extra: str | None) -> bool:
