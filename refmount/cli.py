@@ -566,7 +566,9 @@ def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, quiet: bool
     Resumable: files already present are kept when their MD5 matches (the entry's content MD5, or a
     single-part S3 ETag) or, for objects without one, when they are unchanged since a download completed
     them (an xattr stamp). Entries with nothing to pin their bytes by (no ETag, object version or content
-    hash) are not downloaded, as the mount does not serve them; a warning on stderr names them.
+    hash) are not downloaded, as the mount does not serve them; a warning on stderr names them. A failure
+    that is not about one object (credentials, a missing bucket, an unreachable endpoint) ends the download
+    with one line, removing the directories it made that are still empty.
 
     Exit status: 0, or 4 if any file failed.
     """

@@ -32,7 +32,7 @@ from azure.core.exceptions import (
 )  # fmt: skip
 from azure.storage.blob import BlobProperties, BlobServiceClient, LinearRetry
 
-from ..errors import InvalidInput, NotFound, RefmountError, StoreError
+from ..errors import BucketNotFound, InvalidInput, NotFound, RefmountError, StoreError, StoreUnavailable
 from ..manifest import Entry, join_path, validate_path
 from ..uri import AZURE_BLOB_HOSTS, RefURI, parse_ref, quote_path
 from .base import (
@@ -111,7 +111,7 @@ class AzureStore(Store):
                 yield _entry(ref, where, blob, join_path(name, blob.name[len(prefix) :]))
         except NotFound:
             account = _account(where.host) or _environment_account() or "the configured account"
-            raise NotFound(f"{ref.raw}: container {where.container!r} does not exist in {account!r}") from None
+            raise BucketNotFound(f"{ref.raw}: container {where.container!r} does not exist in {account!r}") from None
         if not found:
             raise NotFound(f"no blobs under {where.ref(ref, prefix)}")
 
@@ -183,11 +183,11 @@ def _connect(host: str | None, uri: str) -> BlobServiceClient:
         try:
             return BlobServiceClient.from_connection_string(connection_string, **options)
         except ValueError as exc:
-            raise StoreError(f"{uri}: AZURE_STORAGE_CONNECTION_STRING is malformed ({exc})") from None
+            raise StoreUnavailable(f"{uri}: AZURE_STORAGE_CONNECTION_STRING is malformed ({exc})") from None
     if host is None:
         account = _environment_account()
         if not account:
-            raise StoreError(f"{uri}: no Azure storage account: set AZURE_STORAGE_CONNECTION_STRING or "
+            raise StoreUnavailable(f"{uri}: no Azure storage account: set AZURE_STORAGE_CONNECTION_STRING or "
                              "AZURE_STORAGE_ACCOUNT, or use an https://ACCOUNT.blob.core.windows.net/ URL")  # fmt: skip
         host = f"{account}.blob.core.windows.net"
     credential: Any = os.environ.get("AZURE_STORAGE_KEY")
@@ -245,12 +245,12 @@ def _error(exc: Exception, uri: str) -> RefmountError:
     if isinstance(exc, ResourceNotFoundError):
         return NotFound(f"{uri}: no such blob ({getattr(exc, 'error_code', None) or 'not found'})")
     if isinstance(exc, ClientAuthenticationError):
-        return StoreError(f"{uri}: Azure authentication failed ({_first_line(exc)}); set "
+        return StoreUnavailable(f"{uri}: Azure authentication failed ({_first_line(exc)}); set "
                           "AZURE_STORAGE_CONNECTION_STRING, or sign in for DefaultAzureCredential")  # fmt: skip
     if isinstance(exc, HttpResponseError) and exc.status_code == 403:
-        return StoreError(f"{uri}: access denied ({exc.error_code or 403}); check the credentials and the role")
+        return StoreUnavailable(f"{uri}: access denied ({exc.error_code or 403}); check the credentials and the role")
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-        return StoreError(f"{uri}: cannot reach the Azure endpoint ({_first_line(exc)})")
+        return StoreUnavailable(f"{uri}: cannot reach the Azure endpoint ({_first_line(exc)})")
     if isinstance(exc, HttpResponseError):
         return StoreError(f"{uri}: Azure error {exc.status_code} {exc.error_code or ''}".rstrip())
     return StoreError(f"{uri}: {_first_line(exc)}")

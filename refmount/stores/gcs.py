@@ -29,7 +29,7 @@ from gcsfs.core import GCSFileSystem
 from gcsfs.retry import HttpError, is_retriable
 
 from ..compat import checked
-from ..errors import InvalidInput, NotFound, RefmountError, StoreError
+from ..errors import BucketNotFound, InvalidInput, NotFound, RefmountError, StoreError, StoreUnavailable
 from ..manifest import Entry, join_path, validate_path
 from ..uri import RefURI, parse_ref, quote_path
 from .base import (
@@ -62,6 +62,10 @@ class _GCSFileSystem(GCSFileSystem):
 
 class _Transient(StoreError):
     """A failure worth another attempt (5xx, 429, connection reset, timeout)."""
+
+
+class _Unreachable(_Transient, StoreUnavailable):
+    """No connection to the endpoint: worth another attempt, and then no object there can be reached."""
 
 
 class GCSStore(Store):
@@ -121,7 +125,7 @@ class GCSStore(Store):
                 page = self._call(ref.raw, "GET", "b/{}/o", bucket, prefix=prefix or None, pageToken=page_token,
                                   maxResults=_PAGE_SIZE, fields=_LIST_FIELDS)  # fmt: skip
             except NotFound:  # a listing is only "not found" without its bucket
-                raise NotFound(f"{ref.raw}: bucket {bucket!r} does not exist at {_endpoint()}") from None
+                raise BucketNotFound(f"{ref.raw}: bucket {bucket!r} does not exist at {_endpoint()}") from None
             for item in page.get("items", []):
                 if item["name"].endswith("/") and int(item["size"]) == 0:
                     continue  # a "folder" marker made by consoles, not data
@@ -213,16 +217,16 @@ def _mapped(call: Callable[[], T], uri: str) -> T:
     except FileNotFoundError:
         raise NotFound(f"{uri}: no such object") from None
     except google.auth.exceptions.GoogleAuthError as exc:
-        raise StoreError(f"{uri}: Google credentials failed ({exc}); set GOOGLE_APPLICATION_CREDENTIALS or run "
+        raise StoreUnavailable(f"{uri}: Google credentials failed ({exc}); set GOOGLE_APPLICATION_CREDENTIALS or run "
                          "`gcloud auth application-default login`") from exc  # fmt: skip
     except HttpError as exc:
         if exc.code in (401, 403):
-            raise StoreError(f"{uri}: access denied ({exc.code}: {exc.message}); check GOOGLE_APPLICATION_CREDENTIALS "
-                             "or `gcloud auth application-default login`") from exc  # fmt: skip
+            hint = "check GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth application-default login`"
+            raise StoreUnavailable(f"{uri}: access denied ({exc.code}: {exc.message}); {hint}") from exc
         cls = _Transient if is_retriable(exc) else StoreError
         raise cls(f"{uri}: GCS error {exc.code}: {exc.message}") from exc
     except aiohttp.ClientConnectorError as exc:
-        raise _Transient(f"{uri}: cannot reach the GCS endpoint ({exc})") from exc
+        raise _Unreachable(f"{uri}: cannot reach the GCS endpoint ({exc})") from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Transient(f"{uri}: GCS request failed ({type(exc).__name__}: {exc})") from exc
     except requests.exceptions.ProxyError as exc:  # gcsfs's way of reporting a 502
@@ -231,7 +235,7 @@ def _mapped(call: Callable[[], T], uri: str) -> T:
         reason, _, message = str(exc).partition("\n")
         if reason.startswith("Forbidden"):
             why = f" ({message.splitlines()[0]})" if message.strip() and not message.startswith("<") else ""
-            raise StoreError(f"{uri}: access denied{why}; check GOOGLE_APPLICATION_CREDENTIALS or the bucket's "
+            raise StoreUnavailable(f"{uri}: access denied{why}; check GOOGLE_APPLICATION_CREDENTIALS or the bucket's "
                              "permissions") from exc  # fmt: skip
         raise StoreError(f"{uri}: {_first_line(exc)}") from exc
     except ValueError as exc:  # gcsfs: "Bad Request" and requester-pays buckets

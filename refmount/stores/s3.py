@@ -25,7 +25,7 @@ from botocore.config import Config
 from botocore.response import StreamingBody
 
 from ..compat import checked
-from ..errors import InvalidInput, NotFound, RefmountError, StoreError
+from ..errors import BucketNotFound, InvalidInput, NotFound, RefmountError, StoreError, StoreUnavailable
 from ..manifest import Entry, join_path, validate_path
 from ..uri import RefURI, parse_ref, quote_path
 from .base import (
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 _PAGE_SIZE = 1000  # the S3 maximum: one listing request per 1,000 objects
 _CHUNK = 1 << 20  # body reads of this size reuse the same heap memory
+_NO_CREDENTIALS = ("no AWS credentials found (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                   "or an instance role)")  # fmt: skip
 _ENDPOINT_VARS = ("AWS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 # Errors while streaming a body are not retried by botocore itself (only the request is).
 _STREAM_ERRORS = (
@@ -54,7 +56,7 @@ _STREAM_ERRORS = (
 )  # fmt: skip
 
 
-class _Unreachable(StoreError):
+class _Unreachable(StoreUnavailable):
     """A GET that could not be sent or got no answer in time: tried again as it is, a few times."""
 
 
@@ -77,15 +79,19 @@ class S3Store(Store):
     @property
     def client(self) -> Any:
         """One boto3 client for all threads (boto3 clients are thread-safe). A setup it cannot be built
-        from (an unknown AWS_PROFILE, say) is a one-line StoreError."""
+        from (an unknown AWS_PROFILE, no credentials at all) is a one-line StoreUnavailable."""
         with self._lock:
             if self._client is None:
                 try:
-                    self._client, session = self._new_client()
+                    client, session = self._new_client()
+                    credentials = session.get_credentials()
                 except botocore.exceptions.BotoCoreError as exc:
-                    raise StoreError(f"cannot set up the S3 client: {exc}") from exc
-                self._native = NativeGets(self._client, session, path_style=_local_server(),
+                    raise StoreUnavailable(f"cannot set up the S3 client: {exc}") from exc
+                if credentials is None:  # the native client refuses to start without any (a ValueError)
+                    raise StoreUnavailable(_NO_CREDENTIALS)
+                self._native = NativeGets(client, session, path_style=_local_server(),
                                           connect_timeout=CONNECT_TIMEOUT_S, timeout=READ_TIMEOUT_S)  # fmt: skip
+                self._client = client
             return self._client
 
     @property
@@ -337,19 +343,18 @@ def _store_error(exc: Exception, uri: str, client: Any) -> RefmountError:
     """One line a person can act on, for any boto failure."""
     endpoint = client.meta.endpoint_url
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return StoreError(f"{uri}: no AWS credentials found (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
-                          "AWS_SECRET_ACCESS_KEY, or an instance role)")  # fmt: skip
+        return StoreUnavailable(f"{uri}: {_NO_CREDENTIALS}")
     if isinstance(exc, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
                         botocore.exceptions.ReadTimeoutError)):  # fmt: skip
-        return StoreError(f"{uri}: cannot reach the S3 endpoint {endpoint} ({exc})")
+        return StoreUnavailable(f"{uri}: cannot reach the S3 endpoint {endpoint} ({exc})")
     if isinstance(exc, botocore.exceptions.ClientError):
         code, message = _code(exc), exc.response.get("Error", {}).get("Message", "")
         bucket = parse_ref(uri).netloc
         if code == "NoSuchBucket":
-            return NotFound(f"{uri}: bucket {bucket!r} does not exist at {endpoint}")
+            return BucketNotFound(f"{uri}: bucket {bucket!r} does not exist at {endpoint}")
         if code in ("NoSuchKey", "404", "NotFound"):
             return NotFound(f"{uri}: no such object")
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return StoreError(f"{uri}: access denied ({code}); check the credentials and bucket policy")
+            return StoreUnavailable(f"{uri}: access denied ({code}); check the credentials and bucket policy")
         return StoreError(f"{uri}: S3 error {code}: {message}")
     return StoreError(f"{uri}: {exc}")
