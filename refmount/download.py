@@ -1,12 +1,12 @@
-"""Materializing a version on local disk, and checking that its references still resolve.
+"""Materializing a version on local disk.
 
-Both go through the same pinned fetch path as the mount (Reader, block cache, stores), in
+It goes through the same pinned fetch path as the mount (Reader, block cache, stores), in
 parallel. Downloads are resumable: files already present and correct are kept, new ones are
 written under a temporary name and renamed only once complete and verified. A file is correct when
 its MD5 matches one the manifest gives, or, where none does (multipart S3, GCS and Azure ETags), when
 it still carries the stamp this module puts on every download it completes (an xattr naming the
 pinned object and the file's mtime then; any later write moves the mtime). A failure that is not about
-one object (see :mod:`refmount.batch`) ends a download or a check at once, and directories it made that stayed
+one object (see :mod:`refmount.batch`) ends the download at once, and directories it made that stayed
 empty are removed.
 """
 
@@ -26,7 +26,6 @@ from typing import BinaryIO
 
 import trio
 
-from . import stores
 from .batch import batch
 from .cache import BlockCache
 from .errors import InvalidInput, RefmountError, StoreUnavailable
@@ -255,35 +254,3 @@ def _already_correct(entry: Entry, target: Path) -> bool:
             return bool(md5s) and hashlib.file_digest(f, "md5").digest() in md5s
     except OSError:
         return False
-
-
-async def verify(registry: Registry, version: VersionInfo, *, jobs: int = 16,
-                 progress: ProgressFn | None = None) -> Report:  # fmt: skip
-    """Check every pinned reference still resolves to the logged object version (no data read); entries
-    that are not pinned are listed in ``report.unpinned``."""
-    entries = await trio.to_thread.run_sync(lambda: list(registry.iter_entries(version.manifest_id)))
-    report = Report(files=len(entries))
-    limiter = trio.CapacityLimiter(jobs)
-
-    async def one(entry: Entry) -> None:
-        try:
-            await trio.to_thread.run_sync(stores.store_for(entry.ref).check, entry, limiter=limiter,
-                                          abandon_on_cancel=True)  # fmt: skip
-            report.kept += 1
-        except StoreUnavailable:
-            raise  # not about this entry: it ends the check
-        except RefmountError as exc:
-            report.failures.append(str(exc))
-        if progress:
-            progress(1)
-
-    async with batch() as jobs_:
-        for entry in entries:
-            if entry.pinned:
-                jobs_.start_soon(one, entry)
-            else:  # nothing to check it against: reported as such, never as resolving
-                report.unpinned.append(entry.path)
-                if progress:
-                    progress(1)
-    jobs_.raise_failure()
-    return report

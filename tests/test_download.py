@@ -184,13 +184,18 @@ def test_no_credentials_is_one_line_and_leaves_nothing(cli: Cli, s3_env: S3Env, 
     b = s3_env.bucket()
     for i in range(20):
         s3_env.put(b, f"d/{i % 4}/sub/{i:02}", b"%d" % i)
-    cli("log", "p/ds", f"s3://{b}/d/")
+    s3_env.put(b, "lone/x", b"x")  # checked alone (a HEAD), not by a listing
+    cli("log", "p/ds", f"s3://{b}/d/", f"s3://{b}/lone/x")
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
     for var in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
         monkeypatch.setenv(var, str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for command in (["verify", "p/ds"], ["download", "p/ds", str(tmp_path / "out")]):
+    for command in (
+        ["verify", "p/ds"],
+        ["verify", "p/ds", "--per-object"],
+        ["download", "p/ds", str(tmp_path / "out")],
+    ):
         result = cli(*command, ok=False)
         assert result.code == 4 and len(result.err.splitlines()) == 1, result.err
         assert result.err.startswith("refmount: error: no AWS credentials found (set AWS_PROFILE")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -40,7 +40,8 @@ from .base import (
     DEFAULT_MAX_OBJECTS,
     MAX_ATTEMPTS,
     READ_TIMEOUT_S,
-    Store,
+    Found,
+    ListingStore,
     changed,
     limit,
     location_entry,
@@ -62,7 +63,7 @@ class _Location:
         return f"{base}/{quote_path(key)}"
 
 
-class AzureStore(Store):
+class AzureStore(ListingStore):
     schemes = ("az",)
 
     def __init__(self) -> None:
@@ -125,9 +126,40 @@ class AzureStore(Store):
         return self._pinned(entry, lambda: blob.download_blob(offset=offset, length=length, max_concurrency=1,
                                                               **_guard(entry)).readall())  # fmt: skip
 
-    def check(self, entry: Entry) -> None:
+    # -- checking (see refmount.verify) -----------------------------------------------------------------
+    def locate(self, entry: Entry) -> tuple[Hashable, str]:
+        where = _locate(parse_ref(entry.ref))
+        return (where.host, where.container), where.key
+
+    def pinned_version(self, entry: Entry) -> str | None:
+        return entry.version_id if entry.is_snapshot else None  # as reads pin it (see _blob)
+
+    def found(self, entry: Entry) -> Found | None:
         blob = self._blob(entry)
-        self._pinned(entry, lambda: blob.get_blob_properties(**_guard(entry)))
+        try:
+            return _found(_mapped(blob.get_blob_properties, entry.ref))
+        except NotFound:
+            return None
+
+    def list_pages(self, where: Hashable, prefix: str, *, versions: bool, uri: str) -> Iterator[list[Found]]:
+        host, name = where  # type: ignore[misc]
+        container = self.client(host, uri).get_container_client(name)
+        pages = container.list_blobs(name_starts_with=prefix or None, include=["versions"] if versions else None,
+                                     results_per_page=_PAGE_SIZE).by_page()  # fmt: skip
+        try:
+            for page in _paged(pages, uri):
+                yield [_found(blob) for blob in _paged(page, uri)]
+        except NotFound:
+            raise BucketNotFound(f"{uri}: container {name!r} does not exist") from None
+
+    def mismatch(self, entry: Entry, found: Found | None) -> str | None:
+        if found is None:
+            return "the blob or its logged version was deleted"
+        if entry.is_snapshot and found.etag != (entry.etag or entry.digest).strip('"'):
+            return "the blob was overwritten or deleted (If-Match failed)"
+        if entry.size is not None and found.size is not None and found.size != entry.size:
+            return f"the blob's size is now {found.size}, logged {entry.size}"
+        return None
 
     def _blob(self, entry: Entry) -> Any:
         where = _locate(parse_ref(entry.ref))
@@ -141,6 +173,10 @@ class AzureStore(Store):
             raise changed(entry, "the blob was overwritten or deleted (If-Match failed)") from None
         except NotFound:
             raise changed(entry, "the blob or its logged version was deleted") from None
+
+
+def _found(blob: BlobProperties) -> Found:
+    return Found(blob.name, blob.version_id, blob.etag.strip('"'), blob.size)
 
 
 def _is_folder(blob: BlobProperties) -> bool:

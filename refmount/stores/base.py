@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import abc
 import logging
+import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 from ..errors import ChangedObject, StoreError, TooManyObjects, Unpinned
 from ..manifest import UNPINNED_REASON, Entry
-from ..uri import RefURI
+from ..uri import RefURI, parse_ref
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,63 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def check(self, entry: Entry) -> None:
         """Raise ChangedObject unless the logged object version still resolves (cheap: no data)."""
+
+
+@dataclass(frozen=True)
+class Found:
+    """One object version as the store shows it now, in a listing or to a request about that object alone."""
+
+    key: str
+    version_id: str | None
+    etag: str | None  # without quotes
+    size: int | None
+
+
+class ListingStore(Store):
+    """A store that can check many entries with one listing page (see :mod:`refmount.verify`), and checks one
+    entry alone by asking for its pinned version. Both go through :meth:`mismatch`, the one comparison."""
+
+    @abc.abstractmethod
+    def locate(self, entry: Entry) -> tuple[Hashable, str]:
+        """The bucket (container, ...) that holds ``entry``'s object, as a value, and its key there."""
+
+    @abc.abstractmethod
+    def list_pages(self, where: Hashable, prefix: str, *, versions: bool, uri: str) -> Iterator[list[Found]]:
+        """The objects in ``where`` whose keys start with ``prefix`` (every version of each, with ``versions``),
+        a page at a time in key order (UTF-8 byte order: Python's order of str); failures name ``uri``."""
+
+    @abc.abstractmethod
+    def pinned_version(self, entry: Entry) -> str | None:
+        """The object version ``entry`` is pinned to, as listings name it; None: the current object."""
+
+    @abc.abstractmethod
+    def found(self, entry: Entry) -> Found | None:
+        """What the store holds for ``entry`` now (its pinned version, else the current object): None if
+        nothing. One request, no data."""
+
+    @abc.abstractmethod
+    def mismatch(self, entry: Entry, found: Found | None) -> str | None:
+        """Why ``found`` (None: nothing there) is not the logged object of ``entry``; None when it is."""
+
+    def check(self, entry: Entry) -> None:
+        why = self.mismatch(entry, self.found(entry))
+        if why is not None:
+            raise changed(entry, why)
+
+
+# A ref whose netloc and key parse_ref would return as they are written: nothing quoted, no query, no
+# fragment, no user, no control character, no leading slash in the key.
+_PLAIN_REF = re.compile(r"[a-z0-9]+://([^/?#%@:\x00-\x20\x7f]+)/((?:[^/?#%\x00-\x1f\x7f][^?#%\x00-\x1f\x7f]*)?)")
+
+
+def netloc_and_path(ref: str) -> tuple[str, str]:
+    """``parse_ref(ref)``'s netloc and path (an S3 bucket and key, say), without parsing the plain refs that
+    almost every entry has: a verify of a million entries would spend more on parsing than on listing."""
+    plain = _PLAIN_REF.fullmatch(ref)
+    if plain:
+        return plain[1], plain[2]
+    parsed = parse_ref(ref)
+    return parsed.netloc, parsed.path
 
 
 def fill(targets: Sequence[memoryview], chunks: Iterable[bytes | memoryview]) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 import aiohttp
@@ -36,10 +36,12 @@ from .base import (
     CONNECT_TIMEOUT_S,
     DEFAULT_MAX_OBJECTS,
     READ_TIMEOUT_S,
-    Store,
+    Found,
+    ListingStore,
     changed,
     limit,
     location_entry,
+    netloc_and_path,
     with_retries,
 )  # fmt: skip
 
@@ -68,7 +70,7 @@ class _Unreachable(_Transient, StoreUnavailable):
     """No connection to the endpoint: worth another attempt, and then no object there can be reached."""
 
 
-class GCSStore(Store):
+class GCSStore(ListingStore):
     schemes = ("gs",)
 
     def __init__(self) -> None:
@@ -151,9 +153,43 @@ class GCSStore(Store):
 
         return self._pinned(entry, get)
 
-    def check(self, entry: Entry) -> None:
-        bucket, key, generation = self._pin(entry)
-        self._pinned(entry, lambda: self.fs.call("GET", "b/{}/o/{}", bucket, key, json_out=True, generation=generation))
+    # -- checking (see refmount.verify) -----------------------------------------------------------------
+    def locate(self, entry: Entry) -> tuple[Hashable, str]:
+        return netloc_and_path(entry.ref)
+
+    def pinned_version(self, entry: Entry) -> str | None:
+        return entry.version_id
+
+    def found(self, entry: Entry) -> Found | None:
+        bucket, key = _bucket_key(parse_ref(entry.ref))
+        try:
+            meta = self._call(entry.ref, "GET", "b/{}/o/{}", bucket, key, generation=entry.version_id)
+        except NotFound:
+            return None
+        return _found(meta)
+
+    def list_pages(self, where: Hashable, prefix: str, *, versions: bool, uri: str) -> Iterator[list[Found]]:
+        page_token: str | None = None
+        while True:
+            try:
+                page = self._call(uri, "GET", "b/{}/o", where, prefix=prefix or None, pageToken=page_token,
+                                  versions="true" if versions else None, maxResults=_PAGE_SIZE,
+                                  fields=_LIST_FIELDS)  # fmt: skip
+            except NotFound:
+                raise BucketNotFound(f"{uri}: bucket {where!r} does not exist at {_endpoint()}") from None
+            yield [_found(item) for item in page.get("items", [])]
+            page_token = page.get("nextPageToken")
+            if not page_token:
+                return
+
+    def mismatch(self, entry: Entry, found: Found | None) -> str | None:
+        if found is None:
+            return "the logged generation no longer exists (overwritten or deleted)"
+        if entry.version_id is None and entry.is_snapshot and found.etag != (entry.etag or entry.digest):
+            return "the object was overwritten (etag differs)"  # a generation alone fixes the bytes
+        if entry.size is not None and found.size is not None and found.size != entry.size:
+            return f"the object's size is now {found.size}, logged {entry.size}"
+        return None
 
     def _pin(self, entry: Entry) -> tuple[str, str, str | None]:
         """Bucket, key and the generation to read. An entry logged without a generation (an imported
@@ -251,6 +287,10 @@ def _bucket_key(ref: RefURI) -> tuple[str, str]:
     if not ref.netloc:
         raise InvalidInput(f"{ref.raw}: no bucket name (expected gs://BUCKET/KEY)")
     return ref.netloc, ref.path
+
+
+def _found(item: dict[str, Any]) -> Found:
+    return Found(item["name"], str(item["generation"]), item.get("etag"), int(item["size"]))
 
 
 def _entry(ref: RefURI, bucket: str, item: dict[str, Any], path: str) -> Entry:

@@ -14,7 +14,7 @@ import http.client
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -33,11 +33,13 @@ from .base import (
     DEFAULT_MAX_OBJECTS,
     MAX_ATTEMPTS,
     READ_TIMEOUT_S,
-    Store,
+    Found,
+    ListingStore,
     changed,
     fill,
     limit,
     location_entry,
+    netloc_and_path,
     with_retries,
 )  # fmt: skip
 from .s3_native import BrokenBody, Missing, NativeGets, Precondition, Unexpressible, Unreachable
@@ -68,7 +70,7 @@ def _local_server() -> bool:
     return any(os.environ.get(v) for v in _ENDPOINT_VARS)
 
 
-class S3Store(Store):
+class S3Store(ListingStore):
     schemes = ("s3",)
 
     def __init__(self) -> None:
@@ -257,13 +259,52 @@ class S3Store(Store):
 
         return with_retries(fetch, what=f"reading {entry.ref}", retryable=lambda e: isinstance(e, _STREAM_ERRORS))
 
-    def check(self, entry: Entry) -> None:
+    # -- checking (see refmount.verify) -----------------------------------------------------------------
+    def locate(self, entry: Entry) -> tuple[Hashable, str]:
+        return netloc_and_path(entry.ref)
+
+    def pinned_version(self, entry: Entry) -> str | None:
+        return entry.version_id if entry.version_id != "null" else None  # "null": nothing to pin
+
+    def found(self, entry: Entry) -> Found | None:
+        args = {k: v for k, v in self._pinned(entry).items() if k != "IfMatch"}  # mismatch() compares the ETag
         try:
-            self.client.head_object(**self._pinned(entry))
+            head = self.client.head_object(**args)
         except botocore.exceptions.ClientError as exc:
-            raise self._read_error(entry, exc) from exc
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):  # HEAD has no error body: a missing version too
+                return None
+            raise _store_error(exc, entry.ref, self.client) from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise _store_error(exc, entry.ref, self.client) from exc
+        return Found(args["Key"], head.get("VersionId"), head["ETag"].strip('"'), head["ContentLength"])
+
+    def list_pages(self, where: Hashable, prefix: str, *, versions: bool, uri: str) -> Iterator[list[Found]]:
+        operation = "list_object_versions" if versions else "list_objects_v2"
+        params: dict[str, Any] | None = {"Bucket": where, "Prefix": prefix, "MaxKeys": _PAGE_SIZE}
+        while params is not None:
+            objects, params = self._page(operation, params, uri)
+            yield objects
+
+    def _page(self, operation: str, params: dict[str, Any], uri: str) -> tuple[list[Found], dict[str, Any] | None]:
+        """One listing page through botocore (which retries, and whose errors say what went wrong)."""
+        page = self._call(parse_ref(uri), getattr(self.client, operation), **params)
+        if operation == "list_object_versions":  # delete markers too: they never match a logged version
+            objects = [Found(v["Key"], v["VersionId"], v.get("ETag", "").strip('"') or None, v.get("Size"))
+                       for v in (*page.get("Versions", []), *page.get("DeleteMarkers", []))]  # fmt: skip
+            after = {"KeyMarker": page.get("NextKeyMarker"), "VersionIdMarker": page.get("NextVersionIdMarker")}
+        else:
+            objects = [Found(o["Key"], None, o["ETag"].strip('"'), o["Size"]) for o in page.get("Contents", [])]
+            after = {"ContinuationToken": page.get("NextContinuationToken")}
+        return objects, {**params, **after} if page.get("IsTruncated") else None
+
+    def mismatch(self, entry: Entry, found: Found | None) -> str | None:
+        if found is None:
+            return "the object was deleted"
+        if entry.is_snapshot and found.etag != (entry.etag or entry.digest).strip('"'):
+            return "the object was overwritten (ETag differs)"
+        if entry.size is not None and found.size is not None and found.size != entry.size:
+            return f"the object's size is now {found.size}, logged {entry.size}"
+        return None
 
     def _pinned(self, entry: Entry) -> dict[str, Any]:
         bucket, key = _bucket_key(parse_ref(entry.ref))
