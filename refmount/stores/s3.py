@@ -42,6 +42,7 @@ from .base import (
     netloc_and_path,
     with_retries,
 )  # fmt: skip
+from .s3_listing import ListingPages
 from .s3_native import BrokenBody, Missing, NativeGets, Precondition, Unexpressible, Unreachable
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class S3Store(ListingStore):
     def __init__(self) -> None:
         self._client: Any = None
         self._native: NativeGets | None = None
+        self._listing_pages: ListingPages | None = None
         self._lock = threading.Lock()
 
     @property
@@ -279,11 +281,20 @@ class S3Store(ListingStore):
         return Found(args["Key"], head.get("VersionId"), head["ETag"].strip('"'), head["ContentLength"])
 
     def list_pages(self, where: Hashable, prefix: str, *, versions: bool, uri: str) -> Iterator[list[Found]]:
+        """Pages read by :mod:`refmount.stores.s3_listing`, or by botocore where that cannot answer."""
         operation = "list_object_versions" if versions else "list_objects_v2"
         params: dict[str, Any] | None = {"Bucket": where, "Prefix": prefix, "MaxKeys": _PAGE_SIZE}
         while params is not None:
-            objects, params = self._page(operation, params, uri)
+            objects, params = self.listing_pages.page(operation, params) or self._page(operation, params, uri)
             yield objects
+
+    @property
+    def listing_pages(self) -> ListingPages:
+        client = self.client
+        with self._lock:
+            if self._listing_pages is None:
+                self._listing_pages = ListingPages(client)
+            return self._listing_pages
 
     def _page(self, operation: str, params: dict[str, Any], uri: str) -> tuple[list[Found], dict[str, Any] | None]:
         """One listing page through botocore (which retries, and whose errors say what went wrong)."""
