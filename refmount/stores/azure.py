@@ -65,6 +65,8 @@ class _Location:
 
 class AzureStore(ListingStore):
     schemes = ("az",)
+    gone = "the blob or its logged version was deleted"
+    overwritten = "the blob was overwritten or deleted (If-Match failed)"
 
     def __init__(self) -> None:
         self._clients: dict[str | None, BlobServiceClient] = {}
@@ -151,15 +153,6 @@ class AzureStore(ListingStore):
                 yield [_found(blob) for blob in _paged(page, uri)]
         except NotFound:
             raise BucketNotFound(f"{uri}: container {name!r} does not exist") from None
-
-    def mismatch(self, entry: Entry, found: Found | None) -> str | None:
-        if found is None:
-            return "the blob or its logged version was deleted"
-        if entry.is_snapshot and found.etag != (entry.etag or entry.digest).strip('"'):
-            return "the blob was overwritten or deleted (If-Match failed)"
-        if entry.size is not None and found.size is not None and found.size != entry.size:
-            return f"the blob's size is now {found.size}, logged {entry.size}"
-        return None
 
     def _blob(self, entry: Entry) -> Any:
         where = _locate(parse_ref(entry.ref))

@@ -82,6 +82,9 @@ class ListingStore(Store):
     """A store that can check many entries with one listing page (see :mod:`refmount.verify`), and checks one
     entry alone by asking for its pinned version. Both go through :meth:`mismatch`, the one comparison."""
 
+    gone: ClassVar[str]  # why, when nothing is there (the pinned version, else the current object)
+    overwritten: ClassVar[str]  # why, when the ETag differs
+
     @abc.abstractmethod
     def locate(self, entry: Entry) -> tuple[Hashable, str]:
         """The bucket (container, ...) that holds ``entry``'s object, as a value, and its key there."""
@@ -100,9 +103,19 @@ class ListingStore(Store):
         """What the store holds for ``entry`` now (its pinned version, else the current object): None if
         nothing. One request, no data."""
 
-    @abc.abstractmethod
+    def etag_pins(self, entry: Entry) -> bool:
+        """Whether ``entry``'s ETag must agree (reads send it as If-Match)."""
+        return entry.is_snapshot
+
     def mismatch(self, entry: Entry, found: Found | None) -> str | None:
         """Why ``found`` (None: nothing there) is not the logged object of ``entry``; None when it is."""
+        if found is None:
+            return self.gone
+        if self.etag_pins(entry) and found.etag != (entry.etag or entry.digest).strip('"'):
+            return self.overwritten
+        if entry.size is not None and found.size is not None and found.size != entry.size:
+            return f"size is now {found.size}, logged {entry.size}"
+        return None
 
     def check(self, entry: Entry) -> None:
         why = self.mismatch(entry, self.found(entry))

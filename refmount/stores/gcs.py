@@ -72,6 +72,8 @@ class _Unreachable(_Transient, StoreUnavailable):
 
 class GCSStore(ListingStore):
     schemes = ("gs",)
+    gone = "the logged generation no longer exists (overwritten or deleted)"
+    overwritten = "the object was overwritten (etag differs)"
 
     def __init__(self) -> None:
         self._fs: GCSFileSystem | None = None
@@ -182,14 +184,8 @@ class GCSStore(ListingStore):
             if not page_token:
                 return
 
-    def mismatch(self, entry: Entry, found: Found | None) -> str | None:
-        if found is None:
-            return "the logged generation no longer exists (overwritten or deleted)"
-        if entry.version_id is None and entry.is_snapshot and found.etag != (entry.etag or entry.digest):
-            return "the object was overwritten (etag differs)"  # a generation alone fixes the bytes
-        if entry.size is not None and found.size is not None and found.size != entry.size:
-            return f"the object's size is now {found.size}, logged {entry.size}"
-        return None
+    def etag_pins(self, entry: Entry) -> bool:
+        return entry.version_id is None and entry.is_snapshot  # a generation alone fixes the bytes
 
     def _pin(self, entry: Entry) -> tuple[str, str, str | None]:
         """Bucket, key and the generation to read. An entry logged without a generation (an imported

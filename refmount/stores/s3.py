@@ -73,6 +73,8 @@ def _local_server() -> bool:
 
 class S3Store(ListingStore):
     schemes = ("s3",)
+    gone = "the object was deleted"  # HEAD has no error body: a missing version is a 404 too
+    overwritten = "the object was overwritten (ETag differs)"
 
     def __init__(self) -> None:
         self._client: Any = None
@@ -307,15 +309,6 @@ class S3Store(ListingStore):
             objects = [Found(o["Key"], None, o["ETag"].strip('"'), o["Size"]) for o in page.get("Contents", [])]
             after = {"ContinuationToken": page.get("NextContinuationToken")}
         return objects, {**params, **after} if page.get("IsTruncated") else None
-
-    def mismatch(self, entry: Entry, found: Found | None) -> str | None:
-        if found is None:
-            return "the object was deleted"
-        if entry.is_snapshot and found.etag != (entry.etag or entry.digest).strip('"'):
-            return "the object was overwritten (ETag differs)"
-        if entry.size is not None and found.size is not None and found.size != entry.size:
-            return f"the object's size is now {found.size}, logged {entry.size}"
-        return None
 
     def _pinned(self, entry: Entry) -> dict[str, Any]:
         bucket, key = _bucket_key(parse_ref(entry.ref))
