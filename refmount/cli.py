@@ -664,7 +664,9 @@ def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, quiet: bool
     Resumable: files already present are kept when their MD5 matches (the entry's content MD5, or a
     single-part S3 ETag) or, for objects without one, when they are unchanged since a download completed
     them (an xattr stamp). Entries with nothing to pin their bytes by (no ETag, object version or content
-    hash) are not downloaded, as the mount does not serve them; a warning on stderr names them.
+    hash) are not downloaded, as the mount does not serve them; a warning on stderr names them. A failure
+    that is not about one object (credentials, a missing bucket, an unreachable endpoint) ends the download
+    with one line, removing the directories it made that are still empty.
 
     Exit status: 0, or 4 if any file failed.
     """
@@ -681,12 +683,19 @@ def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, quiet: bool
 
 @main.command("verify")
 @version_argument
-@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=16, show_default=True, help="Checks at once.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=16, show_default=True, help="Requests at once.")
 @click.option("--strict", is_flag=True, help=f"Fail (exit {UNPINNED}) if any entry is unpinned.")
+@click.option("--per-object", is_flag=True, help="One request per entry, no listings (slower; for comparison).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts and each problem as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @registry_option
-def verify_cmd(target: str, jobs: int, strict: bool, quiet: bool, registry_url: str | None) -> None:
+def verify_cmd(target: str, jobs: int, strict: bool, per_object: bool, as_json: bool, quiet: bool,
+               registry_url: str | None) -> None:  # fmt: skip
     """Check that every reference still resolves to the logged object version (no data is read).
+
+    Entries that share a bucket and a leading directory are checked with listings of their prefix (one
+    request per 1,000 objects), the others with one request each. A failure that is not about one object
+    (credentials, a missing bucket, an unreachable endpoint) ends the check with one line.
 
     Entries with nothing to pin their bytes by (no ETag, object version or content hash: checksum=False
     entries, W&B's entries of http(s) files without an ETag) cannot be checked: they are reported as
@@ -696,15 +705,20 @@ def verify_cmd(target: str, jobs: int, strict: bool, quiet: bool, registry_url: 
     Exit status: 0 when every pinned reference resolves; 4 if any does not;
     with --strict, 5 when none failed but some entries are unpinned.
     """
-    from .download import verify
+    from .verify import verify
 
     with _open(registry_url) as registry:
         version = _resolve(registry, target)
         with _progress_bar(f"verifying {version.qualified_name}", version.file_count, enabled=not quiet) as bar:
-            report = trio.run(lambda: verify(registry, version, jobs=jobs, progress=bar))
-    _warn_unpinned(report.unpinned, "cannot be verified")
-    _finish(report, f"{report.kept} of {report.files} references resolve to their logged versions",
-            unpinned="unpinned, not checked")  # fmt: skip
+            report = trio.run(lambda: verify(registry, version, jobs=jobs, per_object=per_object, progress=bar))
+    if as_json:
+        click.echo(json.dumps({"version": version.qualified_name, **report.to_json()}, indent=2))
+        if report.problems:
+            sys.exit(FAILED)
+    else:
+        _warn_unpinned(report.unpinned, "cannot be verified")
+        _finish(report, f"{report.kept} of {report.files} references resolve to their logged versions",
+                unpinned="unpinned, not checked")  # fmt: skip
     if strict and report.unpinned:
         n = len(report.unpinned)
         click.echo(f"refmount: error: {n:,} unpinned {'entry' if n == 1 else 'entries'} (--strict)", err=True)

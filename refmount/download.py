@@ -1,11 +1,13 @@
-"""Materializing a version on local disk, and checking that its references still resolve.
+"""Materializing a version on local disk.
 
-Both go through the same pinned fetch path as the mount (Reader, block cache, stores), in
+It goes through the same pinned fetch path as the mount (Reader, block cache, stores), in
 parallel. Downloads are resumable: files already present and correct are kept, new ones are
 written under a temporary name and renamed only once complete and verified. A file is correct when
 its MD5 matches one the manifest gives, or, where none does (multipart S3, GCS and Azure ETags), when
 it still carries the stamp this module puts on every download it completes (an xattr naming the
-pinned object and the file's mtime then; any later write moves the mtime).
+pinned object and the file's mtime then; any later write moves the mtime). A failure that is not about
+one object (see :mod:`refmount.batch`) ends the download at once, and directories it made that stayed
+empty are removed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +26,9 @@ from typing import BinaryIO
 
 import trio
 
-from . import stores
+from .batch import batch
 from .cache import BlockCache
-from .errors import InvalidInput, RefmountError
+from .errors import InvalidInput, RefmountError, StoreUnavailable
 from .manifest import Entry
 from .prefetch import Stream
 from .reader import Reader, open_reader
@@ -56,8 +59,10 @@ async def download(registry: Registry, version: VersionInfo, dest: Path, cache: 
                    progress: ProgressFn | None = None) -> Report:  # fmt: skip
     entries = await trio.to_thread.run_sync(lambda: list(registry.iter_entries(version.manifest_id)))
     root = Path(os.path.realpath(dest))  # unlike Path.resolve, no RuntimeError on a symlink loop
+    made = _Directories(root)
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        await trio.to_thread.run_sync(made.make, root)
+        root.mkdir(exist_ok=True)  # a file in the way says so here
     except OSError as exc:
         raise InvalidInput(f"cannot create {dest}: {exc.strerror}") from None
     report = Report(files=len(entries))
@@ -66,25 +71,65 @@ async def download(registry: Registry, version: VersionInfo, dest: Path, cache: 
     async def one(entry: Entry) -> None:
         async with limiter:
             try:
-                await _download_entry(entry, root, reader, report, progress)
+                await _download_entry(entry, root, made, reader, report, progress)
+            except StoreUnavailable:
+                raise  # not about this entry: it ends the download
             except RefmountError as exc:
                 message = str(exc)  # store errors about an entry already start with its path
                 report.failures.append(message if message.startswith(f"{entry.path}: ") else f"{entry.path}: {message}")
 
-    async with open_reader(cache) as reader, trio.open_nursery() as nursery:
-        for entry in entries:
-            if not entry.pinned:  # not served by the mount either: skipped, and the caller says so
-                report.unpinned.append(entry.path)
-                if progress:
-                    progress(entry.size or 0)
-            elif entry.size is None:
-                report.skipped += 1
-            else:
-                nursery.start_soon(one, entry)
+    try:
+        async with open_reader(cache) as reader, batch() as jobs_:
+            for entry in entries:
+                if not entry.pinned:  # not served by the mount either: skipped, and the caller says so
+                    report.unpinned.append(entry.path)
+                    if progress:
+                        progress(entry.size or 0)
+                elif entry.size is None:
+                    report.skipped += 1
+                else:
+                    jobs_.start_soon(one, entry)
+        jobs_.raise_failure()
+    except BaseException:
+        await trio.to_thread.run_sync(made.remove_empty, True)
+        raise
+    await trio.to_thread.run_sync(made.remove_empty, False)  # left empty by entries that failed
     return report
 
 
-async def _download_entry(entry: Entry, root: Path, reader: Reader, report: Report,
+class _Directories:
+    """The directories a download made (dest included), so that those it leaves empty can be removed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._made: list[Path] = []
+        self._lock = threading.Lock()
+
+    def make(self, directory: Path) -> None:
+        """Make ``directory`` and its missing parents (up to the filesystem root for dest itself)."""
+        missing = []
+        while not directory.exists() and directory != directory.parent:
+            missing.append(directory)
+            directory = directory.parent
+        for path in reversed(missing):
+            try:
+                path.mkdir()
+            except FileExistsError:  # made meanwhile by another entry (or a file is there: the next mkdir says)
+                continue
+            with self._lock:
+                self._made.append(path)
+
+    def remove_empty(self, with_root: bool) -> None:
+        """Remove the directories made here that are empty, deepest first (dest itself only if ``with_root``)."""
+        with self._lock:
+            made = sorted(self._made, key=lambda path: len(path.parts), reverse=True)
+        for path in made:
+            if with_root or (path.is_relative_to(self.root) and path != self.root):
+                with contextlib.suppress(OSError):  # not empty, or gone
+                    path.rmdir()
+
+
+async def _download_entry(entry: Entry, root: Path, made: _Directories, reader: Reader, report: Report,
                           progress: ProgressFn | None) -> None:  # fmt: skip
     target = root / entry.path
     if not Path(os.path.realpath(target.parent)).is_relative_to(root):  # a symlink in dest must not lead out
@@ -95,7 +140,7 @@ async def _download_entry(entry: Entry, root: Path, reader: Reader, report: Repo
             progress(entry.size or 0)
         return
     with _locally(f"cannot create directory {target.parent}"):
-        await trio.to_thread.run_sync(lambda: target.parent.mkdir(parents=True, exist_ok=True))
+        await trio.to_thread.run_sync(made.make, target.parent)
     partial = target.with_name(f".{target.name}.refmount-part")
     cannot_write = f"cannot write {target}"
     with _locally(cannot_write):
@@ -209,32 +254,3 @@ def _already_correct(entry: Entry, target: Path) -> bool:
             return bool(md5s) and hashlib.file_digest(f, "md5").digest() in md5s
     except OSError:
         return False
-
-
-async def verify(registry: Registry, version: VersionInfo, *, jobs: int = 16,
-                 progress: ProgressFn | None = None) -> Report:  # fmt: skip
-    """Check every pinned reference still resolves to the logged object version (no data read); entries
-    that are not pinned are listed in ``report.unpinned``."""
-    entries = await trio.to_thread.run_sync(lambda: list(registry.iter_entries(version.manifest_id)))
-    report = Report(files=len(entries))
-    limiter = trio.CapacityLimiter(jobs)
-
-    async def one(entry: Entry) -> None:
-        try:
-            await trio.to_thread.run_sync(stores.store_for(entry.ref).check, entry, limiter=limiter,
-                                          abandon_on_cancel=True)  # fmt: skip
-            report.kept += 1
-        except RefmountError as exc:
-            report.failures.append(str(exc))
-        if progress:
-            progress(1)
-
-    async with trio.open_nursery() as nursery:
-        for entry in entries:
-            if entry.pinned:
-                nursery.start_soon(one, entry)
-            else:  # nothing to check it against: reported as such, never as resolving
-                report.unpinned.append(entry.path)
-                if progress:
-                    progress(1)
-    return report

@@ -36,6 +36,15 @@ class StoreError(RefmountError):
     exit_code = 4
 
 
+class StoreUnavailable(StoreError):
+    """A failure that is not about one object (credentials, an unreachable endpoint, access to a bucket):
+    every other object of that store would fail the same way, so download and verify stop at the first."""
+
+
+class BucketNotFound(NotFound, StoreUnavailable):
+    """A bucket or container that does not exist (a NotFound, exit code 3, that ends download and verify)."""
+
+
 class ChangedObject(StoreError):
     """The referenced object no longer matches the logged version (overwritten or deleted)."""
 

@@ -176,3 +176,27 @@ def test_a_stamped_file_is_kept_when_its_hex_etag_is_no_md5(tmp_path: Path) -> N
     st = target.stat()
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # written since (its bytes unknown)
     assert not _already_correct(entry, target)
+
+
+def test_no_credentials_is_one_line_and_leaves_nothing(cli: Cli, s3_env: S3Env, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Not about one object: verify and download stop at once, say so once, and leave no directory behind."""
+    b = s3_env.bucket()
+    for i in range(20):
+        s3_env.put(b, f"d/{i % 4}/sub/{i:02}", b"%d" % i)
+    s3_env.put(b, "lone/x", b"x")  # checked alone (a HEAD), not by a listing
+    cli("log", "p/ds", f"s3://{b}/d/", f"s3://{b}/lone/x")
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        monkeypatch.setenv(var, str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for command in (
+        ["verify", "p/ds"],
+        ["verify", "p/ds", "--per-object"],
+        ["download", "p/ds", str(tmp_path / "out")],
+    ):
+        result = cli(*command, ok=False)
+        assert result.code == 4 and len(result.err.splitlines()) == 1, result.err
+        assert result.err.startswith("refmount: error: no AWS credentials found (set AWS_PROFILE")
+    assert not (tmp_path / "out").exists()  # no directory left behind, dest included

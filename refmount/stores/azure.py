@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ from azure.core.exceptions import (
 )  # fmt: skip
 from azure.storage.blob import BlobProperties, BlobServiceClient, LinearRetry
 
-from ..errors import InvalidInput, NotFound, RefmountError, StoreError
+from ..errors import BucketNotFound, InvalidInput, NotFound, RefmountError, StoreError, StoreUnavailable
 from ..manifest import Entry, join_path
 from ..uri import AZURE_BLOB_HOSTS, RefURI, parse_ref
 from .base import (
@@ -40,7 +40,8 @@ from .base import (
     DEFAULT_MAX_OBJECTS,
     MAX_ATTEMPTS,
     READ_TIMEOUT_S,
-    Store,
+    Found,
+    ListingStore,
     changed,
     limit,
     location_entry,
@@ -62,8 +63,10 @@ class _Location:
         return f"az://{self.container}" if ref.scheme == "az" else f"{ref.scheme}://{ref.netloc}/{self.container}"
 
 
-class AzureStore(Store):
+class AzureStore(ListingStore):
     schemes = ("az",)
+    gone = "the blob or its logged version was deleted"
+    overwritten = "the blob was overwritten or deleted (If-Match failed)"
 
     def __init__(self) -> None:
         self._clients: dict[str | None, BlobServiceClient] = {}
@@ -111,7 +114,7 @@ class AzureStore(Store):
                 yield _entry(ref, where, blob, join_path(name, blob.name[len(prefix) :]))
         except NotFound:
             account = _account(where.host) or _environment_account() or "the configured account"
-            raise NotFound(f"{ref.raw}: container {where.container!r} does not exist in {account!r}") from None
+            raise BucketNotFound(f"{ref.raw}: container {where.container!r} does not exist in {account!r}") from None
         if not found:
             raise NotFound(f"no blobs under {where.base(ref)}/{prefix}")
 
@@ -125,9 +128,31 @@ class AzureStore(Store):
         return self._pinned(entry, lambda: blob.download_blob(offset=offset, length=length, max_concurrency=1,
                                                               **_guard(entry)).readall())  # fmt: skip
 
-    def check(self, entry: Entry) -> None:
+    # -- checking (see refmount.verify) -----------------------------------------------------------------
+    def locate(self, entry: Entry) -> tuple[Hashable, str]:
+        where = _locate(parse_ref(entry.ref, quoted=entry.ref_quoted))
+        return (where.host, where.container), where.key
+
+    def pinned_version(self, entry: Entry) -> str | None:
+        return entry.version_id if entry.is_snapshot else None  # as reads pin it (see _blob)
+
+    def found(self, entry: Entry) -> Found | None:
         blob = self._blob(entry)
-        self._pinned(entry, lambda: blob.get_blob_properties(**_guard(entry)))
+        try:
+            return _found(_mapped(blob.get_blob_properties, entry.ref))
+        except NotFound:
+            return None
+
+    def list_pages(self, where: Hashable, prefix: str, *, versions: bool, uri: str) -> Iterator[list[Found]]:
+        host, name = where  # type: ignore[misc]
+        container = self.client(host, uri).get_container_client(name)
+        pages = container.list_blobs(name_starts_with=prefix or None, include=["versions"] if versions else None,
+                                     results_per_page=_PAGE_SIZE).by_page()  # fmt: skip
+        try:
+            for page in _paged(pages, uri):
+                yield [_found(blob) for blob in _paged(page, uri)]
+        except NotFound:
+            raise BucketNotFound(f"{uri}: container {name!r} does not exist") from None
 
     def _blob(self, entry: Entry) -> Any:
         where = _locate(parse_ref(entry.ref, quoted=entry.ref_quoted))
@@ -141,6 +166,10 @@ class AzureStore(Store):
             raise changed(entry, "the blob was overwritten or deleted (If-Match failed)") from None
         except NotFound:
             raise changed(entry, "the blob or its logged version was deleted") from None
+
+
+def _found(blob: BlobProperties) -> Found:
+    return Found(blob.name, blob.version_id, blob.etag.strip('"'), blob.size)
 
 
 def _is_folder(blob: BlobProperties) -> bool:
@@ -183,11 +212,11 @@ def _connect(host: str | None, uri: str) -> BlobServiceClient:
         try:
             return BlobServiceClient.from_connection_string(connection_string, **options)
         except ValueError as exc:
-            raise StoreError(f"{uri}: AZURE_STORAGE_CONNECTION_STRING is malformed ({exc})") from None
+            raise StoreUnavailable(f"{uri}: AZURE_STORAGE_CONNECTION_STRING is malformed ({exc})") from None
     if host is None:
         account = _environment_account()
         if not account:
-            raise StoreError(f"{uri}: no Azure storage account: set AZURE_STORAGE_CONNECTION_STRING or "
+            raise StoreUnavailable(f"{uri}: no Azure storage account: set AZURE_STORAGE_CONNECTION_STRING or "
                              "AZURE_STORAGE_ACCOUNT, or use an https://ACCOUNT.blob.core.windows.net/ URL")  # fmt: skip
         host = f"{account}.blob.core.windows.net"
     credential: Any = os.environ.get("AZURE_STORAGE_KEY")
@@ -241,12 +270,12 @@ def _error(exc: Exception, uri: str) -> RefmountError:
     if isinstance(exc, ResourceNotFoundError):
         return NotFound(f"{uri}: no such blob ({getattr(exc, 'error_code', None) or 'not found'})")
     if isinstance(exc, ClientAuthenticationError):
-        return StoreError(f"{uri}: Azure authentication failed ({_first_line(exc)}); set "
+        return StoreUnavailable(f"{uri}: Azure authentication failed ({_first_line(exc)}); set "
                           "AZURE_STORAGE_CONNECTION_STRING, or sign in for DefaultAzureCredential")  # fmt: skip
     if isinstance(exc, HttpResponseError) and exc.status_code == 403:
-        return StoreError(f"{uri}: access denied ({exc.error_code or 403}); check the credentials and the role")
+        return StoreUnavailable(f"{uri}: access denied ({exc.error_code or 403}); check the credentials and the role")
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-        return StoreError(f"{uri}: cannot reach the Azure endpoint ({_first_line(exc)})")
+        return StoreUnavailable(f"{uri}: cannot reach the Azure endpoint ({_first_line(exc)})")
     if isinstance(exc, HttpResponseError):
         return StoreError(f"{uri}: Azure error {exc.status_code} {exc.error_code or ''}".rstrip())
     return StoreError(f"{uri}: {_first_line(exc)}")

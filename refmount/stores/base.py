@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import abc
 import logging
+import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from ..errors import ChangedObject, StoreError, TooManyObjects, Unpinned
 from ..manifest import QUOTED_REF, UNPINNED_REASON, Entry
-from ..uri import RefURI, object_ref
+from ..uri import RefURI, object_ref, parse_ref
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,76 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def check(self, entry: Entry) -> None:
         """Raise ChangedObject unless the logged object version still resolves (cheap: no data)."""
+
+
+@dataclass(frozen=True)
+class Found:
+    """One object version as the store shows it now, in a listing or to a request about that object alone."""
+
+    key: str
+    version_id: str | None
+    etag: str | None  # without quotes
+    size: int | None
+
+
+class ListingStore(Store):
+    """A store that can check many entries with one listing page (see :mod:`refmount.verify`), and checks one
+    entry alone by asking for its pinned version. Both go through :meth:`mismatch`, the one comparison."""
+
+    gone: ClassVar[str]  # why, when nothing is there (the pinned version, else the current object)
+    overwritten: ClassVar[str]  # why, when the ETag differs
+
+    @abc.abstractmethod
+    def locate(self, entry: Entry) -> tuple[Hashable, str]:
+        """The bucket (container, ...) that holds ``entry``'s object, as a value, and its key there."""
+
+    @abc.abstractmethod
+    def list_pages(self, where: Hashable, prefix: str, *, versions: bool, uri: str) -> Iterator[list[Found]]:
+        """The objects in ``where`` whose keys start with ``prefix`` (every version of each, with ``versions``),
+        a page at a time in key order (UTF-8 byte order: Python's order of str); failures name ``uri``."""
+
+    @abc.abstractmethod
+    def pinned_version(self, entry: Entry) -> str | None:
+        """The object version ``entry`` is pinned to, as listings name it; None: the current object."""
+
+    @abc.abstractmethod
+    def found(self, entry: Entry) -> Found | None:
+        """What the store holds for ``entry`` now (its pinned version, else the current object): None if
+        nothing. One request, no data."""
+
+    def etag_pins(self, entry: Entry) -> bool:
+        """Whether ``entry``'s ETag must agree (reads send it as If-Match)."""
+        return entry.is_snapshot
+
+    def mismatch(self, entry: Entry, found: Found | None) -> str | None:
+        """Why ``found`` (None: nothing there) is not the logged object of ``entry``; None when it is."""
+        if found is None:
+            return self.gone
+        if self.etag_pins(entry) and found.etag != (entry.etag or entry.digest).strip('"'):
+            return self.overwritten
+        if entry.size is not None and found.size is not None and found.size != entry.size:
+            return f"size is now {found.size}, logged {entry.size}"
+        return None
+
+    def check(self, entry: Entry) -> None:
+        why = self.mismatch(entry, self.found(entry))
+        if why is not None:
+            raise changed(entry, why)
+
+
+# A ref whose netloc and key parse_ref would return as they are written: nothing quoted, no query, no
+# fragment, no user, no control character, no leading slash in the key.
+_PLAIN_REF = re.compile(r"[a-z0-9]+://([^/?#%@:\x00-\x20\x7f]+)/((?:[^/?#%\x00-\x1f\x7f][^?#%\x00-\x1f\x7f]*)?)")
+
+
+def netloc_and_path(entry: Entry) -> tuple[str, str]:
+    """``parse_ref``'s netloc and path of the entry's ref (an S3 bucket and key, say), without parsing the plain
+    refs that almost every entry has: a verify of a million entries would spend more on parsing than on listing."""
+    plain = None if entry.ref_quoted else _PLAIN_REF.fullmatch(entry.ref)
+    if plain:
+        return plain[1], plain[2]
+    parsed = parse_ref(entry.ref, quoted=entry.ref_quoted)
+    return parsed.netloc, parsed.path
 
 
 def fill(targets: Sequence[memoryview], chunks: Iterable[bytes | memoryview]) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 import aiohttp
@@ -29,17 +29,19 @@ from gcsfs.core import GCSFileSystem
 from gcsfs.retry import HttpError, is_retriable
 
 from ..compat import checked
-from ..errors import InvalidInput, NotFound, RefmountError, StoreError
+from ..errors import BucketNotFound, InvalidInput, NotFound, RefmountError, StoreError, StoreUnavailable
 from ..manifest import Entry, join_path
 from ..uri import RefURI, parse_ref
 from .base import (
     CONNECT_TIMEOUT_S,
     DEFAULT_MAX_OBJECTS,
     READ_TIMEOUT_S,
-    Store,
+    Found,
+    ListingStore,
     changed,
     limit,
     location_entry,
+    netloc_and_path,
     object_entry,
     with_retries,
 )  # fmt: skip
@@ -65,8 +67,14 @@ class _Transient(StoreError):
     """A failure worth another attempt (5xx, 429, connection reset, timeout)."""
 
 
-class GCSStore(Store):
+class _Unreachable(_Transient, StoreUnavailable):
+    """No connection to the endpoint: worth another attempt, and then no object there can be reached."""
+
+
+class GCSStore(ListingStore):
     schemes = ("gs",)
+    gone = "the logged generation no longer exists (overwritten or deleted)"
+    overwritten = "the object was overwritten (etag differs)"
 
     def __init__(self) -> None:
         self._fs: GCSFileSystem | None = None
@@ -122,7 +130,7 @@ class GCSStore(Store):
                 page = self._call(ref.raw, "GET", "b/{}/o", bucket, prefix=prefix or None, pageToken=page_token,
                                   maxResults=_PAGE_SIZE, fields=_LIST_FIELDS)  # fmt: skip
             except NotFound:  # a listing is only "not found" without its bucket
-                raise NotFound(f"{ref.raw}: bucket {bucket!r} does not exist at {_endpoint()}") from None
+                raise BucketNotFound(f"{ref.raw}: bucket {bucket!r} does not exist at {_endpoint()}") from None
             for item in page.get("items", []):
                 if item["name"].endswith("/") and int(item["size"]) == 0:
                     continue  # a "folder" marker made by consoles, not data
@@ -148,9 +156,37 @@ class GCSStore(Store):
 
         return self._pinned(entry, get)
 
-    def check(self, entry: Entry) -> None:
-        bucket, key, generation = self._pin(entry)
-        self._pinned(entry, lambda: self.fs.call("GET", "b/{}/o/{}", bucket, key, json_out=True, generation=generation))
+    # -- checking (see refmount.verify) -----------------------------------------------------------------
+    def locate(self, entry: Entry) -> tuple[Hashable, str]:
+        return netloc_and_path(entry)
+
+    def pinned_version(self, entry: Entry) -> str | None:
+        return entry.version_id
+
+    def found(self, entry: Entry) -> Found | None:
+        bucket, key = _bucket_key(parse_ref(entry.ref))
+        try:
+            meta = self._call(entry.ref, "GET", "b/{}/o/{}", bucket, key, generation=entry.version_id)
+        except NotFound:
+            return None
+        return _found(meta)
+
+    def list_pages(self, where: Hashable, prefix: str, *, versions: bool, uri: str) -> Iterator[list[Found]]:
+        page_token: str | None = None
+        while True:
+            try:
+                page = self._call(uri, "GET", "b/{}/o", where, prefix=prefix or None, pageToken=page_token,
+                                  versions="true" if versions else None, maxResults=_PAGE_SIZE,
+                                  fields=_LIST_FIELDS)  # fmt: skip
+            except NotFound:
+                raise BucketNotFound(f"{uri}: bucket {where!r} does not exist at {_endpoint()}") from None
+            yield [_found(item) for item in page.get("items", [])]
+            page_token = page.get("nextPageToken")
+            if not page_token:
+                return
+
+    def etag_pins(self, entry: Entry) -> bool:
+        return entry.version_id is None and entry.is_snapshot  # a generation alone fixes the bytes
 
     def _pin(self, entry: Entry) -> tuple[str, str, str | None]:
         """Bucket, key and the generation to read. An entry logged without a generation (an imported
@@ -214,16 +250,16 @@ def _mapped(call: Callable[[], T], uri: str) -> T:
     except FileNotFoundError:
         raise NotFound(f"{uri}: no such object") from None
     except google.auth.exceptions.GoogleAuthError as exc:
-        raise StoreError(f"{uri}: Google credentials failed ({exc}); set GOOGLE_APPLICATION_CREDENTIALS or run "
+        raise StoreUnavailable(f"{uri}: Google credentials failed ({exc}); set GOOGLE_APPLICATION_CREDENTIALS or run "
                          "`gcloud auth application-default login`") from exc  # fmt: skip
     except HttpError as exc:
         if exc.code in (401, 403):
-            raise StoreError(f"{uri}: access denied ({exc.code}: {exc.message}); check GOOGLE_APPLICATION_CREDENTIALS "
-                             "or `gcloud auth application-default login`") from exc  # fmt: skip
+            hint = "check GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth application-default login`"
+            raise StoreUnavailable(f"{uri}: access denied ({exc.code}: {exc.message}); {hint}") from exc
         cls = _Transient if is_retriable(exc) else StoreError
         raise cls(f"{uri}: GCS error {exc.code}: {exc.message}") from exc
     except aiohttp.ClientConnectorError as exc:
-        raise _Transient(f"{uri}: cannot reach the GCS endpoint ({exc})") from exc
+        raise _Unreachable(f"{uri}: cannot reach the GCS endpoint ({exc})") from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Transient(f"{uri}: GCS request failed ({type(exc).__name__}: {exc})") from exc
     except requests.exceptions.ProxyError as exc:  # gcsfs's way of reporting a 502
@@ -232,7 +268,7 @@ def _mapped(call: Callable[[], T], uri: str) -> T:
         reason, _, message = str(exc).partition("\n")
         if reason.startswith("Forbidden"):
             why = f" ({message.splitlines()[0]})" if message.strip() and not message.startswith("<") else ""
-            raise StoreError(f"{uri}: access denied{why}; check GOOGLE_APPLICATION_CREDENTIALS or the bucket's "
+            raise StoreUnavailable(f"{uri}: access denied{why}; check GOOGLE_APPLICATION_CREDENTIALS or the bucket's "
                              "permissions") from exc  # fmt: skip
         raise StoreError(f"{uri}: {_first_line(exc)}") from exc
     except ValueError as exc:  # gcsfs: "Bad Request" and requester-pays buckets
@@ -248,6 +284,10 @@ def _bucket_key(ref: RefURI) -> tuple[str, str]:
     if not ref.netloc:
         raise InvalidInput(f"{ref.raw}: no bucket name (expected gs://BUCKET/KEY)")
     return ref.netloc, ref.path
+
+
+def _found(item: dict[str, Any]) -> Found:
+    return Found(item["name"], str(item["generation"]), item.get("etag"), int(item["size"]))
 
 
 def _entry(bucket: str, item: dict[str, Any], path: str) -> Entry:

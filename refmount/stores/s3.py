@@ -14,7 +14,7 @@ import http.client
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -25,7 +25,7 @@ from botocore.config import Config
 from botocore.response import StreamingBody
 
 from ..compat import checked
-from ..errors import InvalidInput, NotFound, RefmountError, StoreError
+from ..errors import BucketNotFound, InvalidInput, NotFound, RefmountError, StoreError, StoreUnavailable
 from ..manifest import Entry, join_path
 from ..uri import RefURI, parse_ref
 from .base import (
@@ -33,20 +33,25 @@ from .base import (
     DEFAULT_MAX_OBJECTS,
     MAX_ATTEMPTS,
     READ_TIMEOUT_S,
-    Store,
+    Found,
+    ListingStore,
     changed,
     fill,
     limit,
     location_entry,
+    netloc_and_path,
     object_entry,
     with_retries,
 )  # fmt: skip
+from .s3_listing import ListingPages
 from .s3_native import BrokenBody, Missing, NativeGets, Precondition, Unexpressible, Unreachable
 
 log = logging.getLogger(__name__)
 
 _PAGE_SIZE = 1000  # the S3 maximum: one listing request per 1,000 objects
 _CHUNK = 1 << 20  # body reads of this size reuse the same heap memory
+_NO_CREDENTIALS = ("no AWS credentials found (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                   "or an instance role)")  # fmt: skip
 _ENDPOINT_VARS = ("AWS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 # Errors while streaming a body are not retried by botocore itself (only the request is).
 _STREAM_ERRORS = (
@@ -55,7 +60,7 @@ _STREAM_ERRORS = (
 )  # fmt: skip
 
 
-class _Unreachable(StoreError):
+class _Unreachable(StoreUnavailable):
     """A GET that could not be sent or got no answer in time: tried again as it is, a few times."""
 
 
@@ -67,26 +72,33 @@ def _local_server() -> bool:
     return any(os.environ.get(v) for v in _ENDPOINT_VARS)
 
 
-class S3Store(Store):
+class S3Store(ListingStore):
     schemes = ("s3",)
+    gone = "the object was deleted"  # HEAD has no error body: a missing version is a 404 too
+    overwritten = "the object was overwritten (ETag differs)"
 
     def __init__(self) -> None:
         self._client: Any = None
         self._native: NativeGets | None = None
+        self._listing_pages: ListingPages | None = None
         self._lock = threading.Lock()
 
     @property
     def client(self) -> Any:
         """One boto3 client for all threads (boto3 clients are thread-safe). A setup it cannot be built
-        from (an unknown AWS_PROFILE, say) is a one-line StoreError."""
+        from (an unknown AWS_PROFILE, no credentials at all) is a one-line StoreUnavailable."""
         with self._lock:
             if self._client is None:
                 try:
-                    self._client, session = self._new_client()
+                    client, session = self._new_client()
+                    credentials = session.get_credentials()
                 except botocore.exceptions.BotoCoreError as exc:
-                    raise StoreError(f"cannot set up the S3 client: {exc}") from exc
-                self._native = NativeGets(self._client, session, path_style=_local_server(),
+                    raise StoreUnavailable(f"cannot set up the S3 client: {exc}") from exc
+                if credentials is None:  # the native client refuses to start without any (a ValueError)
+                    raise StoreUnavailable(_NO_CREDENTIALS)
+                self._native = NativeGets(client, session, path_style=_local_server(),
                                           connect_timeout=CONNECT_TIMEOUT_S, timeout=READ_TIMEOUT_S)  # fmt: skip
+                self._client = client
             return self._client
 
     @property
@@ -252,13 +264,52 @@ class S3Store(Store):
 
         return with_retries(fetch, what=f"reading {entry.ref}", retryable=lambda e: isinstance(e, _STREAM_ERRORS))
 
-    def check(self, entry: Entry) -> None:
+    # -- checking (see refmount.verify) -----------------------------------------------------------------
+    def locate(self, entry: Entry) -> tuple[Hashable, str]:
+        return netloc_and_path(entry)
+
+    def pinned_version(self, entry: Entry) -> str | None:
+        return entry.version_id if entry.version_id != "null" else None  # "null": nothing to pin
+
+    def found(self, entry: Entry) -> Found | None:
+        args = {k: v for k, v in self._pinned(entry).items() if k != "IfMatch"}  # mismatch() compares the ETag
         try:
-            self.client.head_object(**self._pinned(entry))
+            head = self.client.head_object(**args)
         except botocore.exceptions.ClientError as exc:
-            raise self._read_error(entry, exc) from exc
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):  # HEAD has no error body: a missing version too
+                return None
+            raise _store_error(exc, entry.ref, self.client) from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise _store_error(exc, entry.ref, self.client) from exc
+        return Found(args["Key"], head.get("VersionId"), head["ETag"].strip('"'), head["ContentLength"])
+
+    def list_pages(self, where: Hashable, prefix: str, *, versions: bool, uri: str) -> Iterator[list[Found]]:
+        """Pages read by :mod:`refmount.stores.s3_listing`, or by botocore where that cannot answer."""
+        operation = "list_object_versions" if versions else "list_objects_v2"
+        params: dict[str, Any] | None = {"Bucket": where, "Prefix": prefix, "MaxKeys": _PAGE_SIZE}
+        while params is not None:
+            objects, params = self.listing_pages.page(operation, params) or self._page(operation, params, uri)
+            yield objects
+
+    @property
+    def listing_pages(self) -> ListingPages:
+        client = self.client
+        with self._lock:
+            if self._listing_pages is None:
+                self._listing_pages = ListingPages(client)
+            return self._listing_pages
+
+    def _page(self, operation: str, params: dict[str, Any], uri: str) -> tuple[list[Found], dict[str, Any] | None]:
+        """One listing page through botocore (which retries, and whose errors say what went wrong)."""
+        page = self._call(parse_ref(uri), getattr(self.client, operation), **params)
+        if operation == "list_object_versions":  # delete markers too: they never match a logged version
+            objects = [Found(v["Key"], v["VersionId"], v.get("ETag", "").strip('"') or None, v.get("Size"))
+                       for v in (*page.get("Versions", []), *page.get("DeleteMarkers", []))]  # fmt: skip
+            after = {"KeyMarker": page.get("NextKeyMarker"), "VersionIdMarker": page.get("NextVersionIdMarker")}
+        else:
+            objects = [Found(o["Key"], None, o["ETag"].strip('"'), o["Size"]) for o in page.get("Contents", [])]
+            after = {"ContinuationToken": page.get("NextContinuationToken")}
+        return objects, {**params, **after} if page.get("IsTruncated") else None
 
     def _pinned(self, entry: Entry) -> dict[str, Any]:
         bucket, key = _bucket_key(parse_ref(entry.ref, quoted=entry.ref_quoted))
@@ -334,19 +385,18 @@ def _store_error(exc: Exception, uri: str, client: Any) -> RefmountError:
     """One line a person can act on, for any boto failure."""
     endpoint = client.meta.endpoint_url
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return StoreError(f"{uri}: no AWS credentials found (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
-                          "AWS_SECRET_ACCESS_KEY, or an instance role)")  # fmt: skip
+        return StoreUnavailable(f"{uri}: {_NO_CREDENTIALS}")
     if isinstance(exc, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
                         botocore.exceptions.ReadTimeoutError)):  # fmt: skip
-        return StoreError(f"{uri}: cannot reach the S3 endpoint {endpoint} ({exc})")
+        return StoreUnavailable(f"{uri}: cannot reach the S3 endpoint {endpoint} ({exc})")
     if isinstance(exc, botocore.exceptions.ClientError):
         code, message = _code(exc), exc.response.get("Error", {}).get("Message", "")
         bucket = parse_ref(uri).netloc
         if code == "NoSuchBucket":
-            return NotFound(f"{uri}: bucket {bucket!r} does not exist at {endpoint}")
+            return BucketNotFound(f"{uri}: bucket {bucket!r} does not exist at {endpoint}")
         if code in ("NoSuchKey", "404", "NotFound"):
             return NotFound(f"{uri}: no such object")
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return StoreError(f"{uri}: access denied ({code}); check the credentials and bucket policy")
+            return StoreUnavailable(f"{uri}: access denied ({code}); check the credentials and bucket policy")
         return StoreError(f"{uri}: S3 error {code}: {message}")
     return StoreError(f"{uri}: {exc}")
