@@ -134,13 +134,20 @@ async def _download_entry(entry: Entry, root: Path, made: _Directories, reader: 
     target = root / entry.path
     if not Path(os.path.realpath(target.parent)).is_relative_to(root):  # a symlink in dest must not lead out
         raise InvalidInput(f"refusing to write outside {root}")
-    if await trio.to_thread.run_sync(_already_correct, entry, target):
+    if await trio.to_thread.run_sync(already_correct, entry, target):
         report.kept += 1
         if progress:
             progress(entry.size or 0)
         return
     with _locally(f"cannot create directory {target.parent}"):
         await trio.to_thread.run_sync(made.make, target.parent)
+    report.bytes += await write_entry(entry, target, reader, progress)
+    report.written += 1
+
+
+async def write_entry(entry: Entry, target: Path, reader: Reader, progress: ProgressFn | None = None) -> int:
+    """Write the entry's bytes to ``target`` (whose directory exists) through a partial file, checked against
+    the logged size and MD5 and stamped (see :func:`already_correct`); returns the bytes written."""
     partial = target.with_name(f".{target.name}.refmount-part")
     cannot_write = f"cannot write {target}"
     with _locally(cannot_write):
@@ -175,8 +182,7 @@ async def _download_entry(entry: Entry, root: Path, made: _Directories, reader: 
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
         raise
-    report.written += 1
-    report.bytes += offset
+    return offset
 
 
 @contextlib.contextmanager
@@ -232,7 +238,7 @@ def _stamped(fd: int, entry: Entry, st: os.stat_result) -> bool:
         return False
 
 
-def _already_correct(entry: Entry, target: Path) -> bool:
+def already_correct(entry: Entry, target: Path) -> bool:
     """Resume: keep a regular file of the right size whose MD5 proves it right or, unless the digest is an
     MD5 (which alone decides), that still carries our stamp for this object; fetch anything else again.
 

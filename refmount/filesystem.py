@@ -22,6 +22,7 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from . import config
 from .cache import BlockCache
+from .download import already_correct, write_entry
 from .errors import NotFound, RefmountError
 from .manifest import Entry, path_component_problem
 from .names import name_problem, version_index
@@ -307,6 +308,24 @@ class RefmountFileSystem(AbstractFileSystem):
                 if isinstance(result, Exception):
                     raise result
         return results
+
+    def get_file(self, rpath: str, lpath: str, callback: Any = None, outfile: Any = None, **kwargs: Any) -> None:
+        """Download one file as ``refmount download`` does: kept if ``lpath`` already holds the logged bytes,
+        else written through a partial file checked against the logged size and MD5."""
+        if outfile is not None:  # fsspec's streaming form: plain reads
+            super().get_file(rpath, lpath, callback=callback, outfile=outfile, **kwargs)
+            return
+        if self.isdir(rpath):
+            os.makedirs(lpath, exist_ok=True)
+            return
+        entry, target = self._entry(rpath), Path(lpath)
+        if already_correct(entry, target):
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._reads().call(lambda reader: write_entry(entry, target, reader))
+        except RefmountError as exc:
+            raise OSError(errno.EIO, f"{entry.path}: {exc}") from None
 
     def _open(self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
               cache_options: Any = None, **kwargs: Any) -> RefmountFile:  # fmt: skip

@@ -164,18 +164,18 @@ def test_download_keeps_s3_files_only_when_their_md5_is_known(cli: Cli, s3_env: 
 
 def test_a_stamped_file_is_kept_when_its_hex_etag_is_no_md5(tmp_path: Path) -> None:
     """SSE-KMS objects have 32-hex ETags that are not MD5s: only the stamp can show a copy right."""
-    from refmount.download import _already_correct, _stamp
+    from refmount.download import _stamp, already_correct
     from refmount.manifest import Entry
 
     target = tmp_path / "kms.bin"
     target.write_bytes(b"encrypted at rest")
     entry = Entry(path="kms.bin", ref="s3://b/kms.bin", digest="0123456789abcdef0123456789abcdef", size=17)
-    assert not _already_correct(entry, target)
+    assert not already_correct(entry, target)
     _stamp(target, entry)
-    assert _already_correct(entry, target)
+    assert already_correct(entry, target)
     st = target.stat()
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # written since (its bytes unknown)
-    assert not _already_correct(entry, target)
+    assert not already_correct(entry, target)
 
 
 def test_no_credentials_is_one_line_and_leaves_nothing(cli: Cli, s3_env: S3Env, tmp_path: Path,

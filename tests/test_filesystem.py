@@ -83,6 +83,26 @@ def test_ranged_reads(fs: Any, registry_url: str, tmp_path: Path) -> None:
     assert results[0] == big[:4] and isinstance(results[1], FileNotFoundError)
 
 
+def test_get_downloads_as_refmount_download_does(fs: Any, registry_url: str, tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    fs.get("p/ds/v0/", str(tmp_path / "out"), recursive=True)
+    assert {rel: (tmp_path / "out" / rel).read_bytes() for rel in tree} == tree
+    (tmp_path / "src/labels.csv").write_bytes(b"a,b\n9\n")  # changed at the same size, after logging
+    (tmp_path / "out/labels.csv").unlink()
+    fs.get("p/ds/v0/labels.csv", str(tmp_path / "out/labels.csv"))  # the logged bytes, from the cache
+    assert (tmp_path / "out/labels.csv").read_bytes() == tree["labels.csv"]
+    (tmp_path / "out/labels.csv").unlink()
+    uncached = RefmountFileSystem(registry_url, cache=False, skip_instance_cache=True)
+    try:
+        with pytest.raises(OSError) as info:  # from the store: they are gone, so an error
+            uncached.get("p/ds/v0/labels.csv", str(tmp_path / "out/labels.csv"))
+    finally:
+        uncached.close()
+    assert info.value.errno == errno.EIO and not (tmp_path / "out/labels.csv").exists()
+    assert not any(p.name.endswith(".refmount-part") for p in (tmp_path / "out").iterdir())  # no partial left
+
+
 def test_bad_paths_and_writes_get_fsspecs_exceptions(fs: Any, registry_url: str, tmp_path: Path) -> None:
     make_tree(tmp_path / "src", 0)
     log(registry_url, "p/ds", file_uri(tmp_path / "src"))

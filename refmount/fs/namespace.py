@@ -31,6 +31,7 @@ from ..errors import NotFound
 from ..manifest import path_component_problem
 from ..names import name_problem, version_index
 from ..registry import ManifestIndex, Registry, VersionInfo
+from ..registry.url import redact
 from .nodes import (
     NODE_MASK,
     ROOT_INODE,
@@ -257,10 +258,10 @@ class Namespace:
         except Exception as exc:  # any registry failure (driver errors included) is an outage here
             if self._registry_ok:
                 log.error("registry %s is unavailable, new lookups fail with EIO until it is back: %s",
-                          self.registry.url, exc)  # fmt: skip
+                          redact(self.registry.url), exc)  # fmt: skip
                 self._registry_ok = False
             raise RegistryDown(str(exc)) from exc
         if not self._registry_ok:
-            log.warning("registry %s is reachable again", self.registry.url)
+            log.warning("registry %s is reachable again", redact(self.registry.url))
             self._registry_ok = True
         return value
