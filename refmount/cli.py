@@ -717,7 +717,9 @@ def verify_cmd(target: str, jobs: int, strict: bool, per_object: bool, as_json: 
             sys.exit(FAILED)
     else:
         _warn_unpinned(report.unpinned, "cannot be verified")
-        _finish(report, f"{report.kept} of {report.files} references resolve to their logged versions",
+        resolve = "reference resolves to its logged version" if report.files == 1 else \
+            "references resolve to their logged versions"  # fmt: skip
+        _finish(report, f"{report.kept} of {report.files} {resolve}",
                 unpinned="unpinned, not checked")  # fmt: skip
     if strict and report.unpinned:
         n = len(report.unpinned)

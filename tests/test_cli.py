@@ -473,6 +473,7 @@ def test_counts_are_singular_for_one(cli: Cli, data: Path, tmp_path: Path) -> No
     one = tmp_path / "one.csv"
     one.write_text("x\n")
     assert "(1 file, 2 B," in cli("log", "p/one", file_uri(one)).out
+    assert cli("verify", "p/one", "-q").out == "1 of 1 reference resolves to its logged version\n"
     assert "(4 files," in cli("log", "p/four", file_uri(data)).out
     copied = cli("registry", "copy", cli.registry_url, f"sqlite:///{tmp_path / 'copy.db'}", "-q").out
     assert copied == "copied 2 versions (0 already present), 2 aliases\n"
