@@ -15,14 +15,10 @@ from __future__ import annotations
 import sys
 
 from .cli import main as cli_main
+from .mountopts import not_for_fuse
 
 _SETTINGS = {"registry", "cache-dir", "cache-size", "alias-ttl", "stop-timeout", "uid", "gid", "log-file"}
 _FLAGS = {"allow-other"}
-# Read by mount(8), fstab tools and systemd only: libfuse refuses them, and the kernel must never see them.
-_USERSPACE = {"auto", "noauto", "defaults", "_netdev", "nofail", "user", "nouser", "users", "owner", "group"}
-_USERSPACE_PREFIXES = ("x-", "comment=")
-# Generic mount options with no meaning for refmount's read-only mount (it is always ro, nodev, nosuid).
-_MEANINGLESS = {"rw", "ro", "dev", "nodev", "suid", "nosuid", "exec", "noexec"}
 
 
 def mount_args(argv: list[str]) -> list[str]:
@@ -49,7 +45,7 @@ def mount_args(argv: list[str]) -> list[str]:
             out += [f"--{flag}", value]
         elif flag in _FLAGS and not has_value:
             out.append(f"--{flag}")
-        elif key not in _USERSPACE | _MEANINGLESS and not option.startswith(_USERSPACE_PREFIXES):
+        elif not not_for_fuse(option):
             fuse.append(option)
     if fuse:
         out += ["-o", ",".join(fuse)]

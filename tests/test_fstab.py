@@ -52,3 +52,16 @@ def test_mount_t_fuse_refmount(cli: Cli, tmp_path: Path, registry_url: str) -> N
         assert not is_mounted(mnt)
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+
+
+def test_userspace_options_typed_with_dash_o_stay_out_of_fuse(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "x.txt").write_text("hello")
+    cli("log", "p/ds", file_uri(tmp_path / "src"))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        cli("mount", str(mnt), "--cache-dir", str(tmp_path / "cache"), "-o", "_netdev,nofail,x-systemd.automount")
+        assert (mnt / "p/ds/v0/x.txt").read_text() == "hello"
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)

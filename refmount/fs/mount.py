@@ -28,6 +28,7 @@ import trio
 from .. import __version__, sdnotify, stores
 from ..cache import BlockCache
 from ..errors import InvalidInput, RefmountError, sole_exception
+from ..mountopts import not_for_fuse
 from ..reader import open_reader
 from ..registry import Registry, open_registry
 from ..registry.url import redact
@@ -298,7 +299,8 @@ def _serve_until_done(options: MountOptions, on_ready: Callable[[], None] | None
     http_store.keep_bodies_in(str(scratch))
     registry = open_registry(options.registry_url, index_dir=options.cache_dir / "manifests")
     cache = BlockCache(options.cache_dir, options.cache_size_bytes)
-    fuse_options = {"fsname=refmount", f"subtype={SUBTYPE}", "ro", "default_permissions", *options.fuse_options}
+    given = [option for option in options.fuse_options if not not_for_fuse(option)]  # -o _netdev typed by hand too
+    fuse_options = {"fsname=refmount", f"subtype={SUBTYPE}", "ro", "default_permissions", *given}
     if options.allow_other:
         fuse_options.add("allow_other")
     if "allow_other" in fuse_options:  # also when given with -o
