@@ -11,19 +11,11 @@ from typing import Any
 import fsspec
 import pytest
 
-import refmount
 from refmount.filesystem import RefmountFileSystem
 from refmount.stores.file import file_uri
 from tests.server_http import StallingServer
 from tests.servers import S3Env
-from tests.test_mount import make_tree
-
-
-def log(registry_url: str, target: str, uri: str, **kw: Any) -> str:
-    project, name = target.split("/")
-    art = refmount.Artifact(name, type="dataset")
-    art.add_reference(uri)
-    return refmount.log_artifact(art, project=project, registry=registry_url, **kw)
+from tests.test_mount import log, make_tree
 
 
 @pytest.fixture
