@@ -177,6 +177,13 @@ class BlockCache:
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             log.warning("could not store %d block(s) in the cache (%s); serving them anyway", len(blocks), exc)
 
+    def has(self, key: str) -> bool:
+        """Whether the cache holds ``key`` (its bytes are checked when read, not here)."""
+        try:
+            return key in self._cache
+        except (OSError, sqlite3.Error, diskcache.Timeout):
+            return False
+
     def claim(self, key: str) -> Claim:
         """Become the one process fetching ``key`` (see :class:`Claim`); blocks while another process is."""
         return Claim(self._claims_fd, key)

@@ -844,6 +844,39 @@ def _size_setting(n: int) -> str:
     return _count(n, "byte")
 
 
+@main.group("cache")
+def cache_group() -> None:
+    """Work on this node's block cache (the one `refmount config` shows, shared with its mounts)."""
+
+
+@cache_group.command("prefetch")
+@version_argument
+@click.option("--path", "prefix", metavar="PATH", help="Only the files at or under PATH in the version (e.g. train/).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=32, show_default=True, help="Files fetched at once.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@registry_option
+def cache_prefetch_cmd(target: str, prefix: str | None, jobs: int, quiet: bool, registry_url: str | None) -> None:
+    """Fill the block cache with a version's files, so that a mount on this node reads them without a store
+    request (warm a node before a job starts).
+
+    Only the blocks the cache lacks are fetched, pinned as the mount reads them: an interrupted prefetch
+    resumes where it stopped. A mount using the same cache may run meanwhile; a block one of them is
+    fetching, the other waits for instead of fetching it again. Entries with nothing to pin their bytes by
+    are not fetched (the mount does not serve them); a warning names them.
+
+    Exit status: 0, 2 if PATH matches no file, or 4 if any file failed.
+    """
+    from .warmup import prefetch
+
+    with _open(registry_url) as registry, _block_cache(False) as cache:
+        version = _resolve(registry, target)
+        with _progress_bar(f"prefetching {version.qualified_name}", version.total_size, enabled=not quiet) as bar:
+            report = trio.run(lambda: prefetch(registry, version, cache, prefix=prefix, jobs=jobs, progress=bar))
+    _warn_unpinned(report.unpinned, "cannot be prefetched")
+    _finish(report, f"{_count(report.fetched, 'block')} fetched ({_size(report.bytes)}), {report.cached:,} already "
+            f"cached, of {_count(report.files, 'file')}", unpinned="not fetched")  # fmt: skip
+
+
 @main.group("registry")
 def registry_group() -> None:
     """Create, migrate and copy registries."""

@@ -184,7 +184,7 @@ class Reader:
     def fetch_small_file(self, entry: Entry) -> None:
         """Start fetching a file that fits in one block, in the background, unless it is in memory, under way
         or in the disk cache's index (then it is read into memory now, on this thread)."""
-        if (entry.size or 0) > self.block_size or not entry.pinned:
+        if not 0 < (entry.size or 0) <= self.block_size or not entry.pinned:  # an empty file has nothing to fetch
             return
         key = block_key(entry, self.block_size, 0)
         if key in self._memory or key in self._flights:

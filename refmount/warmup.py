@@ -1,0 +1,86 @@
+"""Filling a node's disk cache before a job needs it (``refmount cache prefetch``).
+
+The blocks of a version's files that the cache lacks are fetched through the reader, with its pins, its
+single flight and its claims across processes: a mount using the same cache directory meanwhile waits for
+a block being fetched here instead of fetching it again, and afterwards serves every block without a store
+request. Blocks already cached are skipped, so an interrupted prefetch resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from .batch import batch
+from .cache import BlockCache, block_key
+from .errors import InvalidInput, RefmountError, StoreUnavailable
+from .manifest import Entry
+from .reader import Reader, open_reader
+from .registry import Registry, VersionInfo
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass
+class WarmupReport:
+    files: int = 0  # the files chosen (under the path prefix)
+    cached: int = 0  # blocks that were in the cache already
+    fetched: int = 0  # blocks fetched now
+    bytes: int = 0  # bytes fetched now
+    skipped: int = 0  # pinned files without a size (nothing says how many bytes to fetch)
+    unpinned: list[str] = field(default_factory=list)  # never served, so never fetched
+    failures: list[str] = field(default_factory=list)
+
+
+def under(path: str, prefix: str | None) -> bool:
+    """Whether ``path`` is ``prefix`` or inside the directory ``prefix`` (None: every path)."""
+    if not prefix:
+        return True
+    prefix = prefix.strip("/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
+async def prefetch(registry: Registry, version: VersionInfo, cache: BlockCache, *, prefix: str | None = None,
+                   jobs: int = 32, progress: ProgressFn | None = None) -> WarmupReport:  # fmt: skip
+    """Fetch into ``cache`` every block it lacks of the version's files under ``prefix``; ``progress`` gets
+    the bytes of each file as it is done (fetched or found cached)."""
+    entries = await trio.to_thread.run_sync(lambda: list(registry.iter_entries(version.manifest_id)))
+    chosen = [entry for entry in entries if under(entry.path, prefix)]
+    if not chosen:
+        raise InvalidInput(f"no file of {version.qualified_name} is under {prefix!r}")
+    report = WarmupReport(files=len(chosen))
+    limiter = trio.CapacityLimiter(jobs)
+
+    async def one(entry: Entry) -> None:
+        async with limiter:
+            try:
+                await _warm(entry, reader, cache, report)
+            except StoreUnavailable:
+                raise  # not about this file: it ends the prefetch
+            except RefmountError as exc:
+                message = str(exc)
+                report.failures.append(message if message.startswith(f"{entry.path}: ") else f"{entry.path}: {message}")
+        if progress:
+            progress(entry.size or 0)
+
+    async with open_reader(cache) as reader, batch() as files:
+        for entry in chosen:
+            if not entry.pinned:
+                report.unpinned.append(entry.path)
+            elif entry.size is None:
+                report.skipped += 1
+            elif entry.size > 0:
+                files.start_soon(one, entry)
+    files.raise_failure()
+    return report
+
+
+async def _warm(entry: Entry, reader: Reader, cache: BlockCache, report: WarmupReport) -> None:
+    keys = [block_key(entry, reader.block_size, index) for index in range(reader.blocks(entry))]
+    missing = await trio.to_thread.run_sync(lambda: [i for i, key in enumerate(keys) if not cache.has(key)])
+    report.cached += len(keys) - len(missing)
+    for index in missing:
+        report.bytes += len(await reader.block(entry, index))  # stored by the reader's write-back
+        report.fetched += 1

@@ -1,0 +1,69 @@
+"""`refmount cache prefetch`: a version's blocks into the node's cache, which a mount then serves from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from refmount.stores.file import file_uri
+from tests.conftest import Cli
+from tests.server_http import StallingServer
+from tests.test_mount import log, make_tree
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The cache the CLI uses: the one mount_factory's mounts use too."""
+    monkeypatch.setenv("REFMOUNT_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_a_mount_serves_prefetched_files_without_fetching(cli: Cli, registry_url: str, tmp_path: Path,
+                                                          cache_dir: Path, mount_factory: Any) -> None:  # fmt: skip
+    tree = make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    blocks = 1 + 1 + 1 + 3  # train/0001.png, x.bin, labels.csv, big.bin (three blocks); empty has none
+    first = cli("cache", "prefetch", "p/ds", "-q")
+    mib = sum(map(len, tree.values())) / 2**20
+    assert first.out == f"{blocks} blocks fetched ({mib:.1f} MiB), 0 already cached, of 5 files\n"
+    again = cli("cache", "prefetch", "p/ds:latest", "-q")  # resumes: nothing left to fetch
+    assert again.out == f"0 blocks fetched (0 B), {blocks:,} already cached, of 5 files\n"
+    mounted = mount_factory()
+    for rel, data in tree.items():
+        assert (mounted.path / "p/ds/v0" / rel).read_bytes() == data
+    assert mounted.stats()["fetches"] == 0
+
+
+def test_prefetch_beside_a_live_mount_fetches_each_block_once(cli: Cli, registry_url: str, cache_dir: Path,
+                                                              mount_factory: Any,
+                                                              stalling_http: StallingServer) -> None:  # fmt: skip
+    stalling_http.stall = ""
+    log(registry_url, "p/web", stalling_http.url)
+    mounted = mount_factory()
+    assert (mounted.path / "p/web/v0/slow.bin").read_bytes() == stalling_http.body  # the mount fetches it
+    assert stalling_http.requests.count("GET") == 1
+    assert cli("cache", "prefetch", "p/web", "-q").out.startswith("0 blocks fetched (0 B), 1 already cached")
+    assert stalling_http.requests.count("GET") == 1
+
+
+def test_path_selects_files(cli: Cli, registry_url: str, tmp_path: Path, cache_dir: Path) -> None:
+    make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    assert cli("cache", "prefetch", "p/ds", "--path", "train/", "-q").out.startswith("2 blocks fetched")
+    assert cli("cache", "prefetch", "p/ds", "--path", "labels.csv", "-q").out.startswith("1 block fetched")
+
+
+def test_bad_input_is_one_line(cli: Cli, registry_url: str, tmp_path: Path, cache_dir: Path) -> None:
+    make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    for args, message in (
+        (["p/ds", "--path", "nope/"], "no file of p/ds:v0 is under 'nope/'"),
+        (["p/ds:v9"], "v9"),
+        (["p/nothing"], "nothing"),
+    ):
+        result = cli("cache", "prefetch", *args, "-q", ok=False)
+        assert message in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert cli("cache", "prefetch", "p/ds", "-q").out.startswith("6 blocks fetched")  # nothing was cached before
+    assert "--path" in cli("cache", "prefetch", "--help").out
