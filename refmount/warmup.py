@@ -17,7 +17,7 @@ from .batch import batch
 from .cache import BlockCache, block_key
 from .errors import InvalidInput, RefmountError, StoreUnavailable
 from .manifest import Entry
-from .reader import Reader, open_reader
+from .reader import open_reader
 from .registry import Registry, VersionInfo
 
 ProgressFn = Callable[[int], None]
@@ -53,10 +53,12 @@ async def prefetch(registry: Registry, version: VersionInfo, cache: BlockCache, 
     report = WarmupReport(files=len(chosen))
     limiter = trio.CapacityLimiter(jobs)
 
-    async def one(entry: Entry) -> None:
+    async def one(entry: Entry, missing: list[int]) -> None:
         async with limiter:
             try:
-                await _warm(entry, reader, cache, report)
+                for index in missing:
+                    report.bytes += len(await reader.block(entry, index))  # stored by the reader's write-back
+                    report.fetched += 1
             except StoreUnavailable:
                 raise  # not about this file: it ends the prefetch
             except RefmountError as exc:
@@ -66,21 +68,28 @@ async def prefetch(registry: Registry, version: VersionInfo, cache: BlockCache, 
             progress(entry.size or 0)
 
     async with open_reader(cache) as reader, batch() as files:
+        wanted = []
         for entry in chosen:
             if not entry.pinned:
                 report.unpinned.append(entry.path)
             elif entry.size is None:
                 report.skipped += 1
             elif entry.size > 0:
-                files.start_soon(one, entry)
+                wanted.append(entry)
+        # One pass over the cache's index for every block (a worker thread per file costs more than its lookups).
+        for entry, missing in await trio.to_thread.run_sync(_missing_blocks, wanted, reader.block_size, cache):
+            report.cached += reader.blocks(entry) - len(missing)
+            if missing:
+                files.start_soon(one, entry, missing)
+            elif progress:
+                progress(entry.size or 0)
     files.raise_failure()
     return report
 
 
-async def _warm(entry: Entry, reader: Reader, cache: BlockCache, report: WarmupReport) -> None:
-    keys = [block_key(entry, reader.block_size, index) for index in range(reader.blocks(entry))]
-    missing = await trio.to_thread.run_sync(lambda: [i for i, key in enumerate(keys) if not cache.has(key)])
-    report.cached += len(keys) - len(missing)
-    for index in missing:
-        report.bytes += len(await reader.block(entry, index))  # stored by the reader's write-back
-        report.fetched += 1
+def _missing_blocks(entries: list[Entry], block_size: int, cache: BlockCache) -> list[tuple[Entry, list[int]]]:
+    out = []
+    for entry in entries:
+        count = max(1, -(-(entry.size or 0) // block_size))
+        out.append((entry, [i for i in range(count) if not cache.has(block_key(entry, block_size, i))]))
+    return out
