@@ -8,14 +8,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import refmount
 import refmount.stores
 from tests.mounts import is_mounted
+from tests.servers import s3_client
 
 PEERS = ("rclone", "s3fs")
 
@@ -31,6 +34,21 @@ def use_s3(endpoint: str) -> None:
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
                       AWS_S3_ENDPOINT_URL=endpoint)  # fmt: skip
     refmount.stores.reset()
+
+
+def small_files_version(endpoint: str, work: Path, files: int, body: bytes, key: Callable[[int], str]) -> str:
+    """Upload ``files`` objects holding ``body`` to s3://bench/small/KEY, log the prefix as bench/small:v0
+    in a registry under ``work``, and return the registry's URL."""
+    client = s3_client(endpoint)
+    client.create_bucket(Bucket="bench")
+    print(f"uploading {files:,} objects ...", file=sys.stderr)
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda i: client.put_object(Bucket="bench", Key=f"small/{key(i)}", Body=body), range(files)))
+    registry = f"sqlite:///{work / 'registry.db'}"
+    art = refmount.Artifact("small", type="dataset")
+    art.add_reference("s3://bench/small/")
+    refmount.log_artifact(art, project="bench", registry=registry)
+    return registry
 
 
 @contextmanager

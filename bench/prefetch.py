@@ -23,11 +23,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import drop_caches, use_s3
+from common import drop_caches, small_files_version, use_s3
 
-import refmount
 from tests.mounts import MountedFS
-from tests.servers import SeaweedFS, s3_client
+from tests.servers import SeaweedFS
 
 STATS_XATTR = "user.refmount.stats"
 
@@ -74,17 +73,8 @@ def main() -> None:
     try:
         with SeaweedFS() as endpoint:
             use_s3(endpoint)
-            client = s3_client(endpoint)
-            client.create_bucket(Bucket="bench")
             body = os.urandom(args.size_kib << 10)
-            print(f"uploading {args.files:,} objects ...", file=sys.stderr)
-            with ThreadPoolExecutor(32) as pool:
-                list(pool.map(lambda i: client.put_object(Bucket="bench", Key=f"small/{i % 100:02}/{i:06}.bin",
-                                                          Body=body), range(args.files)))  # fmt: skip
-            registry = f"sqlite:///{work / 'registry.db'}"
-            art = refmount.Artifact("small", type="dataset")
-            art.add_reference("s3://bench/small/")
-            refmount.log_artifact(art, project="bench", registry=registry)
+            registry = small_files_version(endpoint, work, args.files, body, lambda i: f"{i % 100:02}/{i:06}.bin")
             n = 0
             for r in range(args.rounds):
                 cache = work / f"cache-prefetch{r}"

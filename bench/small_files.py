@@ -22,7 +22,6 @@ import json
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,10 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import PEERS, cpu_seconds, drop_caches, peer_mount, serving_pid, use_s3
+from common import PEERS, cpu_seconds, drop_caches, peer_mount, serving_pid, small_files_version, use_s3
 
-import refmount
-import refmount.stores
 from tests.mounts import MountedFS
 from tests.servers import SeaweedFS, s3_client
 
@@ -145,17 +142,9 @@ def main() -> None:
     try:
         with SeaweedFS() as endpoint:
             use_s3(endpoint)
-            client = s3_client(endpoint)
-            client.create_bucket(Bucket="bench")
             body = os.urandom(args.size_kib << 10)
-            print(f"uploading {args.files:,} objects ...", file=sys.stderr)
-            with ThreadPoolExecutor(32) as pool:
-                list(pool.map(lambda i: client.put_object(Bucket="bench", Key=f"small/{key(i)}", Body=body),
-                              range(args.files)))  # fmt: skip
-            registry = f"sqlite:///{work / 'registry.db'}"
-            art = refmount.Artifact("small", type="dataset")
-            art.add_reference("s3://bench/small/")
-            refmount.log_artifact(art, project="bench", registry=registry)
+            registry = small_files_version(endpoint, work, args.files, body, key)
+            client = s3_client(endpoint)
 
             def get_object(i: int) -> int:
                 return len(client.get_object(Bucket="bench", Key=f"small/{key(i)}")["Body"].read())
