@@ -176,6 +176,12 @@ def version_argument(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.argument("target", metavar="PROJECT/ARTIFACT[:VERSION]", shell_complete=completion.versions)(fn)
 
 
+def path_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--path", "prefix", metavar="PATH",
+                        help="Only the files at or under PATH in the version (a directory such as train/, "
+                        "or one file); a PATH that matches no file is an error.")(fn)  # fmt: skip
+
+
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
 
@@ -468,12 +474,17 @@ def _count(n: int, noun: str, plural: str | None = None) -> str:
 @main.command("show")
 @version_argument
 @click.option("--json", "as_json", is_flag=True, help="Print the W&B manifest JSON instead of a listing.")
+@path_option
 @registry_option
-def show_cmd(target: str, as_json: bool, registry_url: str | None) -> None:
+def show_cmd(target: str, as_json: bool, prefix: str | None, registry_url: str | None) -> None:
     """Show the entries of a version (default: latest): path, size, reference, version, digest."""
     ref = ArtifactRef.parse(target)
     with _open(registry_url) as registry:
         version = registry.resolve(ref.project, ref.artifact, ref.label)
+        if as_json and prefix:
+            raise InvalidInput("--json prints the whole manifest: give no --path with it")
+        entries = registry.entries_under(version, prefix)  # streamed: versions can have millions of entries
+        first = next(entries, None)  # a PATH that matches nothing fails here, before anything is printed
         if as_json:
             _echo_manifest(registry, version)
             return
@@ -485,9 +496,9 @@ def show_cmd(target: str, as_json: bool, registry_url: str | None) -> None:
             click.echo(f"description: {version.description}")
         if version.metadata:
             click.echo(f"metadata: {json.dumps(dict(version.metadata), sort_keys=True)}")
-        entries = registry.iter_entries(version.manifest_id)  # streamed: versions can have millions of entries
+        shown = itertools.chain([first] if first is not None else [], entries)
         _print_lines(["size", "path", "reference", "version", "digest"],
-                     ((e.size, e.path, e.ref, e.version_id, e.digest) for e in entries))  # fmt: skip
+                     ((e.size, e.path, e.ref, e.version_id, e.digest) for e in shown))  # fmt: skip
 
 
 def _echo_manifest(registry: Registry, version: VersionInfo) -> None:
@@ -656,9 +667,11 @@ def umount_cmd(mountpoint: Path, lazy: bool) -> None:
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=8, show_default=True, help="Files fetched at once.")
 @click.option("--no-cache", is_flag=True, help="Do not read from or add to the block cache.")
+@path_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @registry_option
-def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, quiet: bool, registry_url: str | None) -> None:
+def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, prefix: str | None, quiet: bool,
+                 registry_url: str | None) -> None:  # fmt: skip
     """Write every file of a version under DEST, verified, in parallel.
 
     Resumable: files already present are kept when their MD5 matches (the entry's content MD5, or a
@@ -675,7 +688,7 @@ def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, quiet: bool
     with _open(registry_url) as registry, _block_cache(no_cache) as cache:
         version = _resolve(registry, target)
         with _progress_bar(f"downloading {version.qualified_name}", version.total_size, enabled=not quiet) as bar:
-            report = trio.run(lambda: download(registry, version, dest, cache, jobs=jobs, progress=bar))
+            report = trio.run(lambda: download(registry, version, dest, cache, jobs=jobs, prefix=prefix, progress=bar))
     _warn_unpinned(report.unpinned, "cannot be downloaded")
     _finish(report, f"{report.written} written ({_size(report.bytes)}), {report.kept} already there",
             unpinned="not downloaded")  # fmt: skip
@@ -851,7 +864,7 @@ def cache_group() -> None:
 
 @cache_group.command("prefetch")
 @version_argument
-@click.option("--path", "prefix", metavar="PATH", help="Only the files at or under PATH in the version (e.g. train/).")
+@path_option
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=32, show_default=True, help="Files fetched at once.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @registry_option

@@ -56,8 +56,9 @@ def expected_md5(entry: Entry) -> bytes | None:
 
 
 async def download(registry: Registry, version: VersionInfo, dest: Path, cache: BlockCache | None, *, jobs: int = 8,
-                   progress: ProgressFn | None = None) -> Report:  # fmt: skip
-    entries = await trio.to_thread.run_sync(lambda: list(registry.iter_entries(version.manifest_id)))
+                   prefix: str | None = None, progress: ProgressFn | None = None) -> Report:  # fmt: skip
+    """Write the version's files (those at or under ``prefix``) under ``dest``."""
+    entries = await trio.to_thread.run_sync(lambda: list(registry.entries_under(version, prefix)))
     root = Path(os.path.realpath(dest))  # unlike Path.resolve, no RuntimeError on a symlink loop
     made = _Directories(root)
     try:

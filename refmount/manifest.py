@@ -220,6 +220,14 @@ def join_path(prefix: str | None, rel: str) -> str:
     return f"{prefix.strip('/')}/{rel}" if prefix and prefix.strip("/") else rel
 
 
+def is_under(path: str, prefix: str | None) -> bool:
+    """Whether ``path`` is ``prefix`` or inside the directory ``prefix`` (None or '': every path)."""
+    if not prefix or not prefix.strip("/"):
+        return True
+    prefix = prefix.strip("/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
 def parent_dir(path: str) -> str:
     """``a/b/c`` -> ``a/b``; top-level entries have parent ``''`` (the version root)."""
     head, _, _ = path.rpartition("/")

@@ -15,7 +15,7 @@ import trio
 
 from .batch import batch
 from .cache import BlockCache, block_key
-from .errors import InvalidInput, RefmountError, StoreUnavailable
+from .errors import RefmountError, StoreUnavailable
 from .manifest import Entry
 from .reader import open_reader
 from .registry import Registry, VersionInfo
@@ -34,22 +34,11 @@ class WarmupReport:
     failures: list[str] = field(default_factory=list)
 
 
-def under(path: str, prefix: str | None) -> bool:
-    """Whether ``path`` is ``prefix`` or inside the directory ``prefix`` (None: every path)."""
-    if not prefix:
-        return True
-    prefix = prefix.strip("/")
-    return path == prefix or path.startswith(prefix + "/")
-
-
 async def prefetch(registry: Registry, version: VersionInfo, cache: BlockCache, *, prefix: str | None = None,
                    jobs: int = 32, progress: ProgressFn | None = None) -> WarmupReport:  # fmt: skip
     """Fetch into ``cache`` every block it lacks of the version's files under ``prefix``; ``progress`` gets
     the bytes of each file as it is done (fetched or found cached)."""
-    entries = await trio.to_thread.run_sync(lambda: list(registry.iter_entries(version.manifest_id)))
-    chosen = [entry for entry in entries if under(entry.path, prefix)]
-    if not chosen:
-        raise InvalidInput(f"no file of {version.qualified_name} is under {prefix!r}")
+    chosen = await trio.to_thread.run_sync(lambda: list(registry.entries_under(version, prefix)))
     report = WarmupReport(files=len(chosen))
     limiter = trio.CapacityLimiter(jobs)
 

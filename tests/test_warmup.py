@@ -1,4 +1,5 @@
-"""`refmount cache prefetch`: a version's blocks into the node's cache, which a mount then serves from."""
+"""`refmount cache prefetch` (a version's blocks into the node's cache, which a mount then serves from), and the
+--path selection it shares with `download` and `show`."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def test_bad_input_is_one_line(cli: Cli, registry_url: str, tmp_path: Path, cach
     make_tree(tmp_path / "src", 0)
     log(registry_url, "p/ds", file_uri(tmp_path / "src"))
     for args, message in (
-        (["p/ds", "--path", "nope/"], "no file of p/ds:v0 is under 'nope/'"),
+        (["p/ds", "--path", "nope/"], "no file of p/ds:v0 is at or under 'nope/'"),
         (["p/ds:v9"], "v9"),
         (["p/nothing"], "nothing"),
     ):
@@ -67,3 +68,18 @@ def test_bad_input_is_one_line(cli: Cli, registry_url: str, tmp_path: Path, cach
         assert message in result.err and len(result.err.strip().splitlines()) == 1, result.err
     assert cli("cache", "prefetch", "p/ds", "-q").out.startswith("6 blocks fetched")  # nothing was cached before
     assert "--path" in cli("cache", "prefetch", "--help").out
+
+
+def test_download_and_show_take_the_same_path(cli: Cli, registry_url: str, tmp_path: Path, cache_dir: Path) -> None:
+    tree = make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    shown = cli("show", "p/ds", "--path", "train").out.splitlines()
+    assert [line.split("\t")[1] for line in shown[1:] if "\t" in line][1:] == ["train/0001.png", "train/deep/er/x.bin"]
+    out = tmp_path / "out"
+    assert cli("download", "p/ds", str(out), "--path", "train/deep/", "-q").out.startswith("1 written")
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()] == ["train/deep/er/x.bin"]
+    assert (out / "train/deep/er/x.bin").read_bytes() == tree["train/deep/er/x.bin"]
+    for command in (["show", "p/ds"], ["download", "p/ds", str(tmp_path / "none")]):
+        result = cli(*command, "--path", "nope", ok=False)
+        assert result.err.strip() == "refmount: error: no file of p/ds:v0 is at or under 'nope'" and not result.out
+    assert not (tmp_path / "none").exists()

@@ -13,8 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import NotFound
-from ..manifest import Entry, Manifest
+from ..errors import InvalidInput, NotFound
+from ..manifest import Entry, Manifest, is_under
 
 
 class NoRegistry(NotFound):
@@ -179,6 +179,17 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     def iter_entries(self, manifest_id: str) -> Iterator[Entry]:
         """All entries of a stored manifest, in path order, without loading them all at once."""
+
+    def entries_under(self, version: VersionInfo, prefix: str | None) -> Iterator[Entry]:
+        """The version's entries at or under the directory (or file) ``prefix``, streamed; InvalidInput, before
+        any entry is given, when a prefix matches none."""
+        entries = (entry for entry in self.iter_entries(version.manifest_id) if is_under(entry.path, prefix))
+        first = next(entries, None)
+        if first is None and prefix:
+            raise InvalidInput(f"no file of {version.qualified_name} is at or under {prefix!r}")
+        if first is not None:
+            yield first
+            yield from entries
 
     @abc.abstractmethod
     def manifest_index(self, manifest_id: str) -> ManifestIndex:
