@@ -28,7 +28,7 @@ import trio
 
 from .batch import batch
 from .cache import BlockCache
-from .errors import InvalidInput, RefmountError, StoreUnavailable
+from .errors import InvalidInput, RefmountError, StoreUnavailable, about
 from .manifest import Entry
 from .prefetch import Stream
 from .reader import Reader, open_reader
@@ -76,8 +76,7 @@ async def download(registry: Registry, version: VersionInfo, dest: Path, cache: 
             except StoreUnavailable:
                 raise  # not about this entry: it ends the download
             except RefmountError as exc:
-                message = str(exc)  # store errors about an entry already start with its path
-                report.failures.append(message if message.startswith(f"{entry.path}: ") else f"{entry.path}: {message}")
+                report.failures.append(about(entry.path, exc))
 
     try:
         async with open_reader(cache) as reader, batch() as jobs_:

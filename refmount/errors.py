@@ -7,6 +7,12 @@ anything else is a bug and gets a traceback.
 from __future__ import annotations
 
 
+def about(path: str, exc: BaseException) -> str:
+    """``exc``'s message about the entry at ``path``, led by that path (store errors already start with it)."""
+    message = str(exc)
+    return message if message.startswith(f"{path}: ") else f"{path}: {message}"
+
+
 class RefmountError(Exception):
     """Base class: the message is shown to the user as-is, on one line."""
 

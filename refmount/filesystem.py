@@ -23,7 +23,7 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from . import config
 from .cache import BlockCache
 from .download import already_correct, write_entry
-from .errors import NotFound, RefmountError
+from .errors import NotFound, RefmountError, about
 from .manifest import Entry, path_component_problem
 from .names import name_problem, version_index
 from .reader import Reader, open_reader
@@ -107,6 +107,7 @@ class RefmountFileSystem(AbstractFileSystem):
         self._registry: Registry | None = None
         self._cache: BlockCache | None = None
         self._portal: _Portal | None = None
+        self._indexes: dict[str, ManifestIndex] = {}
 
     # -- per-process state ----------------------------------------------------------------------------
     @property
@@ -131,10 +132,17 @@ class RefmountFileSystem(AbstractFileSystem):
             if self._pid == os.getpid():
                 return
             # After a fork, the parent's connections and reader thread are not ours: start afresh, untouched.
-            self._registry, self._cache, self._portal = None, None, None
+            self._registry, self._cache, self._portal, self._indexes = None, None, None, {}
             index_dir = Path(self._settings.cache_dir) / "manifests"  # where the mount keeps its copies too
             self._registry = open_registry(self._settings.registry, index_dir=index_dir)
             self._pid = os.getpid()
+
+    def _index(self, manifest_id: str) -> ManifestIndex:
+        """A stored manifest's index, opened once per process (a stored manifest never changes)."""
+        index = self._indexes.get(manifest_id)
+        if index is None:
+            index = self._indexes[manifest_id] = self.registry.manifest_index(manifest_id)
+        return index
 
     def close(self) -> None:
         """Finish the reader's cache writes and release connections (also done at exit)."""
@@ -160,27 +168,32 @@ class RefmountFileSystem(AbstractFileSystem):
         return "/".join(p for p in parts if p)
 
     def _locate(self, path: str) -> _Located:
-        parts = self._strip_protocol(path).split("/") if self._strip_protocol(path) else []
+        stripped = self._strip_protocol(path)
+        parts = stripped.split("/") if stripped else []
         registry = self.registry
         if not parts:
             return _Located("root", "")
         project = parts[0]
-        if name_problem(project) or project not in registry.projects():
+        if name_problem(project):
             raise _missing(path)
         if len(parts) == 1:
+            if project not in registry.projects():
+                raise _missing(path)
             return _Located("project", project)
         artifact = parts[1]
-        if name_problem(artifact) or artifact not in {a.name for a in registry.artifacts(project)}:
+        if name_problem(artifact):
             raise _missing(path)
         if len(parts) == 2:
+            if artifact not in {a.name for a in registry.artifacts(project)}:
+                raise _missing(path)
             return _Located("artifact", f"{project}/{artifact}")
         label = parts[2]
-        try:
+        try:  # deeper paths: resolve alone says whether project and artifact exist (no listing of either)
             version = registry.resolve(project, artifact, label)
         except NotFound:
             raise _missing(path) from None
         alias_of = None if version_index(label) is not None else f"v{version.index}"
-        index = registry.manifest_index(version.manifest_id)
+        index = self._index(version.manifest_id)
         node_id = index.root_id
         for depth, name in enumerate(parts[3:], start=4):
             node = None if path_component_problem(name) else index.child(node_id, name)
@@ -262,7 +275,7 @@ class RefmountFileSystem(AbstractFileSystem):
         try:
             return self._reads().call(lambda reader: reader.read(entry, start, end - start))
         except RefmountError as exc:
-            raise OSError(errno.EIO, f"{entry.path}: {exc}") from None
+            raise OSError(errno.EIO, about(entry.path, exc)) from None
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         entry = self._entry(path)
@@ -292,7 +305,7 @@ class RefmountFileSystem(AbstractFileSystem):
                 try:
                     results[i] = await reader.read(entry, start, max(0, end - start))
                 except RefmountError as exc:
-                    results[i] = OSError(errno.EIO, f"{entry.path}: {exc}")
+                    results[i] = OSError(errno.EIO, about(entry.path, exc))
 
             async with trio.open_nursery() as nursery:
                 for i, job in enumerate(jobs):
@@ -325,7 +338,7 @@ class RefmountFileSystem(AbstractFileSystem):
         try:
             self._reads().call(lambda reader: write_entry(entry, target, reader))
         except RefmountError as exc:
-            raise OSError(errno.EIO, f"{entry.path}: {exc}") from None
+            raise OSError(errno.EIO, about(entry.path, exc)) from None
 
     def _open(self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
               cache_options: Any = None, **kwargs: Any) -> RefmountFile:  # fmt: skip

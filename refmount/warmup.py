@@ -15,9 +15,9 @@ import trio
 
 from .batch import batch
 from .cache import BlockCache, block_key
-from .errors import RefmountError, StoreUnavailable
+from .errors import RefmountError, StoreUnavailable, about
 from .manifest import Entry
-from .reader import open_reader
+from .reader import Reader, open_reader
 from .registry import Registry, VersionInfo
 
 ProgressFn = Callable[[int], None]
@@ -51,8 +51,7 @@ async def prefetch(registry: Registry, version: VersionInfo, cache: BlockCache, 
             except StoreUnavailable:
                 raise  # not about this file: it ends the prefetch
             except RefmountError as exc:
-                message = str(exc)
-                report.failures.append(message if message.startswith(f"{entry.path}: ") else f"{entry.path}: {message}")
+                report.failures.append(about(entry.path, exc))
         if progress:
             progress(entry.size or 0)
 
@@ -66,7 +65,7 @@ async def prefetch(registry: Registry, version: VersionInfo, cache: BlockCache, 
             elif entry.size > 0:
                 wanted.append(entry)
         # One pass over the cache's index for every block (a worker thread per file costs more than its lookups).
-        for entry, missing in await trio.to_thread.run_sync(_missing_blocks, wanted, reader.block_size, cache):
+        for entry, missing in await trio.to_thread.run_sync(_missing_blocks, wanted, reader, cache):
             report.cached += reader.blocks(entry) - len(missing)
             if missing:
                 files.start_soon(one, entry, missing)
@@ -76,9 +75,6 @@ async def prefetch(registry: Registry, version: VersionInfo, cache: BlockCache, 
     return report
 
 
-def _missing_blocks(entries: list[Entry], block_size: int, cache: BlockCache) -> list[tuple[Entry, list[int]]]:
-    out = []
-    for entry in entries:
-        count = max(1, -(-(entry.size or 0) // block_size))
-        out.append((entry, [i for i in range(count) if not cache.has(block_key(entry, block_size, i))]))
-    return out
+def _missing_blocks(entries: list[Entry], reader: Reader, cache: BlockCache) -> list[tuple[Entry, list[int]]]:
+    return [(entry, [i for i in range(reader.blocks(entry)) if not cache.has(block_key(entry, reader.block_size, i))])
+            for entry in entries]  # fmt: skip
