@@ -33,6 +33,7 @@ from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 from . import directio
 from .buffers import Block
 from .errors import InvalidInput
+from .forkgate import SQLITE
 from .manifest import CONTENT_MD5, Entry
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,11 @@ class BlockCache:
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(self.directory, 0o700)  # cached bytes may be private data: owner only
-            self._cache = self._open(size_limit, timeout=60)
-            # The event loop's own connection, for small blocks (SQLite keeps connections per thread): a read
-            # never waits for a writer in WAL mode, and where SQLite is busy anyway it gives up at once.
-            self._loop_reader = self._open(size_limit, timeout=0)
+            with SQLITE:
+                self._cache = self._open(size_limit, timeout=60)
+                # The event loop's own connection, for small blocks (SQLite keeps connections per thread): a
+                # read never waits for a writer in WAL mode, and where SQLite is busy anyway it gives up at once.
+                self._loop_reader = self._open(size_limit, timeout=0)
             # One open file description for this cache object's claims (see Claim).
             self._claims_fd = os.open(self.directory / "fetching.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except (OSError, sqlite3.Error) as exc:  # sqlite3: a directory we may enter but not write
@@ -120,7 +122,8 @@ class BlockCache:
         if length > INLINE_MAX:
             return None
         try:
-            stored, checksum = self._loop_reader.get(key, tag=True)
+            with SQLITE:
+                stored, checksum = self._loop_reader.get(key, tag=True)
         except (OSError, sqlite3.Error, diskcache.Timeout):
             return None
         if not isinstance(stored, bytes) or len(stored) != length:
@@ -136,7 +139,8 @@ class BlockCache:
         try:
             # read=True hands back the open file of a large block, so the (long) read happens outside
             # diskcache's transaction and several blocks can be read from disk at once.
-            stored, checksum = self._cache.get(key, read=True, tag=True)
+            with SQLITE:
+                stored, checksum = self._cache.get(key, read=True, tag=True)
             if stored is None:
                 return None
             if isinstance(stored, bytes):  # an inline block
@@ -153,7 +157,7 @@ class BlockCache:
             self.corrupt_blocks += 1
             log.warning("dropping corrupt cache block %s (%s); fetching it again", key,
                         "checksum mismatch" if got == length else f"{got} bytes, expected {length}")  # fmt: skip
-            with contextlib.suppress(OSError, sqlite3.Error, diskcache.Timeout):  # refetched either way
+            with SQLITE, contextlib.suppress(OSError, sqlite3.Error, diskcache.Timeout):  # refetched either way
                 self._cache.delete(key)
             return None
         return block
@@ -168,19 +172,21 @@ class BlockCache:
         inline = [(key, block) for key, block in blocks if block.length <= INLINE_MAX]
         try:
             if inline:
-                with self._cache.transact():
+                with SQLITE, self._cache.transact():
                     for key, block in inline:
                         self._cache.set(key, block, tag=_checksum(block))
             for key, block in blocks:
                 if block.length > INLINE_MAX:
-                    self._cache.set(key, block, tag=_checksum(block))
+                    with SQLITE:
+                        self._cache.set(key, block, tag=_checksum(block))
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             log.warning("could not store %d block(s) in the cache (%s); serving them anyway", len(blocks), exc)
 
     def has(self, key: str) -> bool:
         """Whether the cache holds ``key`` (its bytes are checked when read, not here)."""
         try:
-            return key in self._cache
+            with SQLITE:
+                return key in self._cache
         except (OSError, sqlite3.Error, diskcache.Timeout):
             return False
 
@@ -190,7 +196,8 @@ class BlockCache:
 
     def block_file(self, key: str) -> Path | None:
         """The file holding a large block (None if absent or inline): for tests that inspect or damage it."""
-        stored = self._cache.get(key, read=True)
+        with SQLITE:
+            stored = self._cache.get(key, read=True)
         if stored is None or isinstance(stored, bytes):
             return None
         with stored:
@@ -198,11 +205,13 @@ class BlockCache:
 
     @property
     def volume(self) -> int:
-        return self._cache.volume()
+        with SQLITE:
+            return self._cache.volume()
 
     def close(self) -> None:
-        self._cache.close()
-        self._loop_reader.close()
+        with SQLITE:
+            self._cache.close()
+            self._loop_reader.close()
         if self._claims_fd >= 0:
             os.close(self._claims_fd)
             self._claims_fd = -1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import multiprocessing
 import os
 import stat
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 import trio
 import trio.testing
 
+from refmount import cache as cache_module
 from refmount import directio, stores
 from refmount import reader as reader_module
 from refmount.buffers import Block, BufferPool, aligned_buffer
@@ -243,6 +245,43 @@ def test_file_systems_without_direct_io_get_ordinary_io(tmp_path: Path, monkeypa
     with open(tmp_path / "block", "rb") as f:
         assert directio.read_into(f.fileno(), buffer) == 5000
     assert buffer[:5000] == b"x" * 5000
+
+
+def _store_one_block(directory: Path) -> None:
+    child = BlockCache(directory, 1 << 30)
+    put(child, "from the child", b"child bytes")
+    assert get(child, "from the child", 11) == b"child bytes"
+    child.close()
+
+
+def test_a_process_forked_during_a_cache_write_can_use_the_cache(
+    cache: BlockCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a DataLoader forking its workers while the parent's reader stores blocks does: SQLite's lock state
+    is per process, so a child forked inside a write transaction would see that lock as its own, forever."""
+    writing, slow = threading.Event(), threading.Event()
+    real_checksum = cache_module._checksum
+
+    def slow_checksum(block: Block) -> str:  # runs inside put_many's write transaction
+        writing.set()
+        slow.wait(5)
+        return real_checksum(block)
+
+    monkeypatch.setattr(cache_module, "_checksum", slow_checksum)
+    writer = threading.Thread(target=put, args=(cache, "from the parent", b"parent bytes"))
+    writer.start()
+    assert writing.wait(5)
+    threading.Timer(0.3, slow.set).start()  # the fork below waits for the transaction to end
+    child = multiprocessing.get_context("fork").Process(target=_store_one_block, args=(cache.directory,))
+    child.start()
+    child.join(30)  # SQLite's busy timeout is 60 s: a child stuck on an inherited lock is still waiting
+    stuck = child.is_alive()
+    if stuck:
+        child.kill()
+    writer.join()
+    assert not stuck and child.exitcode == 0
+    monkeypatch.undo()
+    assert get(cache, "from the parent", 12) == b"parent bytes" and get(cache, "from the child", 11) == b"child bytes"
 
 
 # -- the buffer pool -------------------------------------------------------------------------------------
