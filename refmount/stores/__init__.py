@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 
 from ..errors import InvalidInput
@@ -22,6 +23,20 @@ SCHEMES = frozenset(_STORES)
 
 _instances: dict[str, Store] = {}
 _lock = threading.Lock()
+_inherited: list[Store] = []
+
+
+def _forget_after_fork() -> None:
+    """A forked child (a DataLoader worker) makes stores of its own: its parent's share their connections'
+    sockets with it, and obstore's requests run on a runtime whose threads the fork did not copy (a GET
+    waits forever). They are kept, not dropped: tearing down such a client in the child can hang too."""
+    global _lock
+    _lock = threading.Lock()  # another thread of the parent may have held it
+    _inherited.extend(_instances.values())
+    _instances.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def parse(uri: str) -> RefURI:

@@ -45,6 +45,7 @@ from .base import (
 )  # fmt: skip
 from .s3_listing import ListingPages
 from .s3_native import BrokenBody, Missing, NativeGets, Precondition, Unexpressible, Unreachable
+from .s3_native import usable as native_usable
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +97,17 @@ class S3Store(ListingStore):
                     raise StoreUnavailable(f"cannot set up the S3 client: {exc}") from exc
                 if credentials is None:  # the native client refuses to start without any (a ValueError)
                     raise StoreUnavailable(_NO_CREDENTIALS)
-                self._native = NativeGets(client, session, path_style=_local_server(),
-                                          connect_timeout=CONNECT_TIMEOUT_S, timeout=READ_TIMEOUT_S)  # fmt: skip
+                if native_usable():
+                    self._native = NativeGets(client, session, path_style=_local_server(),
+                                              connect_timeout=CONNECT_TIMEOUT_S, timeout=READ_TIMEOUT_S)  # fmt: skip
                 self._client = client
             return self._client
 
     @property
-    def native(self) -> NativeGets:
-        """The native client of reads (see :mod:`refmount.stores.s3_native`), made with the boto3 client."""
+    def native(self) -> NativeGets | None:
+        """The native client of reads (see :mod:`refmount.stores.s3_native`), made with the boto3 client; None in
+        a process that cannot use it."""
         self.client  # noqa: B018 (builds both)
-        assert self._native is not None
         return self._native
 
     @staticmethod
@@ -225,8 +227,11 @@ class S3Store(ListingStore):
         pins = self._pinned(entry)
 
         def native() -> int:
+            gets = self.native
+            if gets is None:
+                raise Unexpressible("no native client in this process")
             try:
-                return self.native.get_into(pins["Bucket"], pins["Key"], version=pins.get("VersionId"),
+                return gets.get_into(pins["Bucket"], pins["Key"], version=pins.get("VersionId"),
                                             etag=pins.get("IfMatch"), offset=offset, length=None if whole else length,
                                             targets=targets)  # fmt: skip
             except Precondition:

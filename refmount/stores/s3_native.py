@@ -17,6 +17,7 @@ botocore path, which retries, follows region redirects and names the error.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
@@ -30,6 +31,17 @@ from obstore.store import S3Store as NativeStore
 from .base import fill
 
 log = logging.getLogger(__name__)
+
+
+# The process whose requests started obstore's runtime (tokio): a process forked from it inherits the runtime
+# without its threads, and a request there waits forever (a PyTorch DataLoader's forked workers, when the
+# parent read first). Such a child reads through botocore instead.
+_runtime_pid: int | None = None
+
+
+def usable() -> bool:
+    """Whether native GETs work in this process (see ``_runtime_pid``)."""
+    return _runtime_pid in (None, os.getpid())
 
 
 class Precondition(Exception):
@@ -102,7 +114,9 @@ class NativeGets:
         return Unexpressible(str(exc))
 
     def _store(self, bucket: str) -> NativeStore:
+        global _runtime_pid
         with self._lock:
+            _runtime_pid = os.getpid()
             store = self._stores.get(bucket)
             if store is None:
                 store = self._stores[bucket] = self._new_store(bucket)
