@@ -890,6 +890,90 @@ def cache_prefetch_cmd(target: str, prefix: str | None, jobs: int, quiet: bool, 
             f"cached, of {_count(report.files, 'file')}", unpinned="not fetched")  # fmt: skip
 
 
+def cache_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                        help="The block cache directory (default: the one `refmount config` shows; give a mount's "
+                        "--cache-dir here to see or change its cache).")(fn)  # fmt: skip
+
+
+@contextmanager
+def _existing_cache(cache_dir: Path | None) -> Iterator[Any]:
+    """The node's block cache as it is: never created, its size limit left as the last mount set it."""
+    from .cache import BlockCache
+
+    cache = BlockCache(config.load({"cache_dir": cache_dir}).cache_dir, None, create=False)
+    try:
+        yield cache
+    finally:
+        cache.close()
+
+
+@cache_group.command("status")
+@click.argument("what", required=False, metavar="[PROJECT[/ARTIFACT[:VERSION]]]",
+                shell_complete=completion.projects_and_artifacts)  # fmt: skip
+@cache_dir_option
+@json_option
+@registry_option
+def cache_status_cmd(what: str | None, cache_dir: Path | None, as_json: bool, registry_url: str | None) -> None:
+    """Show the block cache: directory, size and limit, blocks, and how much of each version it holds.
+
+    Without an argument, every version in the registry is listed and the blocks of none (deleted versions,
+    objects no version references any more) are counted; PROJECT, PROJECT/ARTIFACT or one version narrows
+    the list. A version's share is of the bytes a mount can serve (files with nothing to pin their bytes
+    by are never cached); a block of an object that several versions reference counts for each of them.
+    Safe beside running mounts that use the cache.
+    """
+    from .cachemap import status
+
+    with _open(registry_url) as registry, _existing_cache(cache_dir) as cache:
+        versions = _versions_of(registry, what)
+        report = status(cache, registry, versions, every_version=what is None)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    click.echo(f"cache {report.directory}: {_size(report.volume)} of {_size(report.size_limit)}, "
+               f"{_count(report.blocks, 'block')} ({_size(report.block_bytes)})")  # fmt: skip
+    if report.unreferenced is not None and report.unreferenced.blocks:
+        click.echo(f"{_count(report.unreferenced.blocks, 'block')} ({_size(report.unreferenced.bytes)}) belong to "
+                   f"no version (`refmount gc` removes them)")  # fmt: skip
+    _print_table([{"version": u.version.qualified_name, "aliases": u.version.aliases, "files": u.version.file_count,
+                   "bytes": u.cacheable_bytes, "cached": u.cached_bytes,
+                   "%": "-" if u.percent is None else f"{u.percent:.1f}"} for u in report.versions])  # fmt: skip
+
+
+def _versions_of(registry: Registry, what: str | None) -> list[VersionInfo]:
+    """Every version of the registry, of a project or of an artifact, or the one version ``what`` names."""
+    if what is not None and ":" in what:
+        return [_resolve(registry, what)]
+    if what is not None and "/" in what:
+        ref = ArtifactRef.parse(what)
+        return registry.versions(ref.project, ref.artifact)
+    projects = registry.projects() if what is None else [what]
+    return [version for project in projects for artifact in registry.artifacts(project)
+            for version in registry.versions(project, artifact.name)]  # fmt: skip
+
+
+@cache_group.command("evict")
+@version_argument
+@path_option
+@cache_dir_option
+@registry_option
+def cache_evict_cmd(target: str, prefix: str | None, cache_dir: Path | None, registry_url: str | None) -> None:
+    """Drop a version's blocks (or those of its files under --path) from the block cache.
+
+    Blocks belong to objects, not versions: a block of an object that another version references too is
+    dropped as well. Safe beside running mounts that use the cache; their next read of a dropped block
+    fetches it from the store again, unless they still hold it in memory (recently read blocks, up to 128
+    MiB per mount) or the kernel's page cache (a file read before stays there until evicted by the kernel).
+    """
+    from .cachemap import evict
+
+    with _open(registry_url) as registry, _existing_cache(cache_dir) as cache:
+        version = _resolve(registry, target)
+        removed = evict(cache, registry, version, prefix)
+    click.echo(f"evicted {_count(removed.blocks, 'block')} ({_size(removed.bytes)}) of {version.qualified_name}")
+
+
 @main.group("registry")
 def registry_group() -> None:
     """Create, migrate and copy registries."""
