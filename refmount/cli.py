@@ -501,6 +501,39 @@ def show_cmd(target: str, as_json: bool, prefix: str | None, registry_url: str |
                      ((e.size, e.path, e.ref, e.version_id, e.digest) for e in shown))  # fmt: skip
 
 
+@main.command("diff")
+@click.argument("old", metavar="PROJECT/ARTIFACT[:VERSION]", shell_complete=completion.versions)
+@click.argument("new", metavar="PROJECT/ARTIFACT[:VERSION]", shell_complete=completion.versions)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {from, to, added, removed, changed, unchanged} as JSON; entries as in the W&B manifest, "
+              "with their path.")  # fmt: skip
+@registry_option
+def diff_cmd(old: str, new: str, as_json: bool, registry_url: str | None) -> None:
+    """Show the entries added, removed and changed from one version to another (of any artifacts).
+
+    Versions are named as `show` takes them (vN, an alias, default latest). An entry changed when its
+    path is in both but its digest, reference, object version, content MD5 or size differs. Exit status 0
+    whether or not the versions differ.
+    """
+    from .diff import diff
+
+    with _open(registry_url) as registry:
+        a, b = _resolve(registry, old), _resolve(registry, new)
+        found = diff(registry.iter_entries(a.manifest_id), registry.iter_entries(b.manifest_id))
+    if as_json:
+        click.echo(json.dumps({"from": a.qualified_name, "to": b.qualified_name, **found.to_json()}, indent=2))
+        return
+    click.echo(f"{a.qualified_name} -> {b.qualified_name}: {len(found.added):,} added, {len(found.removed):,} "
+               f"removed, {len(found.changed):,} changed, {found.unchanged:,} unchanged")  # fmt: skip
+    rows = itertools.chain(
+        (("added", e.path, None, e.size, None) for e in found.added),
+        (("removed", e.path, e.size, None, None) for e in found.removed),
+        (("changed", c.new.path, c.old.size, c.new.size, c.fields) for c in found.changed),
+    )
+    _print_lines(["change", "path", "old-size", "new-size", "differs"],
+                 sorted(rows, key=lambda row: row[1]))  # fmt: skip
+
+
 def _echo_manifest(registry: Registry, version: VersionInfo) -> None:
     click.echo(json.dumps(registry.manifest(version.manifest_id).to_json(), indent=2))
 

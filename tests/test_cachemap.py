@@ -181,7 +181,8 @@ def test_bad_input_is_one_line_and_changes_nothing(cli: Cli, registry_url: str, 
 
 
 def test_help_explains_every_option() -> None:
-    commands = {"cache status": cli_module.cache_status_cmd, "cache evict": cli_module.cache_evict_cmd}
+    commands = {"cache status": cli_module.cache_status_cmd, "cache evict": cli_module.cache_evict_cmd,
+                "diff": cli_module.diff_cmd}  # fmt: skip
     for name, command in commands.items():
         assert command.help, name
         for param in command.params:
