@@ -23,6 +23,7 @@ from tests.conftest import Cli
 from tests.server_http import StallingServer
 from tests.test_mount import log, make_tree
 from tests.test_warmup import cache_dir as cache_dir  # the fixture: the CLI's cache, also mount_factory's
+from tests.test_warmup import read_through_a_mount
 
 
 def block_files(cache_dir: Path) -> int:
@@ -196,11 +197,7 @@ def test_help_explains_every_option() -> None:
 def test_evict_beside_a_live_mount_makes_the_next_read_fetch_again(cli: Cli, registry_url: str, cache_dir: Path,
                                                                     mount_factory: Any,
                                                                     stalling_http: StallingServer) -> None:  # fmt: skip
-    stalling_http.stall = ""
-    log(registry_url, "p/web", stalling_http.url)
-    first = mount_factory()
-    assert (first.path / "p/web/v0/slow.bin").read_bytes() == stalling_http.body
-    assert stalling_http.requests.count("GET") == 1
+    first = read_through_a_mount(registry_url, mount_factory, stalling_http)
     # Waits for the mount's claim on the block, so the block is in the cache once this returns.
     assert cli("cache", "prefetch", "p/web", "-q").out.startswith("0 blocks fetched (0 B), 1 already cached")
     assert status(cli, "p/web")["versions"][0]["percent"] == 100  # the mount is running meanwhile
