@@ -779,10 +779,10 @@ def _resolve(registry: Registry, target: str) -> VersionInfo:
 
 
 @contextmanager
-def _block_cache(no_cache: bool) -> Iterator[Any]:
+def _block_cache(no_cache: bool, cache_dir: Path | None = None) -> Iterator[Any]:
     from .cache import BlockCache
 
-    settings = config.load()
+    settings = config.load({"cache_dir": cache_dir})
     cache = None if no_cache else BlockCache(settings.cache_dir, settings.cache_size)
     try:
         yield cache
@@ -890,6 +890,12 @@ def _size_setting(n: int) -> str:
     return _count(n, "byte")
 
 
+def cache_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                        help="The block cache directory (default: the one `refmount config` shows; give a mount's "
+                        "--cache-dir here to see or change its cache).")(fn)  # fmt: skip
+
+
 @main.group("cache")
 def cache_group() -> None:
     """Work on this node's block cache (the one `refmount config` shows, shared with its mounts)."""
@@ -900,8 +906,10 @@ def cache_group() -> None:
 @path_option
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=32, show_default=True, help="Files fetched at once.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@cache_dir_option
 @registry_option
-def cache_prefetch_cmd(target: str, prefix: str | None, jobs: int, quiet: bool, registry_url: str | None) -> None:
+def cache_prefetch_cmd(target: str, prefix: str | None, jobs: int, quiet: bool, cache_dir: Path | None,
+                       registry_url: str | None) -> None:  # fmt: skip
     """Fill the block cache with a version's files, so that a mount on this node reads them without a store
     request (warm a node before a job starts).
 
@@ -914,19 +922,13 @@ def cache_prefetch_cmd(target: str, prefix: str | None, jobs: int, quiet: bool, 
     """
     from .warmup import prefetch
 
-    with _open(registry_url) as registry, _block_cache(False) as cache:
+    with _open(registry_url) as registry, _block_cache(False, cache_dir) as cache:
         version = _resolve(registry, target)
         with _progress_bar(f"prefetching {version.qualified_name}", version.total_size, enabled=not quiet) as bar:
             report = trio.run(lambda: prefetch(registry, version, cache, prefix=prefix, jobs=jobs, progress=bar))
     _warn_unpinned(report.unpinned, "cannot be prefetched")
     _finish(report, f"{_count(report.fetched, 'block')} fetched ({_size(report.bytes)}), {report.cached:,} already "
             f"cached, of {_count(report.files, 'file')}", unpinned="not fetched")  # fmt: skip
-
-
-def cache_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-                        help="The block cache directory (default: the one `refmount config` shows; give a mount's "
-                        "--cache-dir here to see or change its cache).")(fn)  # fmt: skip
 
 
 @contextmanager
@@ -954,6 +956,7 @@ def cache_status_cmd(what: str | None, cache_dir: Path | None, as_json: bool, re
     objects no version references any more) are counted; PROJECT, PROJECT/ARTIFACT or one version narrows
     the list. A version's share is of the bytes a mount can serve (files with nothing to pin their bytes
     by are never cached); a block of an object that several versions reference counts for each of them.
+    The limit shown is the one the cache was last opened with (each mount enforces its own --cache-size).
     Safe beside running mounts that use the cache.
     """
     from .cachemap import status

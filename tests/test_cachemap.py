@@ -183,7 +183,7 @@ def test_bad_input_is_one_line_and_changes_nothing(cli: Cli, registry_url: str, 
 
 def test_help_explains_every_option() -> None:
     commands = {"cache status": cli_module.cache_status_cmd, "cache evict": cli_module.cache_evict_cmd,
-                "diff": cli_module.diff_cmd}  # fmt: skip
+                "cache prefetch": cli_module.cache_prefetch_cmd, "diff": cli_module.diff_cmd}  # fmt: skip
     for name, command in commands.items():
         assert command.help, name
         for param in command.params:
@@ -212,3 +212,14 @@ def test_evict_beside_a_live_mount_makes_the_next_read_fetch_again(cli: Cli, reg
     assert second.stats()["fetches"] == 1
     assert cli("cache", "prefetch", "p/web", "-q").out.startswith("0 blocks fetched (0 B), 1 already cached")
     assert stalling_http.requests.count("GET") == 2
+
+
+def test_cache_dir_names_another_cache(cli: Cli, registry_url: str, tmp_path: Path, cache_dir: Path) -> None:
+    make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    other = str(tmp_path / "a mount's cache")
+    prefetched = cli("cache", "prefetch", "p/ds", "--path", "labels.csv", "--cache-dir", other, "-q")
+    assert prefetched.out.startswith("1 block fetched")
+    assert status(cli, "--cache-dir", other)["blocks"] == 1
+    one_line_error(cli("cache", "status", ok=False), f"no block cache in {cache_dir}")  # the default one is untouched
+    assert cli("cache", "evict", "p/ds", "--cache-dir", other).out == "evicted 1 block (6 B) of p/ds:v0\n"
