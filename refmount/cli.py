@@ -973,7 +973,7 @@ def cache_status_cmd(what: str | None, cache_dir: Path | None, as_json: bool, re
         click.echo(f"{_count(report.unreferenced.blocks, 'block')} ({_size(report.unreferenced.bytes)}) belong to "
                    f"no version (`refmount gc` removes them)")  # fmt: skip
     _print_table([{"version": u.version.qualified_name, "aliases": u.version.aliases, "files": u.version.file_count,
-                   "bytes": u.cacheable_bytes, "cached": u.cached_bytes,
+                   "cacheable": u.cacheable_bytes, "cached": u.cached_bytes,
                    "%": "-" if u.percent is None else f"{u.percent:.1f}"} for u in report.versions])  # fmt: skip
 
 

@@ -113,7 +113,7 @@ def test_status_and_evict_follow_what_is_cached(cli: Cli, registry_url: str, tmp
     assert status(cli, "p/ds:latest")["versions"][0]["percent"] == 100
     text = cli("cache", "status").out.splitlines()  # piped: a summary line, then tab-separated rows
     assert text[0] == f"cache {cache_dir}: {text[0].split(': ', 1)[1]}" and ", 6 blocks (" in text[0]
-    assert text[1:] == ["version\taliases\tfiles\tbytes\tcached\t%", f"p/ds:v0\tlatest\t5\t{total}\t{total}\t100.0"]
+    assert text[1:] == ["version\taliases\tfiles\tcacheable\tcached\t%", f"p/ds:v0\tlatest\t5\t{total}\t{total}\t100.0"]
 
     evicted = cli("cache", "evict", "p/ds", "--path", "train/deep/")
     assert evicted.out == "evicted 1 block (2.9 KiB) of p/ds:v0\n"
