@@ -22,7 +22,7 @@ import mmap
 import os
 import sqlite3
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 
 from . import directio
 from .buffers import Block
-from .errors import InvalidInput
+from .errors import InvalidInput, NotFound, RefmountError
 from .forkgate import SQLITE
 from .manifest import CONTENT_MD5, Entry
 
@@ -82,9 +82,13 @@ class _BlockDisk(diskcache.Disk):
 
 
 class BlockCache:
-    def __init__(self, directory: str | Path, size_limit: int):
-        """Raises InvalidInput (one line: the directory and why) if the directory cannot be used."""
+    def __init__(self, directory: str | Path, size_limit: int | None, *, create: bool = True):
+        """Raises InvalidInput (one line: the directory and why) if the directory cannot be used; without
+        ``create``, NotFound if it holds no cache yet (commands that only inspect or remove make none).
+        ``size_limit`` None keeps the limit the cache was last opened with (by a mount, say)."""
         self.directory = Path(directory)
+        if not create and not (self.directory / "blocks" / "cache.db").is_file():
+            raise NotFound(f"no block cache in {self.directory} (nothing has been cached there)")
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(self.directory, 0o700)  # cached bytes may be private data: owner only
@@ -100,10 +104,11 @@ class BlockCache:
             raise InvalidInput(f"cannot use the cache directory {self.directory}: {reason}") from exc
         self.corrupt_blocks = 0
 
-    def _open(self, size_limit: int, *, timeout: float) -> diskcache.Cache:
+    def _open(self, size_limit: int | None, *, timeout: float) -> diskcache.Cache:
+        limit = {} if size_limit is None else {"size_limit": size_limit}  # diskcache keeps settings in its index
         return diskcache.Cache(
             str(self.directory / "blocks"),
-            size_limit=size_limit,
+            **limit,
             # Oldest stored first: a hit then writes nothing. Keeping LRU order made every hit an UPDATE of
             # the block's row, which rewrites a small block's 64 KiB with it (200-300 us, under SQLite's
             # write lock); a block evicted while still in use is fetched and stored again, a newest one.
@@ -189,6 +194,35 @@ class BlockCache:
                 return key in self._cache
         except (OSError, sqlite3.Error, diskcache.Timeout):
             return False
+
+    def sizes(self) -> dict[str, int]:
+        """Every cached block's key and stored size, from one query of the index: what `cache status`, `evict`
+        and gc match against the keys of versions (a lookup per key would cost a query per block)."""
+        try:
+            with SQLITE:
+                rows = self._cache._sql("SELECT key, size FROM Cache WHERE raw = 1").fetchall()
+        except sqlite3.Error as exc:
+            raise RefmountError(f"cannot read the block cache in {self.directory}: {exc}") from exc
+        return {key: size for key, size in rows if isinstance(key, str)}
+
+    def delete_many(self, keys: Iterable[str], *, batch: int = 1000) -> list[str]:
+        """Drop the blocks ``keys``; the keys of those dropped (absent ones are skipped). A transaction per
+        ``batch`` keys: a mount sharing the cache waits for one batch at a time, never for the whole removal. A
+        block a reader has open stays readable by it (its file is unlinked, not overwritten)."""
+        removed: list[str] = []
+        pending = list(keys)
+        try:
+            for start in range(0, len(pending), batch):
+                with SQLITE, self._cache.transact():
+                    removed += [key for key in pending[start : start + batch] if self._cache.delete(key)]
+        except (sqlite3.Error, diskcache.Timeout) as exc:
+            raise RefmountError(f"could not remove blocks from the cache in {self.directory} "
+                                f"({len(removed):,} removed): {exc or 'the cache stayed busy'}") from exc  # fmt: skip
+        return removed
+
+    @property
+    def size_limit(self) -> int:
+        return int(self._cache.size_limit)
 
     def claim(self, key: str) -> Claim:
         """Become the one process fetching ``key`` (see :class:`Claim`); blocks while another process is."""

@@ -501,6 +501,39 @@ def show_cmd(target: str, as_json: bool, prefix: str | None, registry_url: str |
                      ((e.size, e.path, e.ref, e.version_id, e.digest) for e in shown))  # fmt: skip
 
 
+@main.command("diff")
+@click.argument("old", metavar="PROJECT/ARTIFACT[:VERSION]", shell_complete=completion.versions)
+@click.argument("new", metavar="PROJECT/ARTIFACT[:VERSION]", shell_complete=completion.versions)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {from, to, added, removed, changed, unchanged} as JSON; entries as in the W&B manifest, "
+              "with their path.")  # fmt: skip
+@registry_option
+def diff_cmd(old: str, new: str, as_json: bool, registry_url: str | None) -> None:
+    """Show the entries added, removed and changed from one version to another (of any artifacts).
+
+    Versions are named as `show` takes them (vN, an alias, default latest). An entry changed when its
+    path is in both but its digest, reference, object version, content MD5 or size differs. Exit status 0
+    whether or not the versions differ.
+    """
+    from .diff import diff
+
+    with _open(registry_url) as registry:
+        a, b = _resolve(registry, old), _resolve(registry, new)
+        found = diff(registry.iter_entries(a.manifest_id), registry.iter_entries(b.manifest_id))
+    if as_json:
+        click.echo(json.dumps({"from": a.qualified_name, "to": b.qualified_name, **found.to_json()}, indent=2))
+        return
+    click.echo(f"{a.qualified_name} -> {b.qualified_name}: {len(found.added):,} added, {len(found.removed):,} "
+               f"removed, {len(found.changed):,} changed, {found.unchanged:,} unchanged")  # fmt: skip
+    rows = itertools.chain(
+        (("added", e.path, None, e.size, None) for e in found.added),
+        (("removed", e.path, e.size, None, None) for e in found.removed),
+        (("changed", c.new.path, c.old.size, c.new.size, c.fields) for c in found.changed),
+    )
+    _print_lines(["change", "path", "old-size", "new-size", "differs"],
+                 sorted(rows, key=lambda row: row[1]))  # fmt: skip
+
+
 def _echo_manifest(registry: Registry, version: VersionInfo) -> None:
     click.echo(json.dumps(registry.manifest(version.manifest_id).to_json(), indent=2))
 
@@ -746,10 +779,10 @@ def _resolve(registry: Registry, target: str) -> VersionInfo:
 
 
 @contextmanager
-def _block_cache(no_cache: bool) -> Iterator[Any]:
+def _block_cache(no_cache: bool, cache_dir: Path | None = None) -> Iterator[Any]:
     from .cache import BlockCache
 
-    settings = config.load()
+    settings = config.load({"cache_dir": cache_dir})
     cache = None if no_cache else BlockCache(settings.cache_dir, settings.cache_size)
     try:
         yield cache
@@ -857,6 +890,12 @@ def _size_setting(n: int) -> str:
     return _count(n, "byte")
 
 
+def cache_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                        help="The block cache directory (default: the one `refmount config` shows; give a mount's "
+                        "--cache-dir here to see or change its cache).")(fn)  # fmt: skip
+
+
 @main.group("cache")
 def cache_group() -> None:
     """Work on this node's block cache (the one `refmount config` shows, shared with its mounts)."""
@@ -867,8 +906,10 @@ def cache_group() -> None:
 @path_option
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=32, show_default=True, help="Files fetched at once.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@cache_dir_option
 @registry_option
-def cache_prefetch_cmd(target: str, prefix: str | None, jobs: int, quiet: bool, registry_url: str | None) -> None:
+def cache_prefetch_cmd(target: str, prefix: str | None, jobs: int, quiet: bool, cache_dir: Path | None,
+                       registry_url: str | None) -> None:  # fmt: skip
     """Fill the block cache with a version's files, so that a mount on this node reads them without a store
     request (warm a node before a job starts).
 
@@ -881,13 +922,92 @@ def cache_prefetch_cmd(target: str, prefix: str | None, jobs: int, quiet: bool, 
     """
     from .warmup import prefetch
 
-    with _open(registry_url) as registry, _block_cache(False) as cache:
+    with _open(registry_url) as registry, _block_cache(False, cache_dir) as cache:
         version = _resolve(registry, target)
         with _progress_bar(f"prefetching {version.qualified_name}", version.total_size, enabled=not quiet) as bar:
             report = trio.run(lambda: prefetch(registry, version, cache, prefix=prefix, jobs=jobs, progress=bar))
     _warn_unpinned(report.unpinned, "cannot be prefetched")
     _finish(report, f"{_count(report.fetched, 'block')} fetched ({_size(report.bytes)}), {report.cached:,} already "
             f"cached, of {_count(report.files, 'file')}", unpinned="not fetched")  # fmt: skip
+
+
+@contextmanager
+def _existing_cache(cache_dir: Path | None) -> Iterator[Any]:
+    """The node's block cache as it is: never created, its size limit left as the last mount set it."""
+    from .cache import BlockCache
+
+    cache = BlockCache(config.load({"cache_dir": cache_dir}).cache_dir, None, create=False)
+    try:
+        yield cache
+    finally:
+        cache.close()
+
+
+@cache_group.command("status")
+@click.argument("what", required=False, metavar="[PROJECT[/ARTIFACT[:VERSION]]]",
+                shell_complete=completion.projects_and_artifacts)  # fmt: skip
+@cache_dir_option
+@json_option
+@registry_option
+def cache_status_cmd(what: str | None, cache_dir: Path | None, as_json: bool, registry_url: str | None) -> None:
+    """Show the block cache: directory, size and limit, blocks, and how much of each version it holds.
+
+    Without an argument, every version in the registry is listed and the blocks of none (deleted versions,
+    objects no version references any more) are counted; PROJECT, PROJECT/ARTIFACT or one version narrows
+    the list. A version's share is of the bytes a mount can serve (files with nothing to pin their bytes
+    by are never cached); a block of an object that several versions reference counts for each of them.
+    The limit shown is the one the cache was last opened with (each mount enforces its own --cache-size).
+    Safe beside running mounts that use the cache.
+    """
+    from .cachemap import status
+
+    with _open(registry_url) as registry, _existing_cache(cache_dir) as cache:
+        versions = _versions_of(registry, what)
+        report = status(cache, registry, versions, every_version=what is None)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    click.echo(f"cache {report.directory}: {_size(report.volume)} of {_size(report.size_limit)}, "
+               f"{_count(report.blocks, 'block')} ({_size(report.block_bytes)})")  # fmt: skip
+    if report.unreferenced is not None and report.unreferenced.blocks:
+        click.echo(f"{_count(report.unreferenced.blocks, 'block')} ({_size(report.unreferenced.bytes)}) belong to "
+                   f"no version (`refmount gc` removes them)")  # fmt: skip
+    _print_table([{"version": u.version.qualified_name, "aliases": u.version.aliases, "files": u.version.file_count,
+                   "cacheable": u.cacheable_bytes, "cached": u.cached_bytes,
+                   "%": "-" if u.percent is None else f"{u.percent:.1f}"} for u in report.versions])  # fmt: skip
+
+
+def _versions_of(registry: Registry, what: str | None) -> list[VersionInfo]:
+    """Every version of the registry, of a project or of an artifact, or the one version ``what`` names."""
+    if what is not None and ":" in what:
+        return [_resolve(registry, what)]
+    if what is not None and "/" in what:
+        ref = ArtifactRef.parse(what)
+        return registry.versions(ref.project, ref.artifact)
+    projects = registry.projects() if what is None else [what]
+    return [version for project in projects for artifact in registry.artifacts(project)
+            for version in registry.versions(project, artifact.name)]  # fmt: skip
+
+
+@cache_group.command("evict")
+@version_argument
+@path_option
+@cache_dir_option
+@registry_option
+def cache_evict_cmd(target: str, prefix: str | None, cache_dir: Path | None, registry_url: str | None) -> None:
+    """Drop a version's blocks (or those of its files under --path) from the block cache.
+
+    Blocks belong to objects, not versions: a block of an object that another version references too is
+    dropped as well. Safe beside running mounts that use the cache; their next read of a dropped block
+    fetches it from the store again, unless they still hold it in memory (recently read blocks, up to 128
+    MiB per mount) or the kernel's page cache (a file read before stays there until evicted by the kernel).
+    """
+    from .cachemap import evict
+
+    with _open(registry_url) as registry, _existing_cache(cache_dir) as cache:
+        version = _resolve(registry, target)
+        removed = evict(cache, registry, version, prefix)
+    click.echo(f"evicted {_count(removed.blocks, 'block')} ({_size(removed.bytes)}) of {version.qualified_name}")
 
 
 @main.group("registry")

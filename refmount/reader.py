@@ -42,6 +42,16 @@ SPARE_BUFFERS = 8
 MAX_BLOCKS_PER_REQUEST = 2
 
 
+def block_keys(entry: Entry, block_size: int = BLOCK_SIZE) -> list[str]:
+    """The cache keys of the blocks that reads of ``entry`` store, in block order: what the mount, `download` and
+    `cache prefetch` put in the cache, and what `cache status`, `evict` and gc look for. None for an entry that is
+    never fetched (unpinned, without a size, or empty); a small file is one block of its own length."""
+    size = entry.size or 0
+    if not entry.pinned or size <= 0:
+        return []
+    return [block_key(entry, block_size, index) for index in range(-(-size // block_size))]
+
+
 @dataclass
 class ReaderStats:
     requests: int = 0  # reads asked of the reader

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import trio
 
 from .batch import batch
-from .cache import BlockCache, block_key
+from .cache import BlockCache
 from .errors import RefmountError, StoreUnavailable, about
 from .manifest import Entry
-from .reader import Reader, open_reader
+from .reader import Reader, block_keys, open_reader
 from .registry import Registry, VersionInfo
 
 ProgressFn = Callable[[int], None]
@@ -76,5 +76,5 @@ async def prefetch(registry: Registry, version: VersionInfo, cache: BlockCache, 
 
 
 def _missing_blocks(entries: list[Entry], reader: Reader, cache: BlockCache) -> list[tuple[Entry, list[int]]]:
-    return [(entry, [i for i in range(reader.blocks(entry)) if not cache.has(block_key(entry, reader.block_size, i))])
+    return [(entry, [i for i, key in enumerate(block_keys(entry, reader.block_size)) if not cache.has(key)])
             for entry in entries]  # fmt: skip

@@ -37,14 +37,20 @@ def test_a_mount_serves_prefetched_files_without_fetching(cli: Cli, registry_url
     assert mounted.stats()["fetches"] == 0
 
 
+def read_through_a_mount(registry_url: str, mount_factory: Any, served: StallingServer) -> Any:
+    """Log ``served``'s file as p/web and read it through a new mount (one GET at the server); the mount."""
+    served.stall = ""
+    log(registry_url, "p/web", served.url)
+    mounted = mount_factory()
+    assert (mounted.path / "p/web/v0/slow.bin").read_bytes() == served.body  # the mount fetches it
+    assert served.requests.count("GET") == 1
+    return mounted
+
+
 def test_prefetch_beside_a_live_mount_fetches_each_block_once(cli: Cli, registry_url: str, cache_dir: Path,
                                                               mount_factory: Any,
                                                               stalling_http: StallingServer) -> None:  # fmt: skip
-    stalling_http.stall = ""
-    log(registry_url, "p/web", stalling_http.url)
-    mounted = mount_factory()
-    assert (mounted.path / "p/web/v0/slow.bin").read_bytes() == stalling_http.body  # the mount fetches it
-    assert stalling_http.requests.count("GET") == 1
+    read_through_a_mount(registry_url, mount_factory, stalling_http)
     assert cli("cache", "prefetch", "p/web", "-q").out.startswith("0 blocks fetched (0 B), 1 already cached")
     assert stalling_http.requests.count("GET") == 1
 
