@@ -101,11 +101,17 @@ def upgrade(db: Connection, where: str) -> None:
 
 def _add_retention_columns(db: Connection) -> None:
     # DOUBLE PRECISION: PostgreSQL's REAL would round unix times to minutes; SQLite reads it as REAL.
-    db.execute("ALTER TABLE versions ADD COLUMN expires_at DOUBLE PRECISION")
-    db.execute("ALTER TABLE versions ADD COLUMN deleted_at DOUBLE PRECISION")
-    db.execute("ALTER TABLE artifacts ADD COLUMN next_idx BIGINT NOT NULL DEFAULT 0")
+    for table, column, ddl in (("versions", "expires_at", "DOUBLE PRECISION"),
+                               ("versions", "deleted_at", "DOUBLE PRECISION"),
+                               ("artifacts", "next_idx", "BIGINT NOT NULL DEFAULT 0")):  # fmt: skip
+        if column not in _columns(db, table):  # a registry marked older than its tables (tests do that) has it
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
     db.execute("UPDATE artifacts SET next_idx = COALESCE((SELECT MAX(idx) + 1 FROM versions v"
-               " WHERE v.artifact_id = artifacts.id), 0)")  # fmt: skip
+               " WHERE v.artifact_id = artifacts.id), 0) WHERE next_idx = 0")  # fmt: skip
+
+
+def _columns(db: Connection, table: str) -> set[str]:
+    return {column[0] for column in db.execute(f"SELECT * FROM {table} WHERE 1 = 0").description}
 
 
 def _mark_quoted_refs(db: Connection) -> None:
