@@ -125,13 +125,13 @@ def log_artifact_result(
 ) -> LogResult:
     """Like :func:`log_artifact`, but says whether a new version was created."""
     validate_name("project", project)
+    ttl = artifact.ttl.total_seconds() if artifact.ttl is not None else None
+    if ttl is not None and ttl <= 0:
+        raise InvalidInput(f"artifact {artifact.name!r}: a TTL must be positive, got {artifact.ttl}")
     aliases = [validate_alias(a) for a in dict.fromkeys(aliases)]
     manifest = artifact.manifest
     if len(manifest) == 0:
         raise InvalidInput(f"artifact {artifact.name!r} has no entries; add a reference first")
-    ttl = artifact.ttl.total_seconds() if artifact.ttl is not None else None
-    if ttl is not None and ttl <= 0:
-        raise InvalidInput(f"artifact {artifact.name!r}: a TTL must be positive, got {artifact.ttl}")
     with _registry(registry, create=True) as reg:
         return reg.log_version(
             project,
