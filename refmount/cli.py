@@ -651,8 +651,10 @@ def gc_cmd(dry_run: bool, as_json: bool, registry_url: str | None) -> None:
     remaining version uses, with this node's local index copies of them (a shared registry's, under
     manifests/ in the cache dir that `refmount config` shows).
 
-    Safe beside running mounts and on several nodes at once (one transaction; concurrent runs take
-    turns). Removed versions are gone for good; their numbers are never used again.
+    Safe on several nodes at once (one transaction that keeps writers out; concurrent runs take
+    turns), and beside running mounts, except that a file of a removed version that a mount still
+    holds open may fail to read afterwards. Removed versions are gone for good; their numbers are
+    never used again.
     """
     settings = config.load({"registry": registry_url})
     registry = open_registry(settings.registry, index_dir=Path(settings.cache_dir) / "manifests")

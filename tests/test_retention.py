@@ -354,6 +354,29 @@ def test_cli_ttl_delete_and_gc(cli: Cli, data: Path) -> None:
     assert "logged vision/mnist:v4" in cli("log", "vision/mnist", uri).out  # v2 and v3 are never reused
 
 
+def test_cli_delete_and_gc_on_a_shared_registry(
+    postgres_url: str, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = Cli(postgres_url)
+    monkeypatch.setenv("REFMOUNT_CACHE_DIR", str(tmp_path / "cache"))  # gc sweeps this node's index copies there
+    for n in range(2):
+        (data / "labels.csv").write_text(f"{n}\n")
+        cli("log", "vision/mnist", file_uri(data))
+    reg = open_registry(postgres_url, index_dir=tmp_path / "cache" / "manifests")
+    dead = reg.resolve("vision", "mnist", "v1").manifest_id
+    for label in ("v0", "v1"):  # what a mount on this node copies when it looks inside each version
+        reg.manifest_index(reg.resolve("vision", "mnist", label).manifest_id)
+    reg.close()
+    assert cli("delete", "vision/mnist:latest").out.endswith("vision/mnist:latest now points at v0\n")
+    copy = tmp_path / "cache" / "manifests" / f"{dead}.v{SCHEMA_VERSION}.db"
+    assert f"would remove index copy {copy}" in cli("gc", "--dry-run").out and copy.exists()
+    done = cli("gc")
+    assert done.out.splitlines() == ["removed vision/mnist:v1 (deleted)", f"removed manifest {dead[:12]} (4 files)",
+                                     f"removed index copy {copy}"]  # fmt: skip
+    assert not copy.exists() and len(list((tmp_path / "cache" / "manifests").iterdir())) == 1
+    assert [v["version"] for v in cli("ls", "vision/mnist", "--json").json()] == ["v0"]
+
+
 def test_cli_help_explains_every_option(cli: Cli) -> None:
     assert "--force" in cli("delete", "--help").out and "--dry-run" in cli("gc", "--help").out
     assert "none" in cli("ttl", "--help").out and "--ttl TTL" in cli("log", "--help").out
