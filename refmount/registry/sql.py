@@ -258,7 +258,8 @@ class SQLRegistry(Registry):
 
     def collect(self, *, dry_run: bool = False) -> Collected:
         with self._write() as db:
-            self._lock_writers(db)
+            if not dry_run:  # a dry run only reads: writers need not wait for it
+                self._lock_writers(db)
             return retention.collect(db, time.time(), dry_run=dry_run)
 
     def live_manifest_ids(self) -> set[str]:
@@ -384,13 +385,17 @@ class SQLRegistry(Registry):
         db = self._db
         (project_id,) = self._one(db, "SELECT id FROM projects WHERE name = ?", (project,), f"no project {project!r}")
         now = time.time()
+        # One query whatever the number of artifacts (the mount lists a project every --alias-ttl): latest as
+        # retention.live_aliases() has it, the stored alias while its version lives, else the newest live version.
         rows = db.execute(
-            f"SELECT a.id, a.name, a.type, (SELECT COUNT(*) FROM versions v WHERE v.artifact_id = a.id AND {LIVE})"
+            f"SELECT a.name, a.type, (SELECT COUNT(*) FROM versions v WHERE v.artifact_id = a.id AND {LIVE}),"
+            f" COALESCE((SELECT l.idx FROM aliases l JOIN versions v ON v.artifact_id = l.artifact_id AND v.idx = l.idx"
+            f" WHERE l.artifact_id = a.id AND l.alias = ? AND {LIVE}),"
+            f" (SELECT MAX(v.idx) FROM versions v WHERE v.artifact_id = a.id AND {LIVE}))"
             " FROM artifacts a WHERE a.project_id = ? ORDER BY a.name",
-            (now, project_id),
+            (now, LATEST, now, now, project_id),
         ).fetchall()
-        return [ArtifactInfo(project, name, type_, count, retention.live_aliases(db, artifact_id, now).get(LATEST))
-                for artifact_id, name, type_, count in rows if count]  # fmt: skip
+        return [ArtifactInfo(project, *row) for row in rows if row[2]]
 
     def versions(self, project: str, artifact: str) -> list[VersionInfo]:
         db = self._db
