@@ -149,7 +149,7 @@ def test_gc_removes_dead_rows_and_unused_manifests_only(registry: Registry, any_
 
     done = registry.collect()
     assert done == dry
-    # The manifests left: v0's (4 nodes: root + 2 files... here 1 root + 2 files) and v2's (1 root + 1 file).
+    # Left: v0's manifest (root + 2 files) and v2's (root + 1 file); gone: v1's (root + 3) and q/z's (root + 1).
     assert node_count(any_registry_url) == 3 + 2 == before - (1 + 3) - (1 + 1)
     assert _execute(any_registry_url, "SELECT COUNT(*) FROM versions") == 2
     assert _execute(any_registry_url, "SELECT COUNT(*) FROM manifests") == 2
