@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import timedelta
 from typing import Any
 
 from . import stores
@@ -35,8 +36,10 @@ class Artifact:
         *,
         description: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        ttl: timedelta | None = None,
     ):
         self.name = validate_name("artifact", name)
+        self.ttl = ttl  # as W&B's artifact.ttl: the logged version expires this long after its creation
         self.type = validate_name("type", type)
         self.description = description
         self.metadata = _json_safe(dict(metadata or {}))
@@ -122,6 +125,9 @@ def log_artifact_result(
 ) -> LogResult:
     """Like :func:`log_artifact`, but says whether a new version was created."""
     validate_name("project", project)
+    ttl = artifact.ttl.total_seconds() if artifact.ttl is not None else None
+    if ttl is not None and ttl <= 0:
+        raise InvalidInput(f"artifact {artifact.name!r}: a TTL must be positive, got {artifact.ttl}")
     aliases = [validate_alias(a) for a in dict.fromkeys(aliases)]
     manifest = artifact.manifest
     if len(manifest) == 0:
@@ -135,6 +141,7 @@ def log_artifact_result(
             description=artifact.description,
             metadata=artifact.metadata,
             aliases=aliases,
+            ttl=ttl,
         )
 
 

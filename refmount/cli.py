@@ -21,11 +21,11 @@ from typing import Any
 import click
 import trio
 
-from . import __version__, completion, config, stores
+from . import __version__, completion, config, retention, stores
 from .api import Artifact, log_artifact_result
 from .errors import InvalidInput, RefmountError
 from .manifest import QUOTED_REF, UNPINNED_REASON, Manifest, validate_reference_name
-from .names import ArtifactRef, validate_alias
+from .names import ArtifactRef, validate_alias, version_index
 from .registry import ENV_VAR, Registry, VersionInfo, open_registry
 from .selection import ON_INVALID, OnInvalid, Report
 
@@ -256,6 +256,13 @@ def _open(registry_url: str | None, *, create: bool = False) -> Iterator[Registr
     " a part over 255 bytes): skip it, naming the first few in one warning (the default: one odd key in a"
     " big prefix does not stop a log), or error: refuse the log and create nothing.",
 )
+@click.option(
+    "--ttl",
+    "ttl_text",
+    metavar="TTL",
+    help=f"Time to live of the new version, from now: {retention.TTL_FORMS}. Once it passes, the version "
+    "leaves ls, show, download and the mount, and `refmount gc` removes it. Change it with `refmount ttl`.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 @json_option
 @registry_option
@@ -271,6 +278,7 @@ def log_cmd(
     max_objects: int,
     excludes: tuple[str, ...],
     on_invalid: OnInvalid,
+    ttl_text: str | None,
     quiet: bool,
     as_json: bool,
     registry_url: str | None,
@@ -286,7 +294,8 @@ def log_cmd(
     names = tuple(validate_reference_name(name, "--name") for name in names)  # before any scan, naming the option
     for alias in aliases:
         validate_alias(alias)
-    artifact = Artifact(ref.artifact, type_, description=description, metadata=_parse_metadata(metadata))
+    ttl = retention.parse_ttl(ttl_text) if ttl_text is not None else None
+    artifact = Artifact(ref.artifact, type_, description=description, metadata=_parse_metadata(metadata), ttl=ttl)
     left_out = Report()
     with _scan_progress(enabled=not quiet) as progress:
         for uri, name in zip(uris, names or [None] * len(uris), strict=True):
@@ -307,8 +316,11 @@ def log_cmd(
                                                            (len(left_out.skipped), "skipped")) if n)  # fmt: skip
         click.echo(
             f"{state} {version.qualified_name} ({_count(version.file_count, 'file')}, {_size(version.total_size)}, "
-            f"aliases: {', '.join(version.aliases)}{left})"
+            f"aliases: {', '.join(version.aliases)}{left}){_expiry(version)}"
         )
+    if ttl is not None and not result.created:
+        click.echo(f"refmount: note: --ttl applies to new versions only; {version.qualified_name} keeps its TTL "
+                   f"(change it with `refmount ttl {version.qualified_name} {ttl_text}`)", err=True)  # fmt: skip
 
 
 def _unversioned(target: str, command: str) -> ArtifactRef:
@@ -407,6 +419,8 @@ def _version_row(v: VersionInfo) -> dict[str, Any]:
         "files": v.file_count,
         "bytes": v.total_size,
         "aliases": v.aliases,
+        "expires": None if v.expires_at is None else datetime.fromtimestamp(v.expires_at).astimezone(),
+        "ttl_left": retention.time_left(v),
     }
 
 
@@ -610,6 +624,110 @@ def alias_cmd(target: str, alias: str, delete: bool, registry_url: str | None) -
         version = registry.resolve(ref.project, ref.artifact, ref.label)
         registry.set_alias(ref.project, ref.artifact, alias, version.index)
         click.echo(f"{ref.project}/{ref.artifact}:{alias} -> v{version.index}")
+
+
+# -- retention -------------------------------------------------------------------------------------
+
+
+@main.command("ttl")
+@click.argument("target", metavar="PROJECT/ARTIFACT:VERSION", shell_complete=completion.versions)
+@click.argument("ttl_text", metavar="TTL")
+@registry_option
+def ttl_cmd(target: str, ttl_text: str, registry_url: str | None) -> None:
+    """Set the time to live of a version, counted from its creation (as W&B's artifact.ttl), or remove it
+    with `none`.
+
+    TTL: a positive whole number and a unit, s m h d w (45s, 90m, 12h, 30d, 2w), or none. Once the
+    TTL has passed, the version leaves ls, show, download, the API and the mount, and `refmount gc`
+    removes it; until gc runs, a longer TTL (or none) brings it back. A deleted version's TTL cannot change.
+    """
+    ref = ArtifactRef.parse(target, default_label=None)
+    ttl = retention.parse_ttl(ttl_text)
+    with _open(registry_url) as registry:
+        index = _version_index(registry, ref)
+        version = registry.set_ttl(ref.project, ref.artifact, index, None if ttl is None else ttl.total_seconds())
+    click.echo(f"{version.qualified_name}{_expiry(version) or ': no TTL (kept until deleted)'}")
+
+
+@main.command("delete")
+@click.argument("target", metavar="PROJECT/ARTIFACT:VERSION", shell_complete=completion.versions)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Delete even if user aliases point at the version: they are removed with it (never moved).",
+)
+@registry_option
+def delete_cmd(target: str, force: bool, registry_url: str | None) -> None:
+    """Delete a version: it leaves ls, show, download, the API and the mount at once (a mount within
+    --alias-ttl; files already open keep reading), and `refmount gc` removes what is left of it.
+
+    Refused while a user alias (say `best`) points at the version, unless --force. Deleting the version
+    `latest` points at moves `latest` to the newest version left. Its number is never used again.
+    """
+    ref = ArtifactRef.parse(target, default_label=None)
+    with _open(registry_url) as registry:
+        deletion = registry.delete_version(ref.project, ref.artifact, _version_index(registry, ref), force=force)
+    dropped = f"; removed alias {', '.join(deletion.dropped_aliases)}" if deletion.dropped_aliases else ""
+    click.echo(f"deleted {deletion.version}{dropped} (`refmount gc` removes what is left of it)")
+    if deletion.was_latest:
+        artifact = f"{ref.project}/{ref.artifact}"
+        click.echo(f"{artifact}:latest now points at v{deletion.latest}" if deletion.latest is not None
+                   else f"{artifact} has no version left: latest removed")  # fmt: skip
+
+
+@main.command("gc")
+@click.option("--dry-run", is_flag=True, help="Print what would be removed, and remove nothing.")
+@json_option
+@registry_option
+def gc_cmd(dry_run: bool, as_json: bool, registry_url: str | None) -> None:
+    """Remove expired and deleted versions (their rows and aliases) and the stored manifests that no
+    remaining version uses, with this node's local index copies of them (a shared registry's, under
+    manifests/ in the cache dir that `refmount config` shows).
+
+    Safe on several nodes at once (one transaction that keeps writers out; concurrent runs take
+    turns), and beside running mounts, except that a file of a removed version that a mount still
+    holds open may fail to read afterwards. Removed versions are gone for good; their numbers are
+    never used again.
+    """
+    settings = config.load({"registry": registry_url})
+    registry = open_registry(settings.registry, index_dir=Path(settings.cache_dir) / "manifests")
+    try:
+        report = retention.gc(registry, dry_run=dry_run)
+    finally:
+        registry.close()
+    collected, verb = report.collected, "would remove" if dry_run else "removed"
+    if as_json:
+        versions = [{"name": name, "reason": why} for name, why in collected.versions]
+        manifests = [{"manifest_id": mid, "files": files} for mid, files in collected.manifests]
+        copies = [str(path) for path in report.index_copies]
+        click.echo(json.dumps({"dry_run": dry_run, "versions": versions, "manifests": manifests,
+                               "index_copies": copies}, indent=2))  # fmt: skip
+        return
+    for name, why in collected.versions:
+        click.echo(f"{verb} {name} ({why})")
+    for content_id, files in collected.manifests:
+        click.echo(f"{verb} manifest {content_id[:12]} ({_count(files, 'file')})")
+    for path in report.index_copies:
+        click.echo(f"{verb} index copy {path}")
+    found = (_count(len(collected.versions), "version"), _count(len(collected.manifests), "manifest"),
+             _count(len(report.index_copies), "index copy", "index copies"))  # fmt: skip
+    click.echo(f"gc{' --dry-run' if dry_run else ''}: {verb} {', '.join(found)}", err=True)
+
+
+def _version_index(registry: Registry, ref: ArtifactRef) -> int:
+    """``vN`` as it is (an expired version can still take a TTL or be deleted), an alias through the registry."""
+    index = version_index(ref.label)
+    return index if index is not None else registry.resolve(ref.project, ref.artifact, ref.label).index
+
+
+def _expiry(version: VersionInfo) -> str:
+    """`` expires 2026-01-31 12:00:00 (in 29d 23h)``, or `` expired ...``; empty without a TTL."""
+    if version.expires_at is None:
+        return ""
+    at = datetime.fromtimestamp(version.expires_at).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    if version.expires_at <= time.time():
+        return f" expired {at}: it is hidden now and `refmount gc` removes it"
+    return f" expires {at} (in {retention.time_left(version)})"
 
 
 # -- the mount -------------------------------------------------------------------------------------

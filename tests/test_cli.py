@@ -434,8 +434,9 @@ def test_piped_tables_are_one_tab_separated_line_per_row_never_wrapped_or_cut(cl
     assert rows("ls", "vision") == [["artifact", "type", "versions", "latest"],
                                     [f"vision/{name}", "dataset", "2", "v1"]]  # fmt: skip
     versions = rows("ls", f"vision/{name}")
-    assert versions[0] == ["version", "digest", "created", "files", "bytes", "aliases"] and len(versions) == 3
-    assert [(row[0], row[3:]) for row in versions[1:]] == [("v0", ["4", "18", alias]), ("v1", ["5", "22", "latest"])]
+    assert versions[0] == ["version", "digest", "created", "files", "bytes", "aliases", "expires", "ttl_left"]
+    assert [(row[0], row[3:]) for row in versions[1:]] == [("v0", ["4", "18", alias, "-", "-"]),
+                                                          ("v1", ["5", "22", "latest", "-", "-"])]  # fmt: skip
     assert all(" " not in cell for row in versions for cell in row)  # `awk '{print $6}'` finds the aliases
     shown = cli("show", f"vision/{name}:v1").out.splitlines()
     header = shown.index("size\tpath\treference\tversion\tdigest")  # after the version's own line(s)

@@ -6,7 +6,8 @@ translates them to and from pyfuse3, and tests drive this class directly.
 
 Version subtrees never change, so their entries and attributes carry long kernel timeouts, their
 listings may be kept by the kernel, and negative lookups are cached too: re-reading a tree does
-not reach the daemon. The namespace above versions (new versions, moved aliases) uses ``alias_ttl``.
+not reach the daemon. The namespace above versions (new versions, moved aliases, deleted or expired
+versions' ``vN`` directories) uses ``alias_ttl``.
 Entries with nothing that pins their bytes (``checksum=False`` locations) are not shown.
 """
 
@@ -93,7 +94,9 @@ class Filesystem:
         if isinstance(node, VersionNode):
             entry = node.entry
             if entry is None:
-                return Attributes(inode, DIR, 0, node.slot.mtime_ns, IMMUTABLE_TTL)
+                # A version's own directory (`vN`) may be deleted or expire: the kernel asks again after alias_ttl.
+                ttl = self.ns.alias_ttl if node.node.id == node.slot.root_id else IMMUTABLE_TTL
+                return Attributes(inode, DIR, 0, node.slot.mtime_ns, ttl)
             return Attributes(inode, FILE, entry.size or 0, node.slot.mtime_ns, IMMUTABLE_TTL)
         if isinstance(node, AliasLink):
             return Attributes(inode, SYMLINK, len(node.text), self._mount_time_ns, self.ns.alias_ttl)

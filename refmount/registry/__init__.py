@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InvalidInput
-from .base import ArtifactInfo, LogResult, ManifestIndex, Node, NoRegistry, Registry, VersionInfo
+from .base import ArtifactInfo, Collected, Deletion, LogResult, ManifestIndex, Node, NoRegistry, Registry, VersionInfo
 from .url import normalize, redact, sqlite_path
 
 ENV_VAR = "REFMOUNT_REGISTRY"
@@ -44,6 +44,8 @@ def open_registry(url: str | None = None, *, index_dir: Path | None = None, crea
 __all__ = [
     "ENV_VAR",
     "ArtifactInfo",
+    "Collected",
+    "Deletion",
     "LogResult",
     "ManifestIndex",
     "NoRegistry",

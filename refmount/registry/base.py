@@ -39,6 +39,7 @@ class VersionInfo:
     description: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
+    expires_at: float | None = None  # unix time its TTL ends (None: kept until deleted)
 
     @property
     def label(self) -> str:
@@ -64,6 +65,7 @@ class VersionInfo:
             "description": self.description,
             "metadata": dict(self.metadata),
             "aliases": list(self.aliases),
+            "expires_at": self.expires_at,
         }
 
 
@@ -80,6 +82,22 @@ class ArtifactInfo:
 class LogResult:
     version: VersionInfo
     created: bool  # False: the content equals the current latest, no new version
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    version: str  # project/artifact:vN
+    dropped_aliases: tuple[str, ...]  # user aliases removed with it (--force)
+    was_latest: bool
+    latest: int | None  # where latest points now (None: no version left)
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """What ``gc`` removed (or, in a dry run, would remove)."""
+
+    versions: tuple[tuple[str, str], ...]  # (project/artifact:vN, "deleted" or "expired")
+    manifests: tuple[tuple[str, int], ...]  # (content id, file count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +155,11 @@ class Registry(abc.ABC):
         description: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         aliases: Sequence[str] = (),
+        ttl: float | None = None,
     ) -> LogResult:
         """In one transaction: the next ``vN`` with ``latest`` moved to it, unless the artifact
         digest equals the current latest's and so do the content MD5s that pin entries whose digest is
-        their URL (then only ``aliases`` are applied to it)."""
+        their URL (then only ``aliases`` are applied to it). ``ttl``: seconds the new version lives."""
 
     @abc.abstractmethod
     def copy_version(self, version: VersionInfo, manifest: Manifest) -> bool:
@@ -154,6 +173,25 @@ class Registry(abc.ABC):
     def delete_alias(self, project: str, artifact: str, alias: str, *, only_at: int | None = None) -> None:
         """Remove ``alias``; with ``only_at``, only while it points at that version index (in the same
         transaction: an alias someone moved meanwhile stays)."""
+
+    # -- retention -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def set_ttl(self, project: str, artifact: str, index: int, ttl: float | None) -> VersionInfo:
+        """Version ``index`` expires ``ttl`` seconds after its creation (None: never); refused if it was deleted."""
+
+    @abc.abstractmethod
+    def delete_version(self, project: str, artifact: str, index: int, *, force: bool = False) -> Deletion:
+        """Hide version ``index`` from every reader until ``collect``; refused while a user alias points at it
+        unless ``force`` (which removes those aliases); ``latest`` moves to the newest live version left."""
+
+    @abc.abstractmethod
+    def collect(self, *, dry_run: bool = False) -> Collected:
+        """Remove the rows of deleted and expired versions, their aliases, and the stored manifests that no
+        remaining version uses, in one transaction that keeps writers out (``dry_run``: remove nothing)."""
+
+    @abc.abstractmethod
+    def live_manifest_ids(self) -> set[str]:
+        """The content ids of the stored manifests that live versions use."""
 
     # -- reading -------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -115,6 +115,11 @@ class PostgresRegistry(SQLRegistry):
     def _lock_artifact(self, db: Connection, artifact_id: int) -> None:
         db.execute("SELECT id FROM artifacts WHERE id = ? FOR UPDATE", (artifact_id,))
 
+    def _lock_writers(self, db: Connection) -> None:
+        # EXCLUSIVE waits for, and then keeps out, every transaction that logs or moves aliases (each takes a
+        # row lock on its artifact first); plain reads go on. Two gc runs take turns.
+        db.execute("LOCK TABLE artifacts IN EXCLUSIVE MODE")
+
     def _stream(self, db: Connection, sql: str, args: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         assert isinstance(db, _PgConnection)
         return db.stream(sql, args)

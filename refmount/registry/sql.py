@@ -19,13 +19,17 @@ from ..errors import InvalidInput, NotFound
 from ..manifest import CONTENT_MD5, QUOTED_REF, Entry, Manifest, parent_dir
 from ..names import LATEST, version_index
 from ..uri import store_scheme
-from .base import ArtifactInfo, LogResult, ManifestIndex, Node, Registry, VersionInfo
+from . import retention
+from .base import ArtifactInfo, Collected, Deletion, LogResult, ManifestIndex, Node, Registry, VersionInfo
+from .retention import LIVE
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # v2: object keys in s3/gs/az refs are written as they are, as W&B writes and reads them; v1 percent-encoded
 # '%', '?', '#' and non-ASCII characters, so v1's refs that hold a '%' are marked as encoded (QUOTED_REF).
+# v3: retention. versions.expires_at (a TTL) and versions.deleted_at hide a version until `gc` removes its row;
+# artifacts.next_idx keeps version numbers from being reused once gc removed the highest one (as W&B does).
 # A manifest as a tree: the daemon looks names up by (parent, name) and lists by (parent, id).
 NODES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -42,14 +46,14 @@ CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS projects (id {id}, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS artifacts (
     id {id}, project_id {int} NOT NULL REFERENCES projects(id),
-    name TEXT NOT NULL, type TEXT NOT NULL, UNIQUE (project_id, name));
+    name TEXT NOT NULL, type TEXT NOT NULL, next_idx {int} NOT NULL DEFAULT 0, UNIQUE (project_id, name));
 CREATE TABLE IF NOT EXISTS manifests (
     id {id}, content_id TEXT NOT NULL UNIQUE, digest TEXT NOT NULL,
     file_count {int} NOT NULL, total_size {int} NOT NULL, root_node {int});
 {nodes}CREATE TABLE IF NOT EXISTS versions (
     artifact_id {int} NOT NULL REFERENCES artifacts(id), idx INTEGER NOT NULL,
     manifest_id {int} NOT NULL REFERENCES manifests(id), digest TEXT NOT NULL,
-    created_at {real} NOT NULL, description TEXT, metadata TEXT NOT NULL,
+    created_at {real} NOT NULL, description TEXT, metadata TEXT NOT NULL, expires_at {real}, deleted_at {real},
     PRIMARY KEY (artifact_id, idx));
 CREATE TABLE IF NOT EXISTS aliases (
     artifact_id {int} NOT NULL, alias TEXT NOT NULL, idx INTEGER NOT NULL,
@@ -59,7 +63,7 @@ CREATE TABLE IF NOT EXISTS aliases (
 REGISTRY_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA + NODES_SCHEMA))
 
 _VERSION_COLUMNS = """p.name, a.name, a.type, v.idx, v.digest, m.content_id, v.created_at, m.file_count,
-    m.total_size, v.description, v.metadata, v.artifact_id"""
+    m.total_size, v.description, v.metadata, v.artifact_id, v.expires_at"""
 _VERSION_FROM = """versions v JOIN artifacts a ON a.id = v.artifact_id JOIN projects p ON p.id = a.project_id
     JOIN manifests m ON m.id = v.manifest_id"""
 NODE_COLUMNS = "id, name, is_dir, path, size, digest, ref, extra"
@@ -89,8 +93,25 @@ def upgrade(db: Connection, where: str) -> None:
         return
     if version < 2:
         _mark_quoted_refs(db)
+    if version < 3:
+        _add_retention_columns(db)
     db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
     log.info("registry %s upgraded from schema v%d to v%d", where, version, SCHEMA_VERSION)
+
+
+def _add_retention_columns(db: Connection) -> None:
+    # DOUBLE PRECISION: PostgreSQL's REAL would round unix times to minutes; SQLite reads it as REAL.
+    for table, column, ddl in (("versions", "expires_at", "DOUBLE PRECISION"),
+                               ("versions", "deleted_at", "DOUBLE PRECISION"),
+                               ("artifacts", "next_idx", "BIGINT NOT NULL DEFAULT 0")):  # fmt: skip
+        if column not in _columns(db, table):  # a registry marked older than its tables (tests do that) has it
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+    db.execute("UPDATE artifacts SET next_idx = COALESCE((SELECT MAX(idx) + 1 FROM versions v"
+               " WHERE v.artifact_id = artifacts.id), 0) WHERE next_idx = 0")  # fmt: skip
+
+
+def _columns(db: Connection, table: str) -> set[str]:
+    return {column[0] for column in db.execute(f"SELECT * FROM {table} WHERE 1 = 0").description}
 
 
 def _mark_quoted_refs(db: Connection) -> None:
@@ -149,12 +170,14 @@ class SQLRegistry(Registry):
         description: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         aliases: Sequence[str] = (),
+        ttl: float | None = None,
     ) -> LogResult:
         digest, content_id = manifest.digest, manifest.content_id
         metadata_json = json.dumps(dict(metadata or {}), sort_keys=True)
         with self._write() as db:
             artifact_id = self._ensure_artifact(db, project, artifact, type)
-            latest = self._alias_index(db, artifact_id, LATEST)
+            now = time.time()
+            latest = retention.live_aliases(db, artifact_id, now).get(LATEST)
             if latest is not None:
                 latest_digest, latest_manifest = db.execute(
                     "SELECT digest, manifest_id FROM versions WHERE artifact_id = ? AND idx = ?", (artifact_id, latest)
@@ -164,14 +187,13 @@ class SQLRegistry(Registry):
                         self._put_alias(db, artifact_id, alias, latest)
                     return LogResult(self._version(db, artifact_id, latest), created=False)
             manifest_id = self._store_manifest(db, manifest, content_id, digest)
-            (index,) = db.execute(
-                "SELECT COALESCE(MAX(idx) + 1, 0) FROM versions WHERE artifact_id = ?", (artifact_id,)
-            ).fetchone()
+            index = self._next_index(db, artifact_id)
             db.execute(
-                "INSERT INTO versions (artifact_id, idx, manifest_id, digest, created_at, description, metadata)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (artifact_id, index, manifest_id, digest, time.time(), description, metadata_json),
-            )
+                "INSERT INTO versions (artifact_id, idx, manifest_id, digest, created_at, description, metadata,"
+                " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (artifact_id, index, manifest_id, digest, now, description, metadata_json,
+                 None if ttl is None else now + ttl),
+            )  # fmt: skip
             for alias in (LATEST, *aliases):
                 self._put_alias(db, artifact_id, alias, index)
             return LogResult(self._version(db, artifact_id, index), created=True)
@@ -188,18 +210,22 @@ class SQLRegistry(Registry):
                 return False
             manifest_id = self._store_manifest(db, manifest, manifest.content_id, manifest.digest)
             db.execute(
-                "INSERT INTO versions (artifact_id, idx, manifest_id, digest, created_at, description, metadata)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO versions (artifact_id, idx, manifest_id, digest, created_at, description, metadata,"
+                " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (artifact_id, version.index, manifest_id, version.digest, version.created_at, version.description,
-                 json.dumps(dict(version.metadata), sort_keys=True)),
+                 json.dumps(dict(version.metadata), sort_keys=True), version.expires_at),
             )  # fmt: skip
+            db.execute("UPDATE artifacts SET next_idx = ? WHERE id = ? AND next_idx <= ?",
+                       (version.index + 1, artifact_id, version.index))  # fmt: skip
             return True
 
     def set_alias(self, project: str, artifact: str, alias: str, index: int) -> None:
         with self._write() as db:
             artifact_id = self._artifact_id(db, project, artifact)
+            self._lock_artifact(db, artifact_id)
             if not db.execute(
-                "SELECT 1 FROM versions WHERE artifact_id = ? AND idx = ?", (artifact_id, index)
+                f"SELECT 1 FROM versions v WHERE v.artifact_id = ? AND v.idx = ? AND {LIVE}",
+                (artifact_id, index, time.time()),
             ).fetchone():
                 raise NotFound(f"{project}/{artifact} has no version v{index}")
             self._put_alias(db, artifact_id, alias, index)
@@ -214,6 +240,34 @@ class SQLRegistry(Registry):
                 raise InvalidInput(f"{alias} points at v{current}, not v{only_at}: nothing removed "
                                    f"(name {project}/{artifact} alone to remove it anyway)")  # fmt: skip
             db.execute("DELETE FROM aliases WHERE artifact_id = ? AND alias = ?", (artifact_id, alias))
+
+    # -- retention (see registry/retention.py) --------------------------------------------------
+    def set_ttl(self, project: str, artifact: str, index: int, ttl: float | None) -> VersionInfo:
+        with self._write() as db:
+            artifact_id = self._artifact_id(db, project, artifact)
+            self._lock_artifact(db, artifact_id)
+            retention.set_expiry(db, artifact_id, f"{project}/{artifact}", index, ttl)
+            return self._version(db, artifact_id, index)
+
+    def delete_version(self, project: str, artifact: str, index: int, *, force: bool = False) -> Deletion:
+        with self._write() as db:
+            artifact_id = self._artifact_id(db, project, artifact)
+            self._lock_artifact(db, artifact_id)
+            return retention.delete_version(db, artifact_id, f"{project}/{artifact}", index, force=force,
+                                            now=time.time())  # fmt: skip
+
+    def collect(self, *, dry_run: bool = False) -> Collected:
+        with self._write() as db:
+            if not dry_run:  # a dry run only reads: writers need not wait for it
+                self._lock_writers(db)
+            return retention.collect(db, time.time(), dry_run=dry_run)
+
+    def live_manifest_ids(self) -> set[str]:
+        return retention.live_manifest_ids(self._db, time.time())
+
+    def _lock_writers(self, db: Connection) -> None:
+        """Keep every writer out until the transaction ends (where the transaction does not already), so that
+        no logger reuses a stored manifest that ``gc`` is removing."""
 
     def _ensure_artifact(self, db: Connection, project: str, artifact: str, type: str) -> int:
         """The artifact's id, creating project and artifact if needed; holds the artifact's write lock."""
@@ -230,6 +284,18 @@ class SQLRegistry(Registry):
             raise InvalidInput(f"{project}/{artifact} has type {existing_type!r}, not {type!r}")
         self._lock_artifact(db, artifact_id)
         return artifact_id
+
+    @staticmethod
+    def _next_index(db: Connection, artifact_id: int) -> int:
+        """The next version number, never one used before (gc may have removed the highest version's row)."""
+        (stored, highest) = db.execute(
+            "SELECT next_idx, (SELECT COALESCE(MAX(idx) + 1, 0) FROM versions WHERE artifact_id = ?)"
+            " FROM artifacts WHERE id = ?",
+            (artifact_id, artifact_id),
+        ).fetchone()
+        index = max(stored, highest)
+        db.execute("UPDATE artifacts SET next_idx = ? WHERE id = ?", (index + 1, artifact_id))
+        return int(index)
 
     @staticmethod
     def _put_alias(db: Connection, artifact_id: int, alias: str, index: int) -> None:
@@ -301,7 +367,13 @@ class SQLRegistry(Registry):
 
     # -- reading --------------------------------------------------------------------------------
     def projects(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT name FROM projects ORDER BY name")]
+        # Projects whose every version is gone (deleted, expired, collected) are not shown.
+        rows = self._db.execute(
+            "SELECT name FROM projects p WHERE EXISTS (SELECT 1 FROM artifacts a JOIN versions v"
+            f" ON v.artifact_id = a.id WHERE a.project_id = p.id AND {LIVE}) ORDER BY name",
+            (time.time(),),
+        )
+        return [r[0] for r in rows]
 
     def schemes(self) -> set[str]:
         # One pass over the refs, comparing short prefixes (portable SQL: no position()/instr()):
@@ -312,40 +384,55 @@ class SQLRegistry(Registry):
     def artifacts(self, project: str) -> list[ArtifactInfo]:
         db = self._db
         (project_id,) = self._one(db, "SELECT id FROM projects WHERE name = ?", (project,), f"no project {project!r}")
+        now = time.time()
+        # One query whatever the number of artifacts (the mount lists a project every --alias-ttl): latest as
+        # retention.live_aliases() has it, the stored alias while its version lives, else the newest live version.
         rows = db.execute(
-            "SELECT a.name, a.type, (SELECT COUNT(*) FROM versions v WHERE v.artifact_id = a.id),"
-            " (SELECT idx FROM aliases l WHERE l.artifact_id = a.id AND l.alias = ?)"
+            f"SELECT a.name, a.type, (SELECT COUNT(*) FROM versions v WHERE v.artifact_id = a.id AND {LIVE}),"
+            f" COALESCE((SELECT l.idx FROM aliases l JOIN versions v ON v.artifact_id = l.artifact_id AND v.idx = l.idx"
+            f" WHERE l.artifact_id = a.id AND l.alias = ? AND {LIVE}),"
+            f" (SELECT MAX(v.idx) FROM versions v WHERE v.artifact_id = a.id AND {LIVE}))"
             " FROM artifacts a WHERE a.project_id = ? ORDER BY a.name",
-            (LATEST, project_id),
-        )
-        return [ArtifactInfo(project, name, type_, count, latest) for name, type_, count, latest in rows]
+            (now, LATEST, now, now, project_id),
+        ).fetchall()
+        return [ArtifactInfo(project, *row) for row in rows if row[2]]
 
     def versions(self, project: str, artifact: str) -> list[VersionInfo]:
         db = self._db
         artifact_id = self._artifact_id(db, project, artifact)
+        now = time.time()
         rows = db.execute(
-            f"SELECT {_VERSION_COLUMNS} FROM {_VERSION_FROM} WHERE v.artifact_id = ? ORDER BY v.idx", (artifact_id,)
+            f"SELECT {_VERSION_COLUMNS} FROM {_VERSION_FROM} WHERE v.artifact_id = ? AND {LIVE} ORDER BY v.idx",
+            (artifact_id, now),
         ).fetchall()
-        by_index = self._aliases_by_index(db, artifact_id)
+        by_index = self._aliases_by_index(db, artifact_id, now)
         return [_version_info(row, by_index.get(row[3], ())) for row in rows]
 
     def resolve(self, project: str, artifact: str, label: str) -> VersionInfo:
         db = self._db
         artifact_id = self._artifact_id(db, project, artifact)
+        now = time.time()
         index = version_index(label)
         if index is None:
-            index = self._alias_index(db, artifact_id, label)
+            index = retention.live_aliases(db, artifact_id, now).get(label)
             if index is None:
-                raise NotFound(f"{project}/{artifact} has no alias {label!r}")
+                stored = self._alias_index(db, artifact_id, label)
+                if stored is None:
+                    raise NotFound(f"{project}/{artifact} has no alias {label!r}")
+                raise NotFound(f"{project}/{artifact}:{label} points at v{stored}, which "
+                               f"{retention.gone(db, artifact_id, stored, now) or 'is gone'}")  # fmt: skip
+        gone = retention.gone(db, artifact_id, index, now)
+        if gone:
+            raise NotFound(f"{project}/{artifact}:v{index} {gone}")
         try:
-            return self._version(db, artifact_id, index)
+            return self._version(db, artifact_id, index, now)
         except NotFound:
             raise NotFound(f"{project}/{artifact} has no version v{index}") from None
 
     def aliases(self, project: str, artifact: str) -> dict[str, int]:
         db = self._db
         artifact_id = self._artifact_id(db, project, artifact)
-        return dict(db.execute("SELECT alias, idx FROM aliases WHERE artifact_id = ? ORDER BY alias", (artifact_id,)))
+        return dict(sorted(retention.live_aliases(db, artifact_id, time.time()).items()))
 
     def iter_entries(self, manifest_id: str) -> Iterator[Entry]:
         db = self._db
@@ -392,23 +479,21 @@ class SQLRegistry(Registry):
         row = db.execute("SELECT idx FROM aliases WHERE artifact_id = ? AND alias = ?", (artifact_id, alias)).fetchone()
         return None if row is None else row[0]
 
-    @staticmethod
-    def _aliases_by_index(db: Connection, artifact_id: int) -> dict[int, tuple[str, ...]]:
+    def _aliases_by_index(self, db: Connection, artifact_id: int, now: float) -> dict[int, tuple[str, ...]]:
         by_index: dict[int, tuple[str, ...]] = {}
-        for alias, index in db.execute(
-            "SELECT alias, idx FROM aliases WHERE artifact_id = ? ORDER BY alias", (artifact_id,)
-        ):
+        for alias, index in sorted(retention.live_aliases(db, artifact_id, now).items()):
             by_index[index] = (*by_index.get(index, ()), alias)
         return by_index
 
-    def _version(self, db: Connection, artifact_id: int, index: int) -> VersionInfo:
+    def _version(self, db: Connection, artifact_id: int, index: int, now: float | None = None) -> VersionInfo:
         row = db.execute(
             f"SELECT {_VERSION_COLUMNS} FROM {_VERSION_FROM} WHERE v.artifact_id = ? AND v.idx = ?",
             (artifact_id, index),
         ).fetchone()
         if row is None:
             raise NotFound(f"version v{index} does not exist")
-        return _version_info(row, self._aliases_by_index(db, artifact_id).get(index, ()))
+        now = time.time() if now is None else now
+        return _version_info(row, self._aliases_by_index(db, artifact_id, now).get(index, ()))
 
 
 class SQLManifestIndex(ManifestIndex):
@@ -506,7 +591,7 @@ def node_from_row(row: tuple[Any, ...]) -> Node:
 
 
 def _version_info(row: tuple[Any, ...], aliases: tuple[str, ...]) -> VersionInfo:
-    project, artifact, type_, index, digest, content_id, created, files, size, description, metadata, _ = row
+    project, artifact, type_, index, digest, content_id, created, files, size, description, metadata, _, expires = row
     return VersionInfo(
         project=project,
         artifact=artifact,
@@ -520,4 +605,5 @@ def _version_info(row: tuple[Any, ...], aliases: tuple[str, ...]) -> VersionInfo
         description=description,
         metadata=json.loads(metadata),
         aliases=aliases,
+        expires_at=expires,
     )
