@@ -87,7 +87,7 @@ class BlockCache:
         ``create``, NotFound if it holds no cache yet (commands that only inspect or remove make none).
         ``size_limit`` None keeps the limit the cache was last opened with (by a mount, say)."""
         self.directory = Path(directory)
-        if not create and not (self.directory / "blocks" / "cache.db").is_file():
+        if not create and not self.exists(directory):
             raise NotFound(f"no block cache in {self.directory} (nothing has been cached there)")
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -103,6 +103,11 @@ class BlockCache:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise InvalidInput(f"cannot use the cache directory {self.directory}: {reason}") from exc
         self.corrupt_blocks = 0
+
+    @staticmethod
+    def exists(directory: str | Path) -> bool:
+        """Whether ``directory`` holds a block cache (something was cached there)."""
+        return (Path(directory) / "blocks" / "cache.db").is_file()
 
     def _open(self, size_limit: int | None, *, timeout: float) -> diskcache.Cache:
         limit = {} if size_limit is None else {"size_limit": size_limit}  # diskcache keeps settings in its index

@@ -682,26 +682,33 @@ def delete_cmd(target: str, force: bool, registry_url: str | None) -> None:
 def gc_cmd(dry_run: bool, as_json: bool, registry_url: str | None) -> None:
     """Remove expired and deleted versions (their rows and aliases) and the stored manifests that no
     remaining version uses, with this node's local index copies of them (a shared registry's, under
-    manifests/ in the cache dir that `refmount config` shows).
+    manifests/ in the cache dir that `refmount config` shows), and from this node's block cache the blocks
+    of objects that no remaining version references (run it on each node whose cache should shrink).
 
     Safe on several nodes at once (one transaction that keeps writers out; concurrent runs take
     turns), and beside running mounts, except that a file of a removed version that a mount still
     holds open may fail to read afterwards. Removed versions are gone for good; their numbers are
     never used again.
     """
+    from .cache import BlockCache
+
     settings = config.load({"registry": registry_url})
     registry = open_registry(settings.registry, index_dir=Path(settings.cache_dir) / "manifests")
+    cache = BlockCache(settings.cache_dir, None, create=False) if BlockCache.exists(settings.cache_dir) else None
     try:
-        report = retention.gc(registry, dry_run=dry_run)
+        report = retention.gc(registry, cache=cache, dry_run=dry_run)
     finally:
         registry.close()
+        if cache is not None:
+            cache.close()
     collected, verb = report.collected, "would remove" if dry_run else "removed"
     if as_json:
         versions = [{"name": name, "reason": why} for name, why in collected.versions]
         manifests = [{"manifest_id": mid, "files": files} for mid, files in collected.manifests]
         copies = [str(path) for path in report.index_copies]
+        blocks = None if report.blocks is None else {"blocks": report.blocks.blocks, "bytes": report.blocks.bytes}
         click.echo(json.dumps({"dry_run": dry_run, "versions": versions, "manifests": manifests,
-                               "index_copies": copies}, indent=2))  # fmt: skip
+                               "index_copies": copies, "cache_blocks": blocks}, indent=2))  # fmt: skip
         return
     for name, why in collected.versions:
         click.echo(f"{verb} {name} ({why})")
@@ -709,8 +716,12 @@ def gc_cmd(dry_run: bool, as_json: bool, registry_url: str | None) -> None:
         click.echo(f"{verb} manifest {content_id[:12]} ({_count(files, 'file')})")
     for path in report.index_copies:
         click.echo(f"{verb} index copy {path}")
-    found = (_count(len(collected.versions), "version"), _count(len(collected.manifests), "manifest"),
-             _count(len(report.index_copies), "index copy", "index copies"))  # fmt: skip
+    found = [_count(len(collected.versions), "version"), _count(len(collected.manifests), "manifest"),
+             _count(len(report.index_copies), "index copy", "index copies")]  # fmt: skip
+    if report.blocks is not None:
+        click.echo(f"{verb} {_count(report.blocks.blocks, 'cache block')} ({_size(report.blocks.bytes)}) "
+                   f"of objects no remaining version references")  # fmt: skip
+        found.append(_count(report.blocks.blocks, "cache block"))
     click.echo(f"gc{' --dry-run' if dry_run else ''}: {verb} {', '.join(found)}", err=True)
 
 
@@ -1102,9 +1113,9 @@ def _versions_of(registry: Registry, what: str | None) -> list[VersionInfo]:
     if what is not None and "/" in what:
         ref = ArtifactRef.parse(what)
         return registry.versions(ref.project, ref.artifact)
-    projects = registry.projects() if what is None else [what]
-    return [version for project in projects for artifact in registry.artifacts(project)
-            for version in registry.versions(project, artifact.name)]  # fmt: skip
+    if what is None:
+        return retention.live_versions(registry)
+    return [version for artifact in registry.artifacts(what) for version in registry.versions(what, artifact.name)]
 
 
 @cache_group.command("evict")

@@ -3,8 +3,8 @@
 A version's TTL counts from its creation, as W&B's ``artifact.ttl`` does. An expired or deleted version
 leaves every reader at once (``ls``, ``show``, ``download``, the API, the mount within ``--alias-ttl``);
 ``gc`` then removes its rows and the stored manifests no remaining version uses (see
-:mod:`refmount.registry.retention`). Cache blocks are swept elsewhere: :func:`manifests_in_use` is what
-such a sweep keeps.
+:mod:`refmount.registry.retention`), and from this node's block cache the blocks of objects no remaining
+version references (see :func:`refmount.cachemap.sweep`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InvalidInput
 from .registry import Collected, Registry, VersionInfo
 from .registry.sql import SCHEMA_VERSION
+
+if TYPE_CHECKING:  # the block cache is imported by gc alone: `refmount ls` and `log` need none of it
+    from .cache import BlockCache
+    from .cachemap import Removed
 
 NO_TTL = "none"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -60,26 +65,39 @@ def manifests_in_use(registry: Registry) -> set[str]:
     return registry.live_manifest_ids()
 
 
+def live_versions(registry: Registry) -> list[VersionInfo]:
+    """Every version of the registry that has neither expired nor been deleted."""
+    return [version for project in registry.projects() for artifact in registry.artifacts(project)
+            for version in registry.versions(project, artifact.name)]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class GcReport:
     collected: Collected
     index_copies: list[Path] = field(default_factory=list)  # local manifest index copies removed (or to be)
     dry_run: bool = False
+    blocks: Removed | None = None  # cache blocks removed (or to be); None without a cache on this node
 
 
-def gc(registry: Registry, *, dry_run: bool = False) -> GcReport:
+def gc(registry: Registry, *, cache: BlockCache | None = None, dry_run: bool = False) -> GcReport:
     """Remove expired and deleted versions' rows and unused manifests from the registry, then this node's
-    index copies of manifests no live version uses (a shared registry's, under the cache dir's manifests/).
+    index copies of manifests no live version uses (a shared registry's, under the cache dir's manifests/)
+    and, given its ``cache``, the blocks of objects no live version references.
 
     Safe to run on several nodes at once: the registry part is one transaction that keeps writers out, and
-    two runs take turns; removing a copy that another run removed already is no error."""
+    two runs take turns; removing a copy or a block that another run removed already is no error."""
     collected = registry.collect(dry_run=dry_run)
     index_dir: Path | None = getattr(registry, "index_dir", None)  # only network registries keep copies
     copies = _unused_index_copies(index_dir, manifests_in_use(registry)) if index_dir else []
     if not dry_run:
         for path in copies:
             path.unlink(missing_ok=True)  # a mount that has it open keeps reading the unlinked file
-    return GcReport(collected, copies, dry_run)
+    blocks = None
+    if cache is not None:
+        from .cachemap import sweep
+
+        blocks = sweep(cache, live_versions(registry), registry, dry_run=dry_run)
+    return GcReport(collected, copies, dry_run, blocks)
 
 
 def _unused_index_copies(index_dir: Path, in_use: set[str]) -> list[Path]:

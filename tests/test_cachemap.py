@@ -88,6 +88,30 @@ def test_sweep_keeps_the_blocks_of_kept_versions_and_removes_the_rest(tmp_path: 
         cache.close()
 
 
+def test_gc_sweeps_the_blocks_only_deleted_versions_used(cli: Cli, registry_url: str, tmp_path: Path,
+                                                         cache_dir: Path) -> None:  # fmt: skip
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "shared.bin").write_bytes(os.urandom(3 * INLINE_MAX))  # each one block, stored as a file
+    (src / "old.bin").write_bytes(os.urandom(3 * INLINE_MAX))
+    log(registry_url, "p/ds", file_uri(src))
+    cli("cache", "prefetch", "p/ds:v0", "-q")
+    (src / "old.bin").unlink()
+    (src / "new.bin").write_bytes(os.urandom(3 * INLINE_MAX))
+    log(registry_url, "p/ds", file_uri(src))
+    cli("cache", "prefetch", "p/ds:v1", "-q")
+    assert block_files(cache_dir) == 3
+    assert "removed 1 cache block" not in cli("gc").out and block_files(cache_dir) == 3  # every block in use
+
+    cli("delete", "p/ds:v0")
+    dry = cli("gc", "--dry-run")
+    assert "would remove 1 cache block (384.0 KiB) of objects no remaining version references" in dry.out
+    assert block_files(cache_dir) == 3
+    assert cli("gc", "--json").json()["cache_blocks"] == {"blocks": 1, "bytes": 3 * INLINE_MAX}
+    assert block_files(cache_dir) == 2  # old.bin's block went; shared.bin's stays, v1 references it
+    assert status(cli, "p/ds:v1")["versions"][0]["percent"] == 100
+
+
 # -- status and evict through the CLI ------------------------------------------------------------------------
 
 
