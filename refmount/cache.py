@@ -32,6 +32,7 @@ from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 
 from . import directio
 from .buffers import Block
+from .compat import checked
 from .errors import InvalidInput
 from .forkgate import SQLITE
 from .manifest import CONTENT_MD5, Entry
@@ -81,10 +82,29 @@ class _BlockDisk(diskcache.Disk):
         return value.length, MODE_BINARY, filename, None
 
 
+class _EvictionCounting(diskcache.Cache):
+    """diskcache's Cache counting the blocks its size limit evicts, which diskcache itself does not count.
+
+    Every removal of a row by the size limit (or an expiry, which blocks never have) passes through the
+    ``cleanup`` callback of ``Cache._cull`` (diskcache's internals, checked with 5.6): this counts those
+    calls. A count of this process's writes; another process sharing the directory counts its own.
+    """
+
+    evicted = 0
+
+    def _cull(self, now: float, sql: Any, cleanup: Any, limit: int | None = None) -> None:
+        def counted(filename: str | None) -> None:
+            self.evicted += 1
+            cleanup(filename)
+
+        super()._cull(now, sql, counted, limit)  # type: ignore[misc]
+
+
 class BlockCache:
     def __init__(self, directory: str | Path, size_limit: int):
         """Raises InvalidInput (one line: the directory and why) if the directory cannot be used."""
         self.directory = Path(directory)
+        self.size_limit = size_limit
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(self.directory, 0o700)  # cached bytes may be private data: owner only
@@ -101,7 +121,8 @@ class BlockCache:
         self.corrupt_blocks = 0
 
     def _open(self, size_limit: int, *, timeout: float) -> diskcache.Cache:
-        return diskcache.Cache(
+        kind = _EvictionCounting if checked("diskcache") else diskcache.Cache
+        return kind(
             str(self.directory / "blocks"),
             size_limit=size_limit,
             # Oldest stored first: a hit then writes nothing. Keeping LRU order made every hit an UPDATE of
@@ -207,6 +228,17 @@ class BlockCache:
     def volume(self) -> int:
         with SQLITE:
             return self._cache.volume()
+
+    @property
+    def blocks(self) -> int:
+        """How many blocks the cache holds (every process's)."""
+        with SQLITE:
+            return len(self._cache)
+
+    @property
+    def evictions(self) -> int | None:
+        """Blocks this object's writes evicted past the size limit; None if this diskcache cannot say."""
+        return self._cache.evicted if isinstance(self._cache, _EvictionCounting) else None
 
     def close(self) -> None:
         with SQLITE:
