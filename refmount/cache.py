@@ -32,7 +32,6 @@ from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 
 from . import directio
 from .buffers import Block
-from .compat import checked
 from .errors import InvalidInput
 from .forkgate import SQLITE
 from .manifest import CONTENT_MD5, Entry
@@ -86,8 +85,9 @@ class _EvictionCounting(diskcache.Cache):
     """diskcache's Cache counting the blocks its size limit evicts, which diskcache itself does not count.
 
     Every removal of a row by the size limit (or an expiry, which blocks never have) passes through the
-    ``cleanup`` callback of ``Cache._cull`` (diskcache's internals, checked with 5.6): this counts those
-    calls. A count of this process's writes; another process sharing the directory counts its own.
+    ``cleanup`` callback of ``Cache._cull`` (diskcache's internals, checked with 5.6, its latest release;
+    with another version the plain Cache is used and evictions go uncounted): this counts those calls. A
+    count of this process's writes; another process sharing the directory counts its own.
     """
 
     evicted = 0
@@ -121,7 +121,9 @@ class BlockCache:
         self.corrupt_blocks = 0
 
     def _open(self, size_limit: int, *, timeout: float) -> diskcache.Cache:
-        kind = _EvictionCounting if checked("diskcache") else diskcache.Cache
+        # diskcache's own version, not refmount.compat.checked: with this module importing refmount.compat, a few
+        # page-cache re-reads reached the daemon in bench/small_files.py (unexplained; bisected to that import).
+        kind = _EvictionCounting if diskcache.__version__.startswith("5.6.") else diskcache.Cache
         return kind(
             str(self.directory / "blocks"),
             size_limit=size_limit,

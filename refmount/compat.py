@@ -21,7 +21,6 @@ CHECKED: dict[str, tuple[str, str]] = {
     "gcsfs": ("2024.2", "2027"),
     "botocore": ("1.34", "2"),
     "urllib3": ("2", "3"),
-    "diskcache": ("5.6", "5.7"),
 }
 
 
