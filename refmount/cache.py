@@ -121,8 +121,7 @@ class BlockCache:
         self.corrupt_blocks = 0
 
     def _open(self, size_limit: int, *, timeout: float) -> diskcache.Cache:
-        # diskcache's own version, not refmount.compat.checked: with this module importing refmount.compat, a few
-        # page-cache re-reads reached the daemon in bench/small_files.py (unexplained; bisected to that import).
+        # diskcache's own version string: the subclass reaches into 5.6's internals only.
         kind = _EvictionCounting if diskcache.__version__.startswith("5.6.") else diskcache.Cache
         return kind(
             str(self.directory / "blocks"),
