@@ -15,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import refmount
 from refmount import config
+from refmount.buffers import Block
+from refmount.cache import BlockCache
 from refmount.fstab import mount_args
 from refmount.latency import BOUNDS_S, Latencies
 from refmount.reader import BLOCK_SIZE
@@ -187,3 +189,16 @@ def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
     buckets = dict(latencies.cumulative())
     assert buckets[repr(BOUNDS_S[0])] == 1 and buckets[repr(BOUNDS_S[1])] == 2
     assert buckets[repr(BOUNDS_S[-1])] == 2 and buckets["+Inf"] == latencies.count == 3
+
+
+def test_evictions_are_counted(tmp_path: Path) -> None:
+    cache = BlockCache(tmp_path / "cache", size_limit=1 << 20)
+    try:
+        assert cache.evictions == 0
+        for i in range(40):  # 2.5 MiB of 64 KiB blocks into a 1 MiB cache
+            cache.put(f"block-{i}", Block.of(os.urandom(64 << 10)))
+        assert cache.evictions is not None and cache.evictions > 0
+        assert cache.blocks + cache.evictions == 40  # each block is either still there or was evicted
+        assert cache.size_limit == 1 << 20
+    finally:
+        cache.close()
