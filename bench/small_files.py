@@ -1,6 +1,7 @@
 """Many small files: 10,000 objects of 64 KiB read through the mount by 16 parallel readers.
 
     python bench/small_files.py [--files 10000] [--size-kib 64] [--readers 16] [--peers rclone,s3fs]
+                                [--metrics 127.0.0.1:9464]
 
 Starts SeaweedFS on 127.0.0.1, logs the prefix, and reads every file through the mount in a shuffled
 order (as a training epoch does) with Python's ``open(path, "rb").read()``: cold (empty cache), warm from
@@ -11,7 +12,9 @@ For each pass it prints files/s, the serving daemon's CPU time per file and, for
 that reached its Python code (opens included) and all requests the kernel sent it (read() calls on
 /dev/fuse, from /proc). Peers in the same run: boto3 GetObject of every object with the same number of
 threads, and optionally `rclone mount` / `s3fs` on the same bucket, read the same ways. Needs root (it
-writes /proc/sys/vm/drop_caches).
+writes /proc/sys/vm/drop_caches). With ``--metrics``, refmount serves Prometheus metrics there and the
+benchmark scrapes them every second while it reads (a Prometheus server scrapes every 15 s or so): the
+cost of instrumenting and of being scraped.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import os
 import random
 import shutil
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -129,12 +134,34 @@ def local_ceiling(root: Path, body: bytes, args: argparse.Namespace, key: Callab
     return passes
 
 
+class Scraper(threading.Thread):
+    """GET ``url`` every ``interval`` seconds until stopped; counts the scrapes."""
+
+    def __init__(self, url: str, interval: float = 1.0):
+        super().__init__(daemon=True)
+        self.url, self.interval = url, interval
+        self.scrapes = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            with urllib.request.urlopen(self.url, timeout=10) as response:
+                response.read()
+            self.scrapes += 1
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return self.scrapes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=10_000, help="number of files (default 10000)")
     parser.add_argument("--size-kib", type=int, default=64, help="size of each file in KiB (default 64)")
     parser.add_argument("--readers", type=int, default=16, help="parallel readers (default 16)")
     parser.add_argument("--peers", default="", help=f"comma-separated peer mounts to run too: {', '.join(PEERS)}")
+    parser.add_argument("--metrics", metavar="HOST:PORT", help="refmount serves metrics there, scraped every second")
     args = parser.parse_args()
     key = lambda i: f"{i % 100:02}/{i:06}.bin"  # noqa: E731  (under the prefix small/)
     work = Path(tempfile.mkdtemp(prefix="refmount-small-", dir="/var/tmp"))
@@ -152,12 +179,20 @@ def main() -> None:
             order = random.Random(0).sample(range(args.files), args.files)
             rows.append(Pass("boto3 GetObject", timed(args.files, args.readers, get_object, order)))
             (work / "mnt").mkdir()
-            mount = MountedFS(work / "mnt", registry, work / "cache", work / "mount.log", alias_ttl=60).start()
+            extra = ("--metrics", args.metrics) if args.metrics else ()
+            mount = MountedFS(work / "mnt", registry, work / "cache", work / "mount.log", alias_ttl=60,
+                              extra_args=extra).start()  # fmt: skip
+            scraper = Scraper(f"http://{args.metrics}/metrics") if args.metrics else None
             try:
                 assert mount.proc is not None
                 version = work / "mnt" / "bench" / "small" / "v0"
-                rows += epoch_passes("refmount", version, args, key, mount.proc.pid, counted=work / "mnt")
+                if scraper is not None:
+                    scraper.start()
+                label = "refmount --metrics" if args.metrics else "refmount"
+                rows += epoch_passes(label, version, args, key, mount.proc.pid, counted=work / "mnt")
             finally:
+                if scraper is not None:
+                    print(f"scraped {args.metrics} {scraper.stop()} times")
                 mount.stop()
             rows += local_ceiling(work / "local", body, args, key)
             for kind in filter(None, args.peers.split(",")):

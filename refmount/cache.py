@@ -81,6 +81,25 @@ class _BlockDisk(diskcache.Disk):
         return value.length, MODE_BINARY, filename, None
 
 
+class _EvictionCounting(diskcache.Cache):
+    """diskcache's Cache counting the blocks its size limit evicts, which diskcache itself does not count.
+
+    Every removal of a row by the size limit (or an expiry, which blocks never have) passes through the
+    ``cleanup`` callback of ``Cache._cull`` (diskcache's internals, checked with 5.6, its latest release;
+    with another version the plain Cache is used and evictions go uncounted): this counts those calls. A
+    count of this process's writes; another process sharing the directory counts its own.
+    """
+
+    evicted = 0
+
+    def _cull(self, now: float, sql: Any, cleanup: Any, limit: int | None = None) -> None:
+        def counted(filename: str | None) -> None:
+            self.evicted += 1
+            cleanup(filename)
+
+        super()._cull(now, sql, counted, limit)  # type: ignore[misc]
+
+
 class BlockCache:
     def __init__(self, directory: str | Path, size_limit: int | None, *, create: bool = True):
         """Raises InvalidInput (one line: the directory and why) if the directory cannot be used; without
@@ -111,7 +130,9 @@ class BlockCache:
 
     def _open(self, size_limit: int | None, *, timeout: float) -> diskcache.Cache:
         limit = {} if size_limit is None else {"size_limit": size_limit}  # diskcache keeps settings in its index
-        return diskcache.Cache(
+        # diskcache's own version string: the subclass reaches into 5.6's internals only.
+        kind = _EvictionCounting if diskcache.__version__.startswith("5.6.") else diskcache.Cache
+        return kind(
             str(self.directory / "blocks"),
             **limit,
             # Oldest stored first: a hit then writes nothing. Keeping LRU order made every hit an UPDATE of
@@ -246,6 +267,17 @@ class BlockCache:
     def volume(self) -> int:
         with SQLITE:
             return self._cache.volume()
+
+    @property
+    def blocks(self) -> int:
+        """How many blocks the cache holds (every process's)."""
+        with SQLITE:
+            return len(self._cache)
+
+    @property
+    def evictions(self) -> int | None:
+        """Blocks this object's writes evicted past the size limit; None if this diskcache cannot say."""
+        return self._cache.evicted if isinstance(self._cache, _EvictionCounting) else None
 
     def close(self) -> None:
         with SQLITE:

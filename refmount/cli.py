@@ -786,10 +786,17 @@ def _expiry(version: VersionInfo) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Daemon log file (default: mount-<mountpoint>.log in the cache dir; stderr with -f).",
 )
+@click.option(
+    "--metrics",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (requests and latencies per FUSE operation, bytes, "
+    "cache hits and misses, store requests per scheme, ...). Off by default; :PORT binds 127.0.0.1 only, "
+    "0.0.0.0:PORT every interface, [::1]:PORT IPv6; off turns off a config file's or $REFMOUNT_METRICS' address.",
+)
 def mount_cmd(mountpoint: Path, foreground: bool, registry_url: str | None, cache_dir: Path | None,
               cache_size: str | None, alias_ttl: float | None, stop_timeout: float | None,
               allow_other: bool | None, uid: int | None, gid: int | None, fuse_options: tuple[str, ...],
-              log_file: Path | None) -> None:  # fmt: skip
+              log_file: Path | None, metrics: str | None) -> None:  # fmt: skip
     """Mount every artifact version read-only at MOUNTPOINT: <project>/<artifact>/<vN or alias>/<path>.
 
     Bytes are fetched on first read, pinned to the logged object versions, through the block cache.
@@ -803,13 +810,13 @@ def mount_cmd(mountpoint: Path, foreground: bool, registry_url: str | None, cach
     options = ",".join(fuse_options) if fuse_options else None
     settings = config.load({"registry": registry_url, "cache_dir": cache_dir, "cache_size": cache_size,
                             "alias_ttl": alias_ttl, "stop_timeout": stop_timeout, "allow_other": allow_other,
-                            "uid": uid, "gid": gid, "fuse_options": options})  # fmt: skip
+                            "uid": uid, "gid": gid, "fuse_options": options, "metrics": metrics})  # fmt: skip
     code = run(MountOptions(
         mountpoint=mountpoint, registry_url=settings.registry, cache_dir=Path(settings.cache_dir),
         cache_size_bytes=settings.cache_size, alias_ttl_s=settings.alias_ttl, stop_timeout_s=settings.stop_timeout,
         allow_other=settings.allow_other,
         uid=settings.uid, gid=settings.gid, fuse_options=settings.fuse_options, foreground=foreground,
-        log_file=log_file,
+        log_file=log_file, metrics=None if settings.metrics == config.METRICS_OFF else settings.metrics,
     ))  # fmt: skip
     sys.exit(code)
 

@@ -107,6 +107,23 @@ def _options(value: Any) -> tuple[str, ...]:
     return tuple(o.strip() for o in items if o.strip())
 
 
+METRICS_OFF = "off"
+
+
+def metrics_address(value: Any) -> str:
+    """``HOST:PORT``, ``[IPv6]:PORT``, or ``:PORT``/``PORT`` (on 127.0.0.1: metrics are never exposed beyond
+    the node unless a host says so) -> ``HOST:PORT``; ``off`` stays ``off``."""
+    text = _text(value).strip()
+    if text.lower() == METRICS_OFF:
+        return METRICS_OFF
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT (a port from 1 to 65535), :PORT for 127.0.0.1, or off")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError("write an IPv6 address in brackets, as in [::1]:9464")
+    return f"{host or '127.0.0.1'}:{int(port)}"
+
+
 @dataclass(frozen=True)
 class _Key:
     parse: Callable[[Any], Any]
@@ -127,6 +144,8 @@ KEYS: dict[str, _Key] = {
     "uid": _Key(_id, "REFMOUNT_UID", "--uid", "owner uid of files on the mount"),
     "gid": _Key(_id, "REFMOUNT_GID", "--gid", "owner gid of files on the mount"),
     "fuse_options": _Key(_options, "REFMOUNT_FUSE_OPTIONS", "-o", "extra FUSE mount options"),
+    "metrics": _Key(metrics_address, "REFMOUNT_METRICS", "--metrics",
+                    "serve Prometheus metrics at http://HOST:PORT/metrics, or off"),
 }  # fmt: skip
 
 
@@ -149,6 +168,7 @@ def defaults() -> dict[str, Any]:
         "uid": os.getuid(),
         "gid": os.getgid(),
         "fuse_options": (),
+        "metrics": METRICS_OFF,
     }
 
 

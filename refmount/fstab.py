@@ -4,8 +4,8 @@
     refmount  /mnt/artifacts  fuse.refmount  registry=postgresql://refmount@db/refmount,allow_other,_netdev  0 0
 
 mount(8) calls ``mount.fuse.refmount SOURCE MOUNTPOINT -o OPTIONS``. refmount settings among the options
-(registry, cache-dir, cache-size, alias-ttl, stop-timeout, allow-other, uid, gid, log-file; each spelled as
-its flag or with underscores, ``cache-size=1G`` = ``cache_size=1G``) become flags. Options that only
+(registry, cache-dir, cache-size, alias-ttl, stop-timeout, allow-other, uid, gid, log-file, metrics; each
+spelled as its flag or with underscores, ``cache-size=1G`` = ``cache_size=1G``) become flags. Options that only
 mount(8) and systemd read (``_netdev``, ``nofail``, ``noauto``, ``user``, ``x-systemd.*``, ``comment=`` ...)
 and generic options that mean nothing to a read-only FUSE mount are dropped; the rest go to FUSE.
 """
@@ -17,7 +17,7 @@ import sys
 from .cli import main as cli_main
 from .mountopts import not_for_fuse
 
-_SETTINGS = {"registry", "cache-dir", "cache-size", "alias-ttl", "stop-timeout", "uid", "gid", "log-file"}
+_SETTINGS = {"registry", "cache-dir", "cache-size", "alias-ttl", "stop-timeout", "uid", "gid", "log-file", "metrics"}
 _FLAGS = {"allow-other"}
 
 

@@ -16,6 +16,7 @@ import collections
 import logging
 import mmap
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,7 +27,9 @@ from . import stores
 from .buffers import Block, BufferPool
 from .cache import INLINE_MAX, BlockCache, Claim, block_key
 from .errors import StoreError
+from .latency import Requests
 from .manifest import Entry
+from .uri import store_scheme
 from .writeback import Writeback
 
 log = logging.getLogger(__name__)
@@ -135,6 +138,7 @@ class Reader:
         self.cache = cache
         self.block_size = block_size
         self.stats = ReaderStats()
+        self.store_requests: dict[str, Requests] = {}  # by scheme: s3, gs, az (Azure's https too), http, https, file
         self._nursery = nursery
         self._limiter = trio.CapacityLimiter(max_fetches)
         self.buffers = BufferPool(block_size, spare=SPARE_BUFFERS)
@@ -336,6 +340,11 @@ class Reader:
             self._memory_bytes -= old.length
             self.buffers.release(old.buffer)
 
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of the blocks kept in memory."""
+        return self._memory_bytes
+
     def forget_memory(self) -> None:
         """Drop every block held in memory (at the end of the reader's life)."""
         while self._memory:
@@ -359,7 +368,7 @@ class Reader:
                 offset = run[first] * self.block_size
                 targets = [memoryview(fetch.buffers[i])[: lengths[i]] for i in range(first, last + 1)]
                 expected = sum(lengths[first : last + 1])
-                got = stores.store_for(entry.ref).read_into(entry, offset, targets)
+                got = self._store_read(entry, offset, targets)
                 if got != expected:
                     raise StoreError(f"{entry.path}: {entry.ref} returned {got} bytes at offset {offset}, "
                                      f"expected {expected}")  # fmt: skip
@@ -375,6 +384,27 @@ class Reader:
             raise
         finally:
             fetch.thread_finished()
+
+    def _store_read(self, entry: Entry, offset: int, targets: list[memoryview]) -> int:
+        """One store request (in a worker thread), counted and timed under its scheme in :attr:`store_requests`."""
+        scheme = store_scheme(entry.ref)
+        requests = self.store_requests.get(scheme)
+        if requests is None:
+            requests = self.store_requests.setdefault(scheme, Requests())
+        started = time.perf_counter_ns()
+        got = 0
+        try:
+            got = stores.store_for(entry.ref).read_into(entry, offset, targets)
+            return got
+        except BaseException:
+            with requests.lock:
+                requests.errors += 1
+            raise
+        finally:
+            duration = time.perf_counter_ns() - started
+            with requests.lock:
+                requests.observe_ns(duration)
+                requests.bytes += got
 
     def _from_cache(self, keys: list[str], lengths: list[int], buffers: list[mmap.mmap | bytearray],
                     claims: list[Claim | None]) -> list[Block | None]:  # fmt: skip

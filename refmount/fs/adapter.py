@@ -52,22 +52,31 @@ class _RecentFailures:
 
 
 def _answer(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    kind = handler.__name__
+
     @functools.wraps(handler)
     async def run(self: FuseAdapter, *args: Any) -> T:
-        self.fs.requests[handler.__name__] += 1
+        latencies = self.fs.requests[kind]
+        started = time.perf_counter_ns()  # about 0.3 us with the observation below: no lock, no allocation
         try:
             return await handler(self, *args)
         except FsError as exc:
+            self.fs.failed(kind, exc.errno)
             if exc.message and self.failures.first(exc.message):  # it starts with what failed: "p/ds:v0/a.bin: ..."
                 log.error("%s for %s", errno.errorcode.get(exc.errno, exc.errno), exc.message)
             raise pyfuse3.FUSEError(exc.errno) from None
-        except pyfuse3.FUSEError:
+        except pyfuse3.FUSEError as exc:
+            self.fs.failed(kind, exc.errno)
             raise
         except RegistryDown:
+            self.fs.failed(kind, errno.EIO)
             raise pyfuse3.FUSEError(errno.EIO) from None
         except Exception:
-            log.exception("EIO for a %s request %r: unexpected error", handler.__name__, args)
+            self.fs.failed(kind, errno.EIO)
+            log.exception("EIO for a %s request %r: unexpected error", kind, args)
             raise pyfuse3.FUSEError(errno.EIO) from None
+        finally:
+            latencies.observe_ns(time.perf_counter_ns() - started)
 
     return run
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 from ..errors import RefmountError
+from ..latency import Latencies
 from ..manifest import DOTS, PLAIN_COMPONENT, Entry
 from ..prefetch import StreamTable
 from ..reader import Lease, Reader
@@ -85,8 +86,14 @@ class Filesystem:
         self.reader = reader
         self.streams = StreamTable(reader)
         self.counters = Counters()
-        self.requests: collections.Counter[str] = collections.Counter()  # every kernel request, by kind
+        # Every kernel request answered, by kind (lookup, read, ...), and those answered with an error, by errno.
+        self.requests: collections.defaultdict[str, Latencies] = collections.defaultdict(Latencies)
+        self.errors: collections.Counter[tuple[str, str]] = collections.Counter()
         self._mount_time_ns = time.time_ns()
+
+    def failed(self, kind: str, code: int) -> None:
+        """A request of ``kind`` was answered with the errno ``code``."""
+        self.errors[kind, errno.errorcode.get(code, str(code))] += 1
 
     # -- attributes ---------------------------------------------------------------------------------
     def attributes(self, node: FsNode) -> Attributes:
@@ -219,7 +226,8 @@ class Filesystem:
     # -- extended attributes ------------------------------------------------------------------------
     async def getxattr(self, inode: int, name: str) -> bytes:
         if inode == ROOT_INODE and name == STATS_XATTR:
-            stats = {**asdict(self.counters), **asdict(self.reader.stats), "requests": dict(self.requests)}
+            requests = {kind: latencies.count for kind, latencies in self.requests.items()}
+            stats = {**asdict(self.counters), **asdict(self.reader.stats), "requests": requests}
             return json.dumps(stats).encode()
         entry = await self._entry_or_none(inode)
         value = XATTRS[name](entry) if entry is not None and name in XATTRS else None

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyfuse3
 import trio
@@ -39,6 +40,9 @@ from .adapter import FuseAdapter
 from .core import Filesystem
 from .features import Features
 from .namespace import Namespace
+
+if TYPE_CHECKING:
+    from ..metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ class MountOptions:
     - ``fuse_options``: extra ``-o`` options for FUSE (``ro``, ``default_permissions``, ``fsname`` are always set).
     - ``foreground``: stay attached and log to ``log_file`` or stderr; otherwise fork a daemon that logs to
       ``log_file`` or :attr:`default_log_file`.
+    - ``metrics``: ``HOST:PORT`` to serve Prometheus metrics at (see :mod:`refmount.metrics`); None: none.
     """
 
     mountpoint: Path
@@ -75,6 +80,7 @@ class MountOptions:
     fuse_options: tuple[str, ...] = ()
     foreground: bool = False
     log_file: Path | None = None
+    metrics: str | None = None
 
     @property
     def default_log_file(self) -> Path:
@@ -307,32 +313,46 @@ def _serve_until_done(options: MountOptions, on_ready: Callable[[], None] | None
         file_store = stores.store_for("file://")
         assert isinstance(file_store, FileStore)
         file_store.serve_other_users()
+    exporter = None
     try:
-        trio.run(_serve, options, registry, cache, fuse_options, on_ready)
+        exporter = _serve_metrics(options, cache)  # before mounting: an address that cannot be bound stops here
+        trio.run(_serve, options, registry, cache, fuse_options, on_ready, exporter)
     except BaseExceptionGroup as group:  # a failure inside a nursery: shown as itself (a one-line error, say)
         raise sole_exception(group) or group from None
     finally:
+        if exporter is not None:
+            exporter.close()
         cache.close()
         registry.close()
     return 0
 
 
+def _serve_metrics(options: MountOptions, cache: BlockCache) -> MetricsServer | None:
+    if options.metrics is None:
+        return None
+    from ..metrics import MetricsServer, MountCollector  # prometheus_client: only for a mount that serves metrics
+
+    return MetricsServer(options.metrics, MountCollector(cache, str(options.mountpoint)))
+
+
 async def _serve(options: MountOptions, registry: Registry, cache: BlockCache, fuse_options: set[str],
-                 on_ready: Callable[[], None] | None) -> None:  # fmt: skip
+                 on_ready: Callable[[], None] | None, exporter: MetricsServer | None) -> None:  # fmt: skip
     features = Features.detect()
     # Signals are caught from before the mount exists: one that comes as it comes up still detaches it.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        await _serve_mounted(options, registry, cache, fuse_options, on_ready, features, signals)
+        await _serve_mounted(options, registry, cache, fuse_options, on_ready, features, signals, exporter)
 
 
 async def _serve_mounted(options: MountOptions, registry: Registry, cache: BlockCache, fuse_options: set[str],
                          on_ready: Callable[[], None] | None, features: Features,
-                         signals: AsyncIterator[int]) -> None:  # fmt: skip
+                         signals: AsyncIterator[int], exporter: MetricsServer | None) -> None:  # fmt: skip
     async with open_reader(cache) as reader:
         namespace = Namespace(registry, options.alias_ttl_s)
         fs = Filesystem(namespace, reader)
+        if exporter is not None:
+            exporter.collector.watch(fs)
         _fuse_init(FuseAdapter(fs, features, uid=options.uid, gid=options.gid), options.mountpoint, fuse_options)
-        log.info("%s", _header(options, features))
+        log.info("%s", _header(options, features, exporter))
         if options.foreground:  # else the parent checks the stores once mounted (see _daemonize)
             threading.Thread(target=warn_of_unusable_stores, args=(options.registry_url,), daemon=True).start()
         for cost in features.lost():
@@ -500,14 +520,15 @@ def _stderr_captured(lines: list[str]) -> Iterator[None]:
             lines += capture.read().decode(errors="replace").splitlines()
 
 
-def _header(options: MountOptions, features: Features) -> str:
+def _header(options: MountOptions, features: Features, exporter: MetricsServer | None = None) -> str:
     """The log's first line: what runs, and with which settings (no secret: the registry password is ***)."""
     extra = ",".join(options.fuse_options) or "none"
     return (
         f"refmount {__version__} mounted {options.mountpoint}: registry {redact(options.registry_url)}, "
         f"cache {options.cache_dir} ({_size(options.cache_size_bytes)}), alias_ttl {options.alias_ttl_s:g}s, "
         f"stop_timeout {options.stop_timeout_s:g}s, allow_other {'yes' if options.allow_other else 'no'}, "
-        f"owner {options.uid}:{options.gid}, fuse options {extra}, kernel features: {features.summary()}"
+        f"owner {options.uid}:{options.gid}, metrics {exporter.url if exporter is not None else 'off'}, "
+        f"fuse options {extra}, kernel features: {features.summary()}"
     )
 
 

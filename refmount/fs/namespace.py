@@ -76,6 +76,7 @@ class Namespace:
         self._recent: collections.OrderedDict[int, VersionNode] = collections.OrderedDict()
         self._warned: set[str] = set()
         self._registry_ok = True
+        self.registry_requests = self.registry_errors = 0  # questions asked of the registry; those that failed
 
     # -- inodes -------------------------------------------------------------------------------------
     def inode(self, node: FsNode) -> int:
@@ -253,9 +254,11 @@ class Namespace:
         return value
 
     async def _ask(self, fetch: Callable[[], T]) -> T:
+        self.registry_requests += 1
         try:
             value = await trio.to_thread.run_sync(fetch)
         except Exception as exc:  # any registry failure (driver errors included) is an outage here
+            self.registry_errors += 1
             if self._registry_ok:
                 log.error("registry %s is unavailable, new lookups fail with EIO until it is back: %s",
                           redact(self.registry.url), exc)  # fmt: skip
