@@ -152,6 +152,29 @@ def use_artifact(ref: str, *, registry: Registry | str | None = None) -> Version
         return reg.resolve(parsed.project, parsed.artifact, parsed.label)
 
 
+def link_artifact(
+    source: str, target_path: str, *, aliases: Iterable[str] = (), registry: Registry | str | None = None
+) -> str:
+    """Link ``project/name[:version-or-alias]`` into the collection ``wandb-registry-<registry>/<collection>``
+    (as W&B's ``run.link_artifact``, without the org part) and return the collection's ``.../<collection>:vN``."""
+    parsed = ArtifactRef.parse(source)
+    project, slash, collection = target_path.partition("/")
+    if not slash:
+        raise InvalidInput(f"expected wandb-registry-REGISTRY/COLLECTION, got {target_path!r}")
+    with _registry(registry) as reg:
+        result = reg.link_version(parsed.project, parsed.artifact, parsed.label, project, collection,
+                                  aliases=list(aliases))  # fmt: skip
+    return result.version.qualified_name
+
+
+def unlink_artifact(ref: str, *, registry: Registry | str | None = None) -> str:
+    """Remove the linked version ``wandb-registry-<registry>/<collection>:<version-or-alias>`` from its
+    collection (as W&B's ``artifact.unlink()``); returns the version removed."""
+    parsed = ArtifactRef.parse(ref, default_label=None)
+    with _registry(registry) as reg:
+        return reg.unlink_version(parsed.project, parsed.artifact, parsed.label).version
+
+
 class _registry:
     """Use a given Registry as-is, or open (and later close) one from a URL or the default;
     ``create`` it there only for a caller that writes."""
