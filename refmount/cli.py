@@ -436,7 +436,7 @@ def _add_link_columns(rows: list[dict[str, Any]], versions: list[VersionInfo],
     if any(v.linked_from for v in versions):
         for row, v in zip(rows, versions, strict=True):
             row["linked_from"] = v.linked_from
-    if linked_to:
+    if any(v.index in linked_to for v in versions):  # a link may outlive its deleted source
         for row, v in zip(rows, versions, strict=True):
             row["linked_to"] = linked_to.get(v.index, ())
 
@@ -650,15 +650,16 @@ def alias_cmd(target: str, alias: str, delete: bool, registry_url: str | None) -
 
 @main.command("link")
 @click.argument("source", metavar="PROJECT/ARTIFACT[:VERSION]", shell_complete=completion.versions)
-@click.argument("target", metavar="wandb-registry-REGISTRY/COLLECTION", shell_complete=completion.artifacts)
+@click.argument("target", metavar="COLLECTION", shell_complete=completion.artifacts)
 @click.option("--alias", "aliases", multiple=True,
               help="Alias to point at the collection's version of SOURCE (repeatable), e.g. production.")  # fmt: skip
 @registry_option
 def link_cmd(source: str, target: str, aliases: tuple[str, ...], registry_url: str | None) -> None:
-    """Link a version (default: latest) into a registry collection, W&B's target path without the org part.
+    """Link a version (default: latest) into COLLECTION: wandb-registry-REGISTRY/NAME, W&B's target path
+    without the org part.
 
     The collection gets its own v0, v1, ... and aliases, and is read like any artifact (ls, show,
-    download, the API, the mount: /mnt/artifacts/wandb-registry-REGISTRY/COLLECTION/production/...); its
+    download, the API, the mount: /mnt/artifacts/wandb-registry-REGISTRY/NAME/production/...); its
     versions share the source's stored manifest (nothing is copied) and keep working when the source is
     deleted. A version whose content the collection has already is not linked again: --alias moves to it.
     A collection has one type, the type of what was linked into it first. A link has no TTL of its own.
@@ -682,10 +683,11 @@ def link_cmd(source: str, target: str, aliases: tuple[str, ...], registry_url: s
 
 
 @main.command("unlink")
-@click.argument("target", metavar="wandb-registry-REGISTRY/COLLECTION:VERSION", shell_complete=completion.versions)
+@click.argument("target", metavar="COLLECTION:VERSION", shell_complete=completion.versions)
 @registry_option
 def unlink_cmd(target: str, registry_url: str | None) -> None:
-    """Remove a linked version (vN or an alias) from its collection, with the aliases on it.
+    """Remove a linked version (vN or an alias) from its collection (wandb-registry-REGISTRY/NAME), with the
+    aliases on it.
 
     The collection's version, not the source, is named: a source may be linked into several collections.
     It leaves readers as a deleted version does, and `refmount gc` removes what is left of it; the

@@ -43,12 +43,10 @@ def links_to(db: Connection, artifact: str, now: float) -> dict[int, tuple[str, 
     prefix = f"{artifact}:v"
     rows = db.execute(
         "SELECT p.name, a.name, v.idx, v.linked_from FROM versions v JOIN artifacts a ON a.id = v.artifact_id"
-        f" JOIN projects p ON p.id = a.project_id WHERE substr(v.linked_from, 1, ?) = ? AND {LIVE}"
-        " ORDER BY p.name, a.name, v.idx",
+        f" JOIN projects p ON p.id = a.project_id WHERE substr(v.linked_from, 1, ?) = ? AND {LIVE}",
         (len(prefix), prefix, now),
     ).fetchall()
-    found: dict[int, tuple[str, ...]] = {}
-    for project, name, index, linked_from in rows:
-        source = int(linked_from[len(prefix) :])
-        found[source] = (*found.get(source, ()), f"{project}/{name}:v{index}")
-    return found
+    found: dict[int, list[tuple[str, str, int]]] = {}
+    for project, name, index, linked_from in rows:  # sorted here: a database's collation may order names otherwise
+        found.setdefault(int(linked_from[len(prefix) :]), []).append((project, name, index))
+    return {source: tuple(f"{p}/{n}:v{i}" for p, n, i in sorted(links)) for source, links in sorted(found.items())}
