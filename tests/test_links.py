@@ -4,8 +4,6 @@ registry, through the CLI, the API and a real mount; and the upgrade of a regist
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,6 @@ import pytest
 import refmount
 from refmount.errors import InvalidInput, NotFound
 from refmount.registry import Registry, open_registry
-from refmount.registry.postgres import PostgresRegistry
 from refmount.registry.sql import SCHEMA_VERSION
 from refmount.stores.file import file_uri
 from tests import test_cli, test_registry
@@ -23,7 +20,7 @@ from tests.conftest import Cli
 from tests.test_cli import snapshot
 from tests.test_mount import log, make_tree
 from tests.test_registry import _execute, manifest
-from tests.test_retention import PAST, _until
+from tests.test_retention import PAST, _until, upgraded
 
 # The fixtures of those modules, here too: every registry test runs on SQLite and on PostgreSQL.
 any_registry_url, registry, data = test_registry.any_registry_url, test_registry.registry, test_cli.data
@@ -169,21 +166,8 @@ V3_SCRIPT = textwrap.dedent("""
 def test_a_schema_v3_registry_made_by_the_previous_code_upgrades_without_losing_data(
     any_registry_url: str, tmp_path: Path
 ) -> None:
-    source = tmp_path / "v3"
-    source.mkdir()
-    repo = Path(__file__).resolve().parent.parent
-    archive = subprocess.run(["git", "-C", str(repo), "archive", V3_COMMIT, "refmount"], capture_output=True)
-    if archive.returncode != 0:
-        pytest.skip(f"commit {V3_COMMIT} (schema v3) is not in this clone: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
-    env = {**os.environ, "PYTHONPATH": str(source)}
-    subprocess.run([sys.executable, "-c", V3_SCRIPT, any_registry_url], env=env, check=True, cwd=tmp_path)
-    assert _execute(any_registry_url, "SELECT MAX(version) FROM schema_version") == 3
-
-    reg = open_registry(any_registry_url)
-    if isinstance(reg, PostgresRegistry):
-        reg.index_dir = tmp_path / "index"
-    assert _execute(any_registry_url, "SELECT MAX(version) FROM schema_version") == SCHEMA_VERSION == 4
+    reg = upgraded(V3_COMMIT, V3_SCRIPT, 3, any_registry_url, tmp_path)
+    assert SCHEMA_VERSION == 4
     versions = reg.versions("vision", "mnist")
     assert [(v.index, v.description, dict(v.metadata), v.aliases, v.expires_at is not None, v.linked_from)
             for v in versions] == [
