@@ -3,6 +3,7 @@ registry, through the CLI, the API and a real mount; and the upgrade of a regist
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import textwrap
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import refmount
 from refmount.errors import InvalidInput, NotFound
 from refmount.registry import Registry, open_registry
+from refmount.registry.copy import copy_registry
 from refmount.registry.sql import SCHEMA_VERSION
 from refmount.stores.file import file_uri
 from tests import test_cli, test_registry
@@ -140,6 +142,51 @@ def test_unlink_alias_delete_ttl_and_gc_on_a_collection(registry: Registry, any_
     registry.collect()
     assert [v.label for v in registry.versions(*COLLECTION)] == ["v2"]
     assert _execute(any_registry_url, "SELECT COUNT(*) FROM manifests") == 1
+
+
+def test_registry_copy_keeps_collections_and_their_sources(registry: Registry, tmp_path: Path) -> None:
+    source = open_registry(f"sqlite:///{tmp_path / 'laptop.db'}", create=True)
+    source.log_version("vision", "mnist", manifest("a"), type="dataset")
+    source.log_version("vision", "mnist", manifest("b"), type="dataset")
+    source.link_version("vision", "mnist", "v1", *COLLECTION, aliases=["production"])
+    report = copy_registry(source, registry)
+    assert (report.copied, report.present) == (3, 0)
+    copied = registry.resolve(*COLLECTION, "production")
+    assert (copied.label, copied.linked_from, copied.manifest_id) == (
+        "v0", "vision/mnist:v1", registry.resolve("vision", "mnist", "v1").manifest_id)  # fmt: skip
+    assert registry.links_to("vision", "mnist") == {1: ("wandb-registry-datasets/mnist:v0",)}
+    assert registry.link_version("vision", "mnist", "v0", *COLLECTION).version.label == "v1"
+    source.close()
+
+
+def _link_in_a_process(url: str, sources: list[str], out: Any) -> None:
+    reg = open_registry(url)
+    out.put([(s, reg.link_version("p", "a", s, *COLLECTION).version.label) for s in sources])
+    reg.close()
+
+
+def test_concurrent_links_never_lose_or_duplicate_a_version(any_registry_url: str) -> None:
+    """Three processes link the same versions, in other orders, into one new collection at once: each
+    version gets one collection version, numbered without a gap, and every process is told the same one."""
+    reg = open_registry(any_registry_url, create=True)
+    for digest in ("a", "b", "c", "d"):
+        reg.log_version("p", "a", manifest(digest), type="dataset")
+    reg.close()
+    orders = [["v0", "v1", "v2", "v3"], ["v3", "v2", "v1", "v0"], ["v1", "v3", "v0", "v2"]]
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    runs = [ctx.Process(target=_link_in_a_process, args=(any_registry_url, order, out)) for order in orders]
+    for p in runs:
+        p.start()
+    results = [dict(out.get(timeout=120)) for _ in runs]
+    for p in runs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert results[0] == results[1] == results[2] and sorted(results[0].values()) == ["v0", "v1", "v2", "v3"]
+    reg = open_registry(any_registry_url)
+    linked = {v.linked_from: v.label for v in reg.versions(*COLLECTION)}
+    assert linked == {f"p/a:{source}": label for source, label in results[0].items()}
+    reg.close()
 
 
 # -- upgrade from schema v3 --------------------------------------------------------------------------
