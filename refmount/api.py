@@ -16,7 +16,7 @@ from typing import Any
 from . import stores
 from .errors import InvalidInput
 from .manifest import Entry, Manifest, validate_reference_name
-from .names import ArtifactRef, validate_alias, validate_name
+from .names import ArtifactRef, parse_collection, validate_alias, validate_name
 from .registry import LogResult, Registry, VersionInfo, open_registry
 from .selection import KeyFilter, OnInvalid, Report
 
@@ -158,9 +158,7 @@ def link_artifact(
     """Link ``project/name[:version-or-alias]`` into the collection ``wandb-registry-<registry>/<collection>``
     (as W&B's ``run.link_artifact``, without the org part) and return the collection's ``.../<collection>:vN``."""
     parsed = ArtifactRef.parse(source)
-    project, slash, collection = target_path.partition("/")
-    if not slash:
-        raise InvalidInput(f"expected wandb-registry-REGISTRY/COLLECTION, got {target_path!r}")
+    project, collection = parse_collection(target_path)
     with _registry(registry) as reg:
         result = reg.link_version(parsed.project, parsed.artifact, parsed.label, project, collection,
                                   aliases=list(aliases))  # fmt: skip

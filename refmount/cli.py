@@ -25,7 +25,7 @@ from . import __version__, completion, config, retention, stores
 from .api import Artifact, log_artifact_result
 from .errors import InvalidInput, RefmountError
 from .manifest import QUOTED_REF, UNPINNED_REASON, Manifest, validate_reference_name
-from .names import ArtifactRef, validate_alias, validate_collection, version_index
+from .names import ArtifactRef, parse_collection, validate_alias, version_index
 from .registry import ENV_VAR, Deletion, Registry, VersionInfo, open_registry
 from .selection import ON_INVALID, OnInvalid, Report
 
@@ -665,11 +665,7 @@ def link_cmd(source: str, target: str, aliases: tuple[str, ...], registry_url: s
     A collection has one type, the type of what was linked into it first. A link has no TTL of its own.
     """
     ref = ArtifactRef.parse(source)
-    project, slash, collection = target.partition("/")
-    if not slash or ":" in target:
-        raise InvalidInput(f"link's target is a collection, wandb-registry-REGISTRY/COLLECTION (no version), "
-                           f"got {target!r}")  # fmt: skip
-    validate_collection(project, collection)  # before opening the registry: a bad name writes nothing
+    project, collection = parse_collection(target)  # before opening the registry: a bad name writes nothing
     with _open(registry_url) as registry:
         result = registry.link_version(ref.project, ref.artifact, ref.label, project, collection,
                                        aliases=aliases)  # fmt: skip

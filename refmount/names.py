@@ -44,6 +44,16 @@ def is_registry_project(project: str) -> bool:
     return project.startswith(REGISTRY_PREFIX) and len(project) > len(REGISTRY_PREFIX)
 
 
+def parse_collection(text: str) -> tuple[str, str]:
+    """``wandb-registry-<registry>/<collection>`` (a link target: no version) -> (project, collection)."""
+    project, slash, collection = text.partition("/")
+    if not slash or ":" in text:
+        raise InvalidInput(f"a link target is a collection, {REGISTRY_PREFIX}REGISTRY/COLLECTION without a version,"
+                           f" got {text!r}")  # fmt: skip
+    validate_collection(project, collection)
+    return project, collection
+
+
 def validate_collection(project: str, collection: str) -> str:
     """A link target: ``wandb-registry-<registry>/<collection>``, each part a valid name; returns its path."""
     validate_name("project", project)

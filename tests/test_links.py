@@ -313,8 +313,8 @@ def test_cli_bad_links_are_one_line_nonzero_and_change_nothing(cli: Cli, data: P
         (("link", "vision/model", "wandb-registry-datasets/mnist"),
          "wandb-registry-datasets/mnist has type 'dataset', not 'model'"),
         (("link", "vision/mnist", "vision/copy"), "a link target is a registry collection"),
-        (("link", "vision/mnist", "wandb-registry-datasets/mnist:v0"), "no version"),
-        (("link", "vision/mnist", "wandb-registry-datasets"), "link's target is a collection"),
+        (("link", "vision/mnist", "wandb-registry-datasets/mnist:v0"), "without a version"),
+        (("link", "vision/mnist", "wandb-registry-datasets"), "a link target is a collection"),
         (("link", "vision/mnist", "wandb-registry-datasets/../x"), "invalid collection name"),
         (("link", "vision/mnist", "wandb-registry-datasets/m", "--alias", "latest"), "reserved"),
         (("link", "vision/mnist:", "wandb-registry-datasets/m"), "empty version or alias"),
@@ -379,7 +379,7 @@ def test_api_link_and_unlink(tmp_path: Path, registry_url: str) -> None:
     assert name == "wandb-registry-datasets/ds:v0"
     version = refmount.use_artifact("wandb-registry-datasets/ds:production", registry=registry_url)
     assert version.linked_from == "p/ds:v0" and version.to_json()["linked_from"] == "p/ds:v0"
-    with pytest.raises(InvalidInput, match="expected wandb-registry-REGISTRY/COLLECTION"):
+    with pytest.raises(InvalidInput, match="a link target is a collection, wandb-registry-REGISTRY/COLLECTION"):
         refmount.link_artifact("p/ds", "wandb-registry-datasets", registry=registry_url)
     assert refmount.unlink_artifact("wandb-registry-datasets/ds:production", registry=registry_url) == name
     with pytest.raises(NotFound, match="has no alias 'production'"):
