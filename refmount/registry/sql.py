@@ -263,10 +263,12 @@ class SQLRegistry(Registry):
         aliases = [validate_alias(alias) for alias in dict.fromkeys(aliases)]
         with self._write() as db:
             source_id = self._artifact_id(db, project, artifact)
-            self._lock_artifact(db, source_id)  # the source cannot be deleted while it is being linked
-            source = self.resolve(project, artifact, label)  # live versions only: same connection, same transaction
+            (kind,) = db.execute("SELECT type FROM artifacts WHERE id = ?", (source_id,)).fetchone()
             # A collection has one type, the type of what was linked first (as in W&B): another is refused.
-            target_id = self._ensure_artifact(db, collection_project, collection, source.type)
+            # Only the collection is locked (one lock: two links across collections cannot deadlock); from here
+            # on gc waits for this transaction, so the source's manifest stays while it is linked.
+            target_id = self._ensure_artifact(db, collection_project, collection, kind)
+            source = self.resolve(project, artifact, label)  # live versions only: same connection, same transaction
             origin = source.linked_from or source.qualified_name  # a link of a link records the original
             index, created = links.link(db, source_id, source.index, target_id, origin, now=time.time(),
                                         next_index=self._next_index)  # fmt: skip
