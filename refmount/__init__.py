@@ -2,7 +2,16 @@
 
 __version__ = "0.1.0"
 
-from .api import Artifact, log_artifact, use_artifact
+from .api import Artifact, link_artifact, log_artifact, unlink_artifact, use_artifact
 from .manifest import Entry, Manifest
 
-__all__ = ["Artifact", "Entry", "Manifest", "__version__", "log_artifact", "use_artifact"]
+__all__ = [
+    "Artifact",
+    "Entry",
+    "Manifest",
+    "__version__",
+    "link_artifact",
+    "log_artifact",
+    "unlink_artifact",
+    "use_artifact",
+]

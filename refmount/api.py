@@ -16,7 +16,7 @@ from typing import Any
 from . import stores
 from .errors import InvalidInput
 from .manifest import Entry, Manifest, validate_reference_name
-from .names import ArtifactRef, validate_alias, validate_name
+from .names import ArtifactRef, parse_collection, validate_alias, validate_name
 from .registry import LogResult, Registry, VersionInfo, open_registry
 from .selection import KeyFilter, OnInvalid, Report
 
@@ -150,6 +150,27 @@ def use_artifact(ref: str, *, registry: Registry | str | None = None) -> Version
     parsed = ArtifactRef.parse(ref)
     with _registry(registry) as reg:
         return reg.resolve(parsed.project, parsed.artifact, parsed.label)
+
+
+def link_artifact(
+    source: str, target_path: str, *, aliases: Iterable[str] = (), registry: Registry | str | None = None
+) -> str:
+    """Link ``project/name[:version-or-alias]`` into the collection ``wandb-registry-<registry>/<collection>``
+    (as W&B's ``run.link_artifact``, without the org part) and return the collection's ``.../<collection>:vN``."""
+    parsed = ArtifactRef.parse(source)
+    project, collection = parse_collection(target_path)
+    with _registry(registry) as reg:
+        result = reg.link_version(parsed.project, parsed.artifact, parsed.label, project, collection,
+                                  aliases=list(aliases))  # fmt: skip
+    return result.version.qualified_name
+
+
+def unlink_artifact(ref: str, *, registry: Registry | str | None = None) -> str:
+    """Remove the linked version ``wandb-registry-<registry>/<collection>:<version-or-alias>`` from its
+    collection (as W&B's ``artifact.unlink()``); returns the version removed."""
+    parsed = ArtifactRef.parse(ref, default_label=None)
+    with _registry(registry) as reg:
+        return reg.unlink_version(parsed.project, parsed.artifact, parsed.label).version
 
 
 class _registry:

@@ -25,8 +25,8 @@ from . import __version__, completion, config, retention, stores
 from .api import Artifact, log_artifact_result
 from .errors import InvalidInput, RefmountError
 from .manifest import QUOTED_REF, UNPINNED_REASON, Manifest, validate_reference_name
-from .names import ArtifactRef, validate_alias, version_index
-from .registry import ENV_VAR, Registry, VersionInfo, open_registry
+from .names import ArtifactRef, parse_collection, validate_alias, version_index
+from .registry import ENV_VAR, Deletion, Registry, VersionInfo, open_registry
 from .selection import ON_INVALID, OnInvalid, Report
 
 log = logging.getLogger("refmount")
@@ -404,7 +404,12 @@ def ls_cmd(what: str | None, as_json: bool, registry_url: str | None) -> None:
                                    f"{what}, run `refmount show {what}`")  # fmt: skip
             ref = ArtifactRef.parse(what)
             versions = registry.versions(ref.project, ref.artifact)
-            rows = [v.to_json() for v in versions] if as_json else [_version_row(v) for v in versions]
+            linked_to = registry.links_to(ref.project, ref.artifact)
+            if as_json:
+                rows = [{**v.to_json(), "linked_to": list(linked_to.get(v.index, ()))} for v in versions]
+            else:
+                rows = [_version_row(v) for v in versions]
+                _add_link_columns(rows, versions, linked_to)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
@@ -422,6 +427,18 @@ def _version_row(v: VersionInfo) -> dict[str, Any]:
         "expires": None if v.expires_at is None else datetime.fromtimestamp(v.expires_at).astimezone(),
         "ttl_left": retention.time_left(v),
     }
+
+
+def _add_link_columns(rows: list[dict[str, Any]], versions: list[VersionInfo],
+                      linked_to: dict[int, tuple[str, ...]]) -> None:  # fmt: skip
+    """The columns that say what a collection version links, and where a version is linked; only for an
+    artifact that has such versions (the table of any other stays as it was)."""
+    if any(v.linked_from for v in versions):
+        for row, v in zip(rows, versions, strict=True):
+            row["linked_from"] = v.linked_from
+    if any(v.index in linked_to for v in versions):  # a link may outlive its deleted source
+        for row, v in zip(rows, versions, strict=True):
+            row["linked_to"] = linked_to.get(v.index, ())
 
 
 # -- tables: aligned on a terminal; piped, one tab-separated line per row, never wrapped or cut -----
@@ -506,6 +523,8 @@ def show_cmd(target: str, as_json: bool, prefix: str | None, registry_url: str |
             f"{version.qualified_name}  type={version.type}  digest={version.digest}  "
             f"files={version.file_count:,}  bytes={version.total_size:,}  aliases={','.join(version.aliases)}"
         )
+        if version.linked_from:
+            click.echo(f"linked from {version.linked_from}")
         if version.description:
             click.echo(f"description: {version.description}")
         if version.metadata:
@@ -626,6 +645,58 @@ def alias_cmd(target: str, alias: str, delete: bool, registry_url: str | None) -
         click.echo(f"{ref.project}/{ref.artifact}:{alias} -> v{version.index}")
 
 
+# -- registry collections --------------------------------------------------------------------------
+
+
+@main.command("link")
+@click.argument("source", metavar="PROJECT/ARTIFACT[:VERSION]", shell_complete=completion.versions)
+@click.argument("target", metavar="COLLECTION", shell_complete=completion.artifacts)
+@click.option("--alias", "aliases", multiple=True,
+              help="Alias to point at the collection's version of SOURCE (repeatable), e.g. production.")  # fmt: skip
+@registry_option
+def link_cmd(source: str, target: str, aliases: tuple[str, ...], registry_url: str | None) -> None:
+    """Link a version (default: latest) into COLLECTION: wandb-registry-REGISTRY/NAME, W&B's target path
+    without the org part.
+
+    The collection gets its own v0, v1, ... and aliases, and is read like any artifact (ls, show,
+    download, the API, the mount: /mnt/artifacts/wandb-registry-REGISTRY/NAME/production/...); its
+    versions share the source's stored manifest (nothing is copied) and keep working when the source is
+    deleted. A version whose content the collection has already is not linked again: --alias moves to it.
+    A collection has one type, the type of what was linked into it first. A link has no TTL of its own.
+    """
+    ref = ArtifactRef.parse(source)
+    project, collection = parse_collection(target)  # before opening the registry: a bad name writes nothing
+    with _open(registry_url) as registry:
+        result = registry.link_version(ref.project, ref.artifact, ref.label, project, collection,
+                                       aliases=aliases)  # fmt: skip
+    version = result.version
+    if result.created:
+        click.echo(f"linked {version.linked_from} as {version.qualified_name}")
+    else:
+        click.echo(f"unchanged: {version.qualified_name} links {version.linked_from} already")
+    if aliases:
+        click.echo(f"{', '.join(f'{version.project}/{version.artifact}:{a}' for a in aliases)} -> {version.label}")
+
+
+@main.command("unlink")
+@click.argument("target", metavar="COLLECTION:VERSION", shell_complete=completion.versions)
+@registry_option
+def unlink_cmd(target: str, registry_url: str | None) -> None:
+    """Remove a linked version (vN or an alias) from its collection (wandb-registry-REGISTRY/NAME), with the
+    aliases on it.
+
+    The collection's version, not the source, is named: a source may be linked into several collections.
+    It leaves readers as a deleted version does, and `refmount gc` removes what is left of it; the
+    source version is not touched. A version that is not a link is refused (`refmount delete` deletes it).
+    """
+    ref = ArtifactRef.parse(target, default_label=None)
+    with _open(registry_url) as registry:
+        deletion = registry.unlink_version(ref.project, ref.artifact, ref.label)
+    dropped = f"; removed alias {', '.join(deletion.dropped_aliases)}" if deletion.dropped_aliases else ""
+    click.echo(f"unlinked {deletion.version}{dropped}")
+    _say_where_latest_went(ref, deletion)
+
+
 # -- retention -------------------------------------------------------------------------------------
 
 
@@ -669,6 +740,10 @@ def delete_cmd(target: str, force: bool, registry_url: str | None) -> None:
         deletion = registry.delete_version(ref.project, ref.artifact, _version_index(registry, ref), force=force)
     dropped = f"; removed alias {', '.join(deletion.dropped_aliases)}" if deletion.dropped_aliases else ""
     click.echo(f"deleted {deletion.version}{dropped} (`refmount gc` removes what is left of it)")
+    _say_where_latest_went(ref, deletion)
+
+
+def _say_where_latest_went(ref: ArtifactRef, deletion: Deletion) -> None:
     if deletion.was_latest:
         artifact = f"{ref.project}/{ref.artifact}"
         click.echo(f"{artifact}:latest now points at v{deletion.latest}" if deletion.latest is not None

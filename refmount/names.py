@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from .errors import InvalidInput
 
 LATEST = "latest"
+# W&B's registry projects (``wandb-registry-<registry>``, the org part left out) hold collections of linked
+# versions: versions get there by `refmount link`, never by logging.
+REGISTRY_PREFIX = "wandb-registry-"
 # Names become directory names on the mount and must be unambiguous in `project/name:alias`.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VERSION = re.compile(r"v(0|[1-9][0-9]{0,9})")
@@ -35,6 +38,30 @@ def validate_alias(alias: str) -> str:
     if alias == LATEST or version_index(alias) is not None:
         raise InvalidInput(f"alias {alias!r} is reserved: 'latest' and 'v<N>' are managed by refmount")
     return alias
+
+
+def is_registry_project(project: str) -> bool:
+    return project.startswith(REGISTRY_PREFIX) and len(project) > len(REGISTRY_PREFIX)
+
+
+def parse_collection(text: str) -> tuple[str, str]:
+    """``wandb-registry-<registry>/<collection>`` (a link target: no version) -> (project, collection)."""
+    project, slash, collection = text.partition("/")
+    if not slash or ":" in text:
+        raise InvalidInput(f"a link target is a collection, {REGISTRY_PREFIX}REGISTRY/COLLECTION without a version,"
+                           f" got {text!r}")  # fmt: skip
+    validate_collection(project, collection)
+    return project, collection
+
+
+def validate_collection(project: str, collection: str) -> str:
+    """A link target: ``wandb-registry-<registry>/<collection>``, each part a valid name; returns its path."""
+    validate_name("project", project)
+    validate_name("collection", collection)
+    if not is_registry_project(project):
+        raise InvalidInput(f"cannot link into {project}/{collection}: a link target is a registry collection, "
+                           f"{REGISTRY_PREFIX}<registry>/<collection> (W&B's target path without the org)")  # fmt: skip
+    return f"{project}/{collection}"
 
 
 def version_index(label: str) -> int | None:

@@ -250,24 +250,31 @@ V2_SCRIPT = textwrap.dedent("""
 """)
 
 
+def upgraded(commit: str, script: str, schema: int, url: str, tmp_path: Path) -> Registry:
+    """The registry at ``url`` that ``script`` made with refmount's code as of ``commit`` (schema ``schema``),
+    opened, and so upgraded, by this code. The code comes from this clone by `git archive`; the test is
+    skipped where the clone lacks that commit."""
+    source = tmp_path / commit
+    source.mkdir()
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(repo), "archive", commit, "refmount"], capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip(f"commit {commit} is not in this clone: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    subprocess.run([sys.executable, "-c", script, url], env=env, check=True, cwd=tmp_path)
+    assert _execute(url, "SELECT MAX(version) FROM schema_version") == schema
+    reg = open_registry(url)
+    if isinstance(reg, PostgresRegistry):
+        reg.index_dir = tmp_path / "index"
+    assert _execute(url, "SELECT MAX(version) FROM schema_version") == SCHEMA_VERSION
+    return reg
+
+
 def test_a_schema_v2_registry_made_by_the_previous_code_upgrades_without_losing_data(
     any_registry_url: str, tmp_path: Path
 ) -> None:
-    source = tmp_path / "v2"
-    source.mkdir()
-    repo = Path(__file__).resolve().parent.parent
-    archive = subprocess.run(["git", "-C", str(repo), "archive", V2_COMMIT, "refmount"], capture_output=True)
-    if archive.returncode != 0:
-        pytest.skip(f"commit {V2_COMMIT} (schema v2) is not in this clone: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
-    env = {**os.environ, "PYTHONPATH": str(source)}
-    subprocess.run([sys.executable, "-c", V2_SCRIPT, any_registry_url], env=env, check=True, cwd=tmp_path)
-    assert _execute(any_registry_url, "SELECT MAX(version) FROM schema_version") == 2
-
-    reg = open_registry(any_registry_url)
-    if isinstance(reg, PostgresRegistry):
-        reg.index_dir = tmp_path / "index"
-    assert _execute(any_registry_url, "SELECT MAX(version) FROM schema_version") == SCHEMA_VERSION == 3
+    reg = upgraded(V2_COMMIT, V2_SCRIPT, 2, any_registry_url, tmp_path)
     versions = reg.versions("vision", "mnist")
     assert [(v.index, v.description, dict(v.metadata), v.aliases, v.expires_at) for v in versions] == [
         (0, "n0", {"i": 0}, (), None),

@@ -7,7 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InvalidInput
-from .base import ArtifactInfo, Collected, Deletion, LogResult, ManifestIndex, Node, NoRegistry, Registry, VersionInfo
+from .base import (
+    ArtifactInfo,
+    Collected,
+    Deletion,
+    LinkResult,
+    LogResult,
+    ManifestIndex,
+    Node,
+    NoRegistry,
+    Registry,
+    VersionInfo,
+)
 from .url import normalize, redact, sqlite_path
 
 ENV_VAR = "REFMOUNT_REGISTRY"
@@ -46,6 +57,7 @@ __all__ = [
     "ArtifactInfo",
     "Collected",
     "Deletion",
+    "LinkResult",
     "LogResult",
     "ManifestIndex",
     "NoRegistry",

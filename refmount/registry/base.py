@@ -40,6 +40,7 @@ class VersionInfo:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     expires_at: float | None = None  # unix time its TTL ends (None: kept until deleted)
+    linked_from: str | None = None  # a collection version: the version it links (project/artifact:vN)
 
     @property
     def label(self) -> str:
@@ -66,6 +67,7 @@ class VersionInfo:
             "metadata": dict(self.metadata),
             "aliases": list(self.aliases),
             "expires_at": self.expires_at,
+            "linked_from": self.linked_from,
         }
 
 
@@ -82,6 +84,12 @@ class ArtifactInfo:
 class LogResult:
     version: VersionInfo
     created: bool  # False: the content equals the current latest, no new version
+
+
+@dataclass(frozen=True, slots=True)
+class LinkResult:
+    version: VersionInfo  # the collection's version
+    created: bool  # False: the collection had the manifest as a live version already (only aliases moved)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +181,31 @@ class Registry(abc.ABC):
     def delete_alias(self, project: str, artifact: str, alias: str, *, only_at: int | None = None) -> None:
         """Remove ``alias``; with ``only_at``, only while it points at that version index (in the same
         transaction: an alias someone moved meanwhile stays)."""
+
+    # -- collections (see registry/links.py) ----------------------------------------------------
+    @abc.abstractmethod
+    def link_version(
+        self,
+        project: str,
+        artifact: str,
+        label: str,
+        collection_project: str,
+        collection: str,
+        *,
+        aliases: Sequence[str] = (),
+    ) -> LinkResult:
+        """In one transaction: link the live version ``label`` of ``project/artifact`` into the collection
+        (a ``wandb-registry-*`` project), as its next ``vN`` sharing the stored manifest, with ``latest`` and
+        ``aliases`` on it; a manifest the collection has as a live version already only gets ``aliases``."""
+
+    @abc.abstractmethod
+    def unlink_version(self, project: str, artifact: str, label: str) -> Deletion:
+        """Remove the link ``label`` (a version or alias) from its collection as ``delete_version(force=True)``
+        does; refused for a version that is not a link."""
+
+    @abc.abstractmethod
+    def links_to(self, project: str, artifact: str) -> dict[int, tuple[str, ...]]:
+        """Version index of ``project/artifact`` -> the live collection versions that link it."""
 
     # -- retention -----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -17,19 +17,21 @@ from typing import Any, Protocol
 
 from ..errors import InvalidInput, NotFound
 from ..manifest import CONTENT_MD5, QUOTED_REF, Entry, Manifest, parent_dir
-from ..names import LATEST, version_index
+from ..names import LATEST, is_registry_project, validate_alias, validate_collection, version_index
 from ..uri import store_scheme
-from . import retention
-from .base import ArtifactInfo, Collected, Deletion, LogResult, ManifestIndex, Node, Registry, VersionInfo
+from . import links, retention
+from .base import ArtifactInfo, Collected, Deletion, LinkResult, LogResult, ManifestIndex, Node, Registry, VersionInfo
 from .retention import LIVE
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # v2: object keys in s3/gs/az refs are written as they are, as W&B writes and reads them; v1 percent-encoded
 # '%', '?', '#' and non-ASCII characters, so v1's refs that hold a '%' are marked as encoded (QUOTED_REF).
 # v3: retention. versions.expires_at (a TTL) and versions.deleted_at hide a version until `gc` removes its row;
 # artifacts.next_idx keeps version numbers from being reused once gc removed the highest one (as W&B does).
+# v4: registry collections. versions.linked_from names the version a collection version links
+# (project/artifact:vN, text: it outlives the source's row, which gc may remove while the link lives on).
 # A manifest as a tree: the daemon looks names up by (parent, name) and lists by (parent, id).
 NODES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -54,7 +56,7 @@ CREATE TABLE IF NOT EXISTS manifests (
     artifact_id {int} NOT NULL REFERENCES artifacts(id), idx INTEGER NOT NULL,
     manifest_id {int} NOT NULL REFERENCES manifests(id), digest TEXT NOT NULL,
     created_at {real} NOT NULL, description TEXT, metadata TEXT NOT NULL, expires_at {real}, deleted_at {real},
-    PRIMARY KEY (artifact_id, idx));
+    linked_from TEXT, PRIMARY KEY (artifact_id, idx));
 CREATE TABLE IF NOT EXISTS aliases (
     artifact_id {int} NOT NULL, alias TEXT NOT NULL, idx INTEGER NOT NULL,
     PRIMARY KEY (artifact_id, alias), FOREIGN KEY (artifact_id, idx) REFERENCES versions (artifact_id, idx));
@@ -63,7 +65,7 @@ CREATE TABLE IF NOT EXISTS aliases (
 REGISTRY_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA + NODES_SCHEMA))
 
 _VERSION_COLUMNS = """p.name, a.name, a.type, v.idx, v.digest, m.content_id, v.created_at, m.file_count,
-    m.total_size, v.description, v.metadata, v.artifact_id, v.expires_at"""
+    m.total_size, v.description, v.metadata, v.artifact_id, v.expires_at, v.linked_from"""
 _VERSION_FROM = """versions v JOIN artifacts a ON a.id = v.artifact_id JOIN projects p ON p.id = a.project_id
     JOIN manifests m ON m.id = v.manifest_id"""
 NODE_COLUMNS = "id, name, is_dir, path, size, digest, ref, extra"
@@ -95,6 +97,8 @@ def upgrade(db: Connection, where: str) -> None:
         _mark_quoted_refs(db)
     if version < 3:
         _add_retention_columns(db)
+    if version < 4 and "linked_from" not in _columns(db, "versions"):
+        db.execute("ALTER TABLE versions ADD COLUMN linked_from TEXT")
     db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
     log.info("registry %s upgraded from schema v%d to v%d", where, version, SCHEMA_VERSION)
 
@@ -172,6 +176,9 @@ class SQLRegistry(Registry):
         aliases: Sequence[str] = (),
         ttl: float | None = None,
     ) -> LogResult:
+        if is_registry_project(project):
+            raise InvalidInput(f"{project} is a registry: its collections get versions by `refmount link`, "
+                               "not by logging")  # fmt: skip
         digest, content_id = manifest.digest, manifest.content_id
         metadata_json = json.dumps(dict(metadata or {}), sort_keys=True)
         with self._write() as db:
@@ -211,9 +218,9 @@ class SQLRegistry(Registry):
             manifest_id = self._store_manifest(db, manifest, manifest.content_id, manifest.digest)
             db.execute(
                 "INSERT INTO versions (artifact_id, idx, manifest_id, digest, created_at, description, metadata,"
-                " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " expires_at, linked_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (artifact_id, version.index, manifest_id, version.digest, version.created_at, version.description,
-                 json.dumps(dict(version.metadata), sort_keys=True), version.expires_at),
+                 json.dumps(dict(version.metadata), sort_keys=True), version.expires_at, version.linked_from),
             )  # fmt: skip
             db.execute("UPDATE artifacts SET next_idx = ? WHERE id = ? AND next_idx <= ?",
                        (version.index + 1, artifact_id, version.index))  # fmt: skip
@@ -240,6 +247,48 @@ class SQLRegistry(Registry):
                 raise InvalidInput(f"{alias} points at v{current}, not v{only_at}: nothing removed "
                                    f"(name {project}/{artifact} alone to remove it anyway)")  # fmt: skip
             db.execute("DELETE FROM aliases WHERE artifact_id = ? AND alias = ?", (artifact_id, alias))
+
+    # -- collections (see registry/links.py) -----------------------------------------------------
+    def link_version(
+        self,
+        project: str,
+        artifact: str,
+        label: str,
+        collection_project: str,
+        collection: str,
+        *,
+        aliases: Sequence[str] = (),
+    ) -> LinkResult:
+        validate_collection(collection_project, collection)
+        aliases = [validate_alias(alias) for alias in dict.fromkeys(aliases)]
+        with self._write() as db:
+            source_id = self._artifact_id(db, project, artifact)
+            (kind,) = db.execute("SELECT type FROM artifacts WHERE id = ?", (source_id,)).fetchone()
+            # A collection has one type, the type of what was linked first (as in W&B): another is refused.
+            # Only the collection is locked (one lock: two links across collections cannot deadlock); from here
+            # on gc waits for this transaction, so the source's manifest stays while it is linked.
+            target_id = self._ensure_artifact(db, collection_project, collection, kind)
+            source = self.resolve(project, artifact, label)  # live versions only: same connection, same transaction
+            origin = source.linked_from or source.qualified_name  # a link of a link records the original
+            index, created = links.link(db, source_id, source.index, target_id, origin, now=time.time(),
+                                        next_index=self._next_index)  # fmt: skip
+            for alias in (LATEST, *aliases) if created else aliases:
+                self._put_alias(db, target_id, alias, index)
+            return LinkResult(self._version(db, target_id, index), created)
+
+    def unlink_version(self, project: str, artifact: str, label: str) -> Deletion:
+        with self._write() as db:
+            artifact_id = self._artifact_id(db, project, artifact)
+            self._lock_artifact(db, artifact_id)
+            version = self.resolve(project, artifact, label)
+            if version.linked_from is None:
+                raise InvalidInput(f"{version.qualified_name} is not a link (it was logged): "
+                                   "`refmount delete` deletes it")  # fmt: skip
+            return retention.delete_version(db, artifact_id, f"{project}/{artifact}", version.index, force=True,
+                                            now=time.time())  # fmt: skip
+
+    def links_to(self, project: str, artifact: str) -> dict[int, tuple[str, ...]]:
+        return links.links_to(self._db, f"{project}/{artifact}", time.time())
 
     # -- retention (see registry/retention.py) --------------------------------------------------
     def set_ttl(self, project: str, artifact: str, index: int, ttl: float | None) -> VersionInfo:
@@ -591,7 +640,8 @@ def node_from_row(row: tuple[Any, ...]) -> Node:
 
 
 def _version_info(row: tuple[Any, ...], aliases: tuple[str, ...]) -> VersionInfo:
-    project, artifact, type_, index, digest, content_id, created, files, size, description, metadata, _, expires = row
+    (project, artifact, type_, index, digest, content_id, created, files, size, description, metadata, _, expires,
+     linked_from) = row  # fmt: skip
     return VersionInfo(
         project=project,
         artifact=artifact,
@@ -606,4 +656,5 @@ def _version_info(row: tuple[Any, ...], aliases: tuple[str, ...]) -> VersionInfo
         metadata=json.loads(metadata),
         aliases=aliases,
         expires_at=expires,
+        linked_from=linked_from,
     )
