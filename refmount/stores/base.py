@@ -18,10 +18,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_OBJECTS = 10_000_000
 
-# Every remote call is bounded: connect/read timeouts per attempt and a few attempts with backoff.
+# Every remote call is bounded: connect/read timeouts per attempt and a few attempts with backoff, all
+# within a total deadline (an endpoint that accepts connections and never answers would otherwise hold a
+# reader for every attempt's read timeout in turn: over two minutes).
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
 MAX_ATTEMPTS = 4
+DEADLINE_S = 60.0
 
 
 class Store(abc.ABC):
@@ -203,17 +206,21 @@ def with_retries(
     retryable: Callable[[BaseException], bool],
     attempts: int = MAX_ATTEMPTS,
     base_delay: float = 0.2,
+    deadline: float = DEADLINE_S,
 ) -> T:
-    """Run ``call`` with bounded exponential backoff on transient failures, then give up clearly."""
+    """Run ``call`` with bounded exponential backoff on transient failures, then give up clearly: after
+    ``attempts`` attempts, or when the next one would start ``deadline`` seconds or more after the first."""
+    start = time.monotonic()
     for attempt in range(1, attempts + 1):
         try:
             return call()
         except Exception as exc:
-            if not retryable(exc) or attempt == attempts:
+            delay = base_delay * 2 ** (attempt - 1)
+            elapsed = time.monotonic() - start
+            if not retryable(exc) or attempt == attempts or elapsed + delay >= deadline:
                 if isinstance(exc, StoreError) or not retryable(exc):
                     raise
-                raise StoreError(f"{what}: giving up after {attempts} attempts: {exc}") from exc
-            delay = base_delay * 2 ** (attempt - 1)
+                raise StoreError(f"{what}: giving up after {attempt} attempts in {elapsed:.1f} s: {exc}") from exc
             log.warning("%s: attempt %d of %d failed (%s); trying again in %.1f s", what, attempt, attempts, exc,
                         delay)  # fmt: skip
             time.sleep(delay)
