@@ -30,7 +30,7 @@ import diskcache
 import xxhash
 from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 
-from . import directio
+from . import compat, directio
 from .buffers import Block
 from .errors import InvalidInput, NotFound, RefmountError
 from .forkgate import SQLITE
@@ -130,8 +130,7 @@ class BlockCache:
 
     def _open(self, size_limit: int | None, *, timeout: float) -> diskcache.Cache:
         limit = {} if size_limit is None else {"size_limit": size_limit}  # diskcache keeps settings in its index
-        # diskcache's own version string: the subclass reaches into 5.6's internals only.
-        kind = _EvictionCounting if diskcache.__version__.startswith("5.6.") else diskcache.Cache
+        kind = _EvictionCounting if compat.checked("diskcache") else diskcache.Cache
         return kind(
             str(self.directory / "blocks"),
             **limit,

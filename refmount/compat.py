@@ -1,7 +1,7 @@
 """Reaching into other libraries' internals, only where it was checked.
 
 A few hot or awkward paths use attributes that libraries do not promise (gcsfs's undecorated request
-function, botocore's connection pool, urllib3's http.client response). Each such use asks
+function, botocore's connection pool, urllib3's http.client response, diskcache's cull). Each such use asks
 :func:`checked` first: the installed version must lie in the range it was checked with, else the
 caller takes its plain, public route (slower, never wrong). pyproject.toml bounds the same packages
 from above, so an upgrade past the range is a deliberate change.
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 # package -> (lowest checked, first version not checked)
 CHECKED: dict[str, tuple[str, str]] = {
+    "diskcache": ("5.6", "5.7"),
     "gcsfs": ("2024.2", "2027"),
     "botocore": ("1.34", "2"),
     "urllib3": ("2", "3"),
