@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
 from . import stores
 from .errors import InvalidInput
+from .jobs import Job, current_run, run_job
 from .manifest import Entry, Manifest, validate_reference_name
 from .names import ArtifactRef, parse_collection, validate_alias, validate_name
-from .registry import LogResult, Registry, VersionInfo, open_registry
+from .registry import LineageRecord, LogResult, Registry, VersionInfo, open_registry
 from .selection import KeyFilter, OnInvalid, Report
 
 log = logging.getLogger(__name__)
@@ -114,17 +116,29 @@ class Artifact:
 
 
 def log_artifact(
-    artifact: Artifact, project: str, *, aliases: Iterable[str] = (), registry: Registry | str | None = None
+    artifact: Artifact,
+    project: str,
+    *,
+    aliases: Iterable[str] = (),
+    run: str | None = None,
+    registry: Registry | str | None = None,
 ) -> str:
-    """Log ``artifact`` as the next version of ``project/name`` and return ``project/name:vN``."""
-    return log_artifact_result(artifact, project, aliases=aliases, registry=registry).version.qualified_name
+    """Log ``artifact`` as the next version of ``project/name`` and return ``project/name:vN``. ``run``: the
+    run that produced it, for lineage (default: $REFMOUNT_RUN, else $WANDB_RUN_ID, else none)."""
+    return log_artifact_result(artifact, project, aliases=aliases, run=run, registry=registry).version.qualified_name
 
 
 def log_artifact_result(
-    artifact: Artifact, project: str, *, aliases: Iterable[str] = (), registry: Registry | str | None = None
+    artifact: Artifact,
+    project: str,
+    *,
+    aliases: Iterable[str] = (),
+    run: str | None = None,
+    registry: Registry | str | None = None,
 ) -> LogResult:
     """Like :func:`log_artifact`, but says whether a new version was created."""
     validate_name("project", project)
+    producer = run_of(run)
     ttl = artifact.ttl.total_seconds() if artifact.ttl is not None else None
     if ttl is not None and ttl <= 0:
         raise InvalidInput(f"artifact {artifact.name!r}: a TTL must be positive, got {artifact.ttl}")
@@ -142,14 +156,31 @@ def log_artifact_result(
             metadata=artifact.metadata,
             aliases=aliases,
             ttl=ttl,
+            run=producer,
         )
 
 
-def use_artifact(ref: str, *, registry: Registry | str | None = None) -> VersionInfo:
-    """Resolve ``project/name[:version-or-alias]`` to a version (its manifest id, digest, aliases...)."""
+def use_artifact(ref: str, *, run: str | None = None, registry: Registry | str | None = None) -> VersionInfo:
+    """Resolve ``project/name[:version-or-alias]`` to a version (its manifest id, digest, aliases...), and record
+    that ``run`` (default: $REFMOUNT_RUN, else $WANDB_RUN_ID) uses it; without a run nothing is recorded, as
+    the mount records the reads themselves."""
     parsed = ArtifactRef.parse(ref)
+    user = run_of(run)
     with _registry(registry) as reg:
-        return reg.resolve(parsed.project, parsed.artifact, parsed.label)
+        version = reg.resolve(parsed.project, parsed.artifact, parsed.label)
+        if user is not None:
+            now = time.time()
+            reg.record_lineage([LineageRecord(version.qualified_name, "used", user, now, now)])
+        return version
+
+
+def run_of(run: str | None) -> Job | None:
+    """The job named ``run`` (checked), or by default this process's run from the environment (None if none)."""
+    if run is None:
+        return current_run()
+    if not run.strip() or any(c.isspace() or not c.isprintable() for c in run):
+        raise InvalidInput(f"invalid run id {run!r}: expected printable text without spaces")
+    return run_job(run)
 
 
 def link_artifact(

@@ -21,12 +21,12 @@ from typing import Any
 import click
 import trio
 
-from . import __version__, completion, config, retention, stores
-from .api import Artifact, log_artifact_result
+from . import __version__, completion, config, lineage, retention, stores
+from .api import Artifact, log_artifact_result, run_of
 from .errors import InvalidInput, RefmountError
 from .manifest import QUOTED_REF, UNPINNED_REASON, Manifest, validate_reference_name
 from .names import ArtifactRef, parse_collection, validate_alias, version_index
-from .registry import ENV_VAR, Deletion, Registry, VersionInfo, open_registry
+from .registry import ENV_VAR, Deletion, LineageRecord, Registry, VersionInfo, open_registry
 from .selection import ON_INVALID, OnInvalid, Report
 
 log = logging.getLogger("refmount")
@@ -187,7 +187,8 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def version_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """What a new version carries, the same for `log` and `import`: --type, --alias, --description, --metadata."""
+    """What a new version carries, the same for `log` and `import`: --type, --alias, --description, --metadata,
+    --run."""
     options = [
         click.option("--type", "type_", default="dataset", show_default=True,
                      help="Artifact type (dataset, model, ...)."),
@@ -195,6 +196,9 @@ def version_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--description", help="Free-text description of this version."),
         click.option("--metadata", "metadata", multiple=True, metavar="KEY=VALUE",
                      help="Metadata item (repeatable); VALUE is parsed as JSON when it can be, else kept as text."),
+        click.option("--run", metavar="ID",
+                     help="The run that produced this version, recorded in its lineage (`refmount lineage`; "
+                     "default: $REFMOUNT_RUN, else $WANDB_RUN_ID, else none)."),
     ]  # fmt: skip
     for option in reversed(options):  # decorators apply bottom-up: --help lists them in this order
         fn = option(fn)
@@ -274,6 +278,7 @@ def log_cmd(
     aliases: tuple[str, ...],
     description: str | None,
     metadata: tuple[str, ...],
+    run: str | None,
     no_checksum: bool,
     max_objects: int,
     excludes: tuple[str, ...],
@@ -289,6 +294,7 @@ def log_cmd(
     Nothing is created when the content equals the latest version ("unchanged").
     """
     ref = _unversioned(target, "log")
+    _check_run(run)
     if names and len(names) != len(uris):
         raise InvalidInput(f"got {len(names)} --name for {len(uris)} URIs: give none or one per URI")
     names = tuple(validate_reference_name(name, "--name") for name in names)  # before any scan, naming the option
@@ -305,7 +311,7 @@ def log_cmd(
         click.echo(f"refmount: warning: {warning}", err=True)
     _warn_quoted([entry.path for entry in artifact.manifest if entry.ref_quoted])
     with _open(registry_url, create=True) as registry:
-        result = log_artifact_result(artifact, ref.project, aliases=aliases, registry=registry)
+        result = log_artifact_result(artifact, ref.project, aliases=aliases, run=run, registry=registry)
     version = result.version
     if as_json:
         counts = {"excluded": left_out.excluded, "skipped": len(left_out.skipped)}
@@ -321,6 +327,12 @@ def log_cmd(
     if ttl is not None and not result.created:
         click.echo(f"refmount: note: --ttl applies to new versions only; {version.qualified_name} keeps its TTL "
                    f"(change it with `refmount ttl {version.qualified_name} {ttl_text}`)", err=True)  # fmt: skip
+
+
+def _check_run(run: str | None) -> None:
+    """A bad --run is refused before any scan (the API checks it again when it logs)."""
+    if run is not None:
+        run_of(run)
 
 
 def _unversioned(target: str, command: str) -> ArtifactRef:
@@ -594,6 +606,7 @@ def import_cmd(
     aliases: tuple[str, ...],
     description: str | None,
     metadata: tuple[str, ...],
+    run: str | None,
     as_json: bool,
     registry_url: str | None,
 ) -> None:
@@ -605,11 +618,12 @@ def import_cmd(
     never served; a warning on stderr names them.
     """
     ref = _unversioned(target, "import")
+    _check_run(run)
     artifact = Artifact(ref.artifact, type_, description=description, metadata=_parse_metadata(metadata))
     manifest = Manifest.loads(manifest_file.read())
     artifact.add_entries(manifest)
     with _open(registry_url, create=True) as registry:
-        result = log_artifact_result(artifact, ref.project, aliases=aliases, registry=registry)
+        result = log_artifact_result(artifact, ref.project, aliases=aliases, run=run, registry=registry)
     unpinned = [e.path for e in manifest if not e.pinned]
     if as_json:
         click.echo(json.dumps({**result.version.to_json(), "created": result.created, "unpinned": len(unpinned)},
@@ -695,6 +709,70 @@ def unlink_cmd(target: str, registry_url: str | None) -> None:
     dropped = f"; removed alias {', '.join(deletion.dropped_aliases)}" if deletion.dropped_aliases else ""
     click.echo(f"unlinked {deletion.version}{dropped}")
     _say_where_latest_went(ref, deletion)
+
+
+# -- lineage ---------------------------------------------------------------------------------------
+
+
+@main.command("lineage")
+@click.argument("target", required=False, metavar="PROJECT/ARTIFACT[:VERSION]", shell_complete=completion.versions)
+@click.option("--run", metavar="ID", help="Instead of a version: what the run (or SLURM job, pod, process job) ID "
+              "produced and used.")  # fmt: skip
+@click.option(
+    "--depth",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Hops to follow upstream (producers, what they used) and downstream (users, what they produced).",
+)
+@click.option("--dot", is_flag=True, help="Print a Graphviz digraph (versions as boxes, jobs as ellipses): "
+              "`refmount lineage p/a:v3 --dot | dot -Tsvg > lineage.svg`.")  # fmt: skip
+@json_option
+@registry_option
+def lineage_cmd(target: str | None, run: str | None, depth: int, dot: bool, as_json: bool,
+                registry_url: str | None) -> None:  # fmt: skip
+    """Who produced and who used a version (default: latest), or what a run produced and used.
+
+    Producers come from `log --run` (or $REFMOUNT_RUN / $WANDB_RUN_ID when logging) and the API; users from
+    the mounts, which record every job that opens a file of a version (the job: $REFMOUNT_RUN or
+    $WANDB_RUN_ID of the reading process, else its SLURM job, else its Kubernetes pod, else its process group),
+    with files opened and bytes the mount served, and from the API's use_artifact. Collection links show
+    as links. Lineage is kept when gc removes a version.
+    """
+    if (target is None) == (run is None):
+        raise InvalidInput("name a version or --run ID (one of them)")
+    if dot and as_json:
+        raise InvalidInput("--dot and --json: choose one")
+    with _open(registry_url) as registry:
+        version = None if target is None else _lineage_version(registry, ArtifactRef.parse(target))
+        found = lineage.walk(registry, version=version, run=run, depth=depth)
+    if dot:
+        click.echo(lineage.to_dot(found, version=version, run=run), nl=False)
+    elif as_json:
+        click.echo(json.dumps({"version": version, "run": run, "depth": depth, **found.to_json()}, indent=2))
+    elif not found.records and not found.links:
+        click.echo(f"no lineage recorded for {version or 'run ' + str(run)}", err=True)
+    else:
+        _print_table([_lineage_row(record) for record in found.records])
+        for source, collection in sorted(found.links):
+            click.echo(f"linked: {source} -> {collection}")
+
+
+def _lineage_version(registry: Registry, ref: ArtifactRef) -> str:
+    """``vN`` as named (lineage outlives a version gc removed), an alias through the registry."""
+    index = version_index(ref.label)
+    if index is None or not registry.lineage(versions=[f"{ref.project}/{ref.artifact}:v{index}"]):
+        index = registry.resolve(ref.project, ref.artifact, ref.label).index  # NotFound says why
+    return f"{ref.project}/{ref.artifact}:v{index}"
+
+
+def _lineage_row(record: LineageRecord) -> dict[str, Any]:
+    def when(t: float) -> str:
+        return datetime.fromtimestamp(t).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+    return {"version": record.version, "role": record.role, "job": record.job.name, "host": record.job.host,
+            "uid": "-" if record.job.uid is None else str(record.job.uid), "first_seen": when(record.first_seen),
+            "last_seen": when(record.last_seen), "files": record.files, "bytes": record.bytes}  # fmt: skip
 
 
 # -- retention -------------------------------------------------------------------------------------
@@ -868,10 +946,17 @@ def _expiry(version: VersionInfo) -> str:
     "cache hits and misses, store requests per scheme, ...). Off by default; :PORT binds 127.0.0.1 only, "
     "0.0.0.0:PORT every interface, [::1]:PORT IPv6; off turns off a config file's or $REFMOUNT_METRICS' address.",
 )
+@click.option(
+    "--lineage/--no-lineage",
+    default=None,
+    help="Record in the registry which jobs (run id, SLURM job, Kubernetes pod or process group) open files of "
+    "which versions, with counts of files and bytes: see `refmount lineage` (default on). Off, opens and closes no "
+    "longer reach the daemon at all (a little faster on many small files).",
+)
 def mount_cmd(mountpoint: Path, foreground: bool, registry_url: str | None, cache_dir: Path | None,
               cache_size: str | None, alias_ttl: float | None, stop_timeout: float | None,
               allow_other: bool | None, uid: int | None, gid: int | None, fuse_options: tuple[str, ...],
-              log_file: Path | None, metrics: str | None) -> None:  # fmt: skip
+              log_file: Path | None, metrics: str | None, lineage: bool | None) -> None:  # fmt: skip
     """Mount every artifact version read-only at MOUNTPOINT: <project>/<artifact>/<vN or alias>/<path>.
 
     Bytes are fetched on first read, pinned to the logged object versions, through the block cache.
@@ -885,13 +970,15 @@ def mount_cmd(mountpoint: Path, foreground: bool, registry_url: str | None, cach
     options = ",".join(fuse_options) if fuse_options else None
     settings = config.load({"registry": registry_url, "cache_dir": cache_dir, "cache_size": cache_size,
                             "alias_ttl": alias_ttl, "stop_timeout": stop_timeout, "allow_other": allow_other,
-                            "uid": uid, "gid": gid, "fuse_options": options, "metrics": metrics})  # fmt: skip
+                            "uid": uid, "gid": gid, "fuse_options": options, "metrics": metrics,
+                            "lineage": lineage})  # fmt: skip
     code = run(MountOptions(
         mountpoint=mountpoint, registry_url=settings.registry, cache_dir=Path(settings.cache_dir),
         cache_size_bytes=settings.cache_size, alias_ttl_s=settings.alias_ttl, stop_timeout_s=settings.stop_timeout,
         allow_other=settings.allow_other,
         uid=settings.uid, gid=settings.gid, fuse_options=settings.fuse_options, foreground=foreground,
         log_file=log_file, metrics=None if settings.metrics == config.METRICS_OFF else settings.metrics,
+        lineage=settings.lineage,
     ))  # fmt: skip
     sys.exit(code)
 

@@ -146,6 +146,8 @@ KEYS: dict[str, _Key] = {
     "fuse_options": _Key(_options, "REFMOUNT_FUSE_OPTIONS", "-o", "extra FUSE mount options"),
     "metrics": _Key(metrics_address, "REFMOUNT_METRICS", "--metrics",
                     "serve Prometheus metrics at http://HOST:PORT/metrics, or off"),
+    "lineage": _Key(_bool, "REFMOUNT_LINEAGE", "--lineage",
+                    "record in the registry which jobs open files of which versions (refmount lineage)"),
 }  # fmt: skip
 
 
@@ -169,6 +171,7 @@ def defaults() -> dict[str, Any]:
         "gid": os.getgid(),
         "fuse_options": (),
         "metrics": METRICS_OFF,
+        "lineage": True,
     }
 
 

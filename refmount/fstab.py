@@ -4,7 +4,7 @@
     refmount  /mnt/artifacts  fuse.refmount  registry=postgresql://refmount@db/refmount,allow_other,_netdev  0 0
 
 mount(8) calls ``mount.fuse.refmount SOURCE MOUNTPOINT -o OPTIONS``. refmount settings among the options
-(registry, cache-dir, cache-size, alias-ttl, stop-timeout, allow-other, uid, gid, log-file, metrics; each
+(registry, cache-dir, cache-size, alias-ttl, stop-timeout, allow-other, uid, gid, log-file, metrics, no-lineage; each
 spelled as its flag or with underscores, ``cache-size=1G`` = ``cache_size=1G``) become flags. Options that only
 mount(8) and systemd read (``_netdev``, ``nofail``, ``noauto``, ``user``, ``x-systemd.*``, ``comment=`` ...)
 and generic options that mean nothing to a read-only FUSE mount are dropped; the rest go to FUSE.
@@ -18,7 +18,7 @@ from .cli import main as cli_main
 from .mountopts import not_for_fuse
 
 _SETTINGS = {"registry", "cache-dir", "cache-size", "alias-ttl", "stop-timeout", "uid", "gid", "log-file", "metrics"}
-_FLAGS = {"allow-other"}
+_FLAGS = {"allow-other", "no-lineage"}
 
 
 def mount_args(argv: list[str]) -> list[str]:

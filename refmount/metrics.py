@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from .cache import BlockCache
     from .fs.core import Filesystem
+    from .fs.lineage import LineageRecorder
 
 
 def _histogram(name: str, documentation: str, label: str, latencies: list[tuple[str, Latencies]]) -> Metric:
@@ -53,6 +54,8 @@ class MountCollector:
         if self.fs is not None:
             yield from self._requests(self.fs)
             yield from self._reader(self.fs)
+            if self.fs.lineage is not None:
+                yield from self._lineage(self.fs.lineage)
 
     def _cache(self) -> Iterator[Metric]:
         cache = self.cache
@@ -109,6 +112,18 @@ class MountCollector:
             received.add_metric([scheme], got)
         yield errors
         yield received
+
+    @staticmethod
+    def _lineage(lineage: LineageRecorder) -> Iterator[Metric]:
+        stats = lineage.stats
+        yield CounterMetricFamily("refmount_lineage_records_written", "Lineage records (a job's use of a version) "
+                                  "written to the registry.", value=stats.written)  # fmt: skip
+        yield CounterMetricFamily("refmount_lineage_write_failures", "Lineage writes the registry did not take "
+                                  "(their records are kept, written later).", value=stats.write_failures)  # fmt: skip
+        yield CounterMetricFamily("refmount_lineage_records_dropped", "Uses of a version by a job not recorded: "
+                                  "too many were waiting for the registry.", value=stats.dropped)  # fmt: skip
+        yield GaugeMetricFamily("refmount_lineage_pending_records", "Lineage records waiting to be written.",
+                                value=lineage.pending)  # fmt: skip
 
 
 class MetricsServer:

@@ -12,7 +12,7 @@ packages=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv attr patch)
 # Tests also start real servers: PostgreSQL for the shared registry; systemd-analyze checks the units.
 # nginx serves HTTP references; npm installs Azurite (Azure Blob emulator).
 if [ "$want_tests" = 1 ]; then
-  packages+=(postgresql systemd nginx openssl)
+  packages+=(postgresql systemd nginx openssl graphviz)
   command -v npm >/dev/null || packages+=(nodejs npm)
 fi
 missing=()

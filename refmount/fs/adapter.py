@@ -95,6 +95,8 @@ class FuseAdapter(pyfuse3.Operations):
         super().__init__()
         self.fs = fs
         self.features = features
+        if fs.lineage is not None:
+            self.enable_no_open = False  # lineage counts opens: the kernel must keep sending them
         self.uid, self.gid = uid, gid
         self.failures = _RecentFailures()
         self._unsent: dict[int, tuple[int, list[tuple[str, Attributes, int]]]] = {}  # listing -> (cookie, rest)
@@ -166,10 +168,10 @@ class FuseAdapter(pyfuse3.Operations):
     # -- files --------------------------------------------------------------------------------------
     @_answer
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
-        """Only with a stock pyfuse3 (refmount's build answers ENOSYS itself). The handle is the inode, as
-        the reads of a handle-less mount carry it: one read path either way."""
-        await self.fs.open(inode)
-        return pyfuse3.FileInfo(fh=inode, keep_cache=True)  # pinned bytes never change: keep the page cache
+        """With lineage, or a stock pyfuse3 (without lineage refmount's build answers ENOSYS itself). Without
+        lineage the handle is the inode, as the reads of a handle-less mount carry it: one read path either way."""
+        handle = await self.fs.open(inode, ctx.pid if ctx is not None else 0, ctx.uid if ctx is not None else None)
+        return pyfuse3.FileInfo(fh=handle, keep_cache=True)  # pinned bytes never change: keep the page cache
 
     @_answer
     async def read(self, fh: int, off: int, size: int) -> memoryview:

@@ -27,6 +27,7 @@ from ..latency import Latencies
 from ..manifest import DOTS, PLAIN_COMPONENT, Entry
 from ..prefetch import StreamTable
 from ..reader import Lease, Reader
+from .lineage import HANDLE_BIT, LineageRecorder
 from .namespace import Namespace
 from .nodes import ROOT_INODE, AliasLink, FsNode, VersionNode
 
@@ -81,9 +82,10 @@ class Counters:
 
 
 class Filesystem:
-    def __init__(self, namespace: Namespace, reader: Reader):
+    def __init__(self, namespace: Namespace, reader: Reader, lineage: LineageRecorder | None = None):
         self.ns = namespace
         self.reader = reader
+        self.lineage = lineage  # None: opens are not counted (and, with refmount's pyfuse3, not even sent)
         self.streams = StreamTable(reader)
         self.counters = Counters()
         # Every kernel request answered, by kind (lookup, read, ...), and those answered with an error, by errno.
@@ -192,14 +194,20 @@ class Filesystem:
         return []
 
     # -- files --------------------------------------------------------------------------------------
-    async def open(self, inode: int) -> None:
-        """Check ``inode`` is a file (the kernel may not ask at all: reads name the inode)."""
+    async def open(self, inode: int, pid: int = 0, uid: int | None = None) -> int:
+        """Check ``inode`` is a file, and count the open for lineage (``pid``: the opener); returns the handle its
+        reads and release will name: the inode itself without lineage (the kernel may not ask at all then)."""
         self.counters.opens += 1
-        await self._file(inode)
+        node, _ = await self._file(inode)
+        if self.lineage is None or not pid:
+            return inode
+        return await self.lineage.opened(inode, node.slot.version.qualified_name, pid, uid)
 
-    async def read(self, inode: int, offset: int, size: int) -> Lease:
+    async def read(self, handle: int, offset: int, size: int) -> Lease:
         """The bytes at ``offset``, as a lease the caller releases once they are sent."""
         self.counters.reads += 1
+        opened = self.lineage.handles.get(handle) if handle & HANDLE_BIT and self.lineage is not None else None
+        inode = opened.inode if opened is not None else handle
         node, entry = await self._file(inode)
         try:
             lease = await self.streams.stream(inode, entry, offset).read(offset, size)
@@ -209,11 +217,15 @@ class Filesystem:
             raise FsError(errno.EIO, f"{where}: {message}" if entry.ref in message else
                           f"{where} (reference {entry.ref}): {message}") from None  # fmt: skip
         self.counters.read_bytes += len(lease.view)
+        if opened is not None:
+            opened.usage.bytes += len(lease.view)
         return lease
 
-    def release(self, inode: int) -> None:
-        """Every descriptor of the file was closed (when the kernel says so): stop reading ahead."""
-        self.streams.close(inode)
+    def release(self, handle: int) -> None:
+        """A file was closed (when the kernel says so): stop reading ahead."""
+        inode = self.lineage.closed(handle) if handle & HANDLE_BIT and self.lineage is not None else handle
+        if inode is not None:
+            self.streams.close(inode)
 
     async def _file(self, inode: int) -> tuple[VersionNode, Entry]:
         node = await self._node(inode)

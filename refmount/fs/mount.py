@@ -39,6 +39,7 @@ from ..stores.http import HTTPStore
 from .adapter import FuseAdapter
 from .core import Filesystem
 from .features import Features
+from .lineage import LineageRecorder
 from .namespace import Namespace
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 # ``refmount umount`` removes those and nothing else.
 SUBTYPE = "refmount"
 FSTYPE = f"fuse.{SUBTYPE}"
+LAST_FLUSH_S = 10.0  # how long an unmounted daemon waits for the registry to take the last lineage records
 
 
 @dataclass
@@ -66,6 +68,7 @@ class MountOptions:
     - ``foreground``: stay attached and log to ``log_file`` or stderr; otherwise fork a daemon that logs to
       ``log_file`` or :attr:`default_log_file`.
     - ``metrics``: ``HOST:PORT`` to serve Prometheus metrics at (see :mod:`refmount.metrics`); None: none.
+    - ``lineage``: record which jobs open files of which versions (see :mod:`refmount.fs.lineage`).
     """
 
     mountpoint: Path
@@ -81,6 +84,7 @@ class MountOptions:
     foreground: bool = False
     log_file: Path | None = None
     metrics: str | None = None
+    lineage: bool = True
 
     @property
     def default_log_file(self) -> Path:
@@ -348,7 +352,8 @@ async def _serve_mounted(options: MountOptions, registry: Registry, cache: Block
                          signals: AsyncIterator[int], exporter: MetricsServer | None) -> None:  # fmt: skip
     async with open_reader(cache) as reader:
         namespace = Namespace(registry, options.alias_ttl_s)
-        fs = Filesystem(namespace, reader)
+        lineage = LineageRecorder(registry) if options.lineage else None
+        fs = Filesystem(namespace, reader, lineage)
         if exporter is not None:
             exporter.collector.watch(fs)
         _fuse_init(FuseAdapter(fs, features, uid=options.uid, gid=options.gid), options.mountpoint, fuse_options)
@@ -361,6 +366,8 @@ async def _serve_mounted(options: MountOptions, registry: Registry, cache: Block
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_serve_requests, nursery.cancel_scope)
+                if lineage is not None:
+                    nursery.start_soon(lineage.run)
                 reload = functools.partial(_reload, namespace, options.log_file)
                 nursery.start_soon(_on_signals, signals, stopping, nursery, reload)
                 await nursery.start(_until_answering, options.mountpoint)
@@ -371,6 +378,16 @@ async def _serve_mounted(options: MountOptions, registry: Registry, cache: Block
             # A detached mount is no longer ours to unmount: a new daemon may already be mounted there.
             pyfuse3.close(unmount=not stopping.detached)
             log.info("unmounted %s", options.mountpoint)
+            if lineage is not None:
+                await _last_lineage(lineage)
+
+
+async def _last_lineage(lineage: LineageRecorder) -> None:
+    """Write the counts of the last seconds, unless the registry cannot take them soon (then say what is lost)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(LAST_FLUSH_S):
+        await lineage.flush()
+    if lineage.pending:
+        log.warning("lineage: %d records of the last reads could not be written to the registry", lineage.pending)
 
 
 async def _serve_requests(scope: trio.CancelScope) -> None:
@@ -528,6 +545,7 @@ def _header(options: MountOptions, features: Features, exporter: MetricsServer |
         f"cache {options.cache_dir} ({_size(options.cache_size_bytes)}), alias_ttl {options.alias_ttl_s:g}s, "
         f"stop_timeout {options.stop_timeout_s:g}s, allow_other {'yes' if options.allow_other else 'no'}, "
         f"owner {options.uid}:{options.gid}, metrics {exporter.url if exporter is not None else 'off'}, "
+        f"lineage {'on' if options.lineage else 'off'}, "
         f"fuse options {extra}, kernel features: {features.summary()}"
     )
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidInput, NotFound
+from ..jobs import Job
 from ..manifest import Entry, Manifest, is_under
 
 
@@ -109,6 +110,25 @@ class Collected:
 
 
 @dataclass(frozen=True, slots=True)
+class LineageRecord:
+    """A job that produced (``log --run``) or used (opened files of, ``use_artifact``) a version, on one host."""
+
+    version: str  # project/artifact:vN
+    role: str  # "produced" or "used"
+    job: Job
+    first_seen: float  # unix times
+    last_seen: float
+    files: int = 0  # files opened through a mount
+    bytes: int = 0  # bytes the mount served (reads the kernel's page cache answered never reach it)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "role": self.role, "job": self.job.name, "kind": self.job.kind,
+                "id": self.job.id, "host": self.job.host, "uid": self.job.uid, "detail": dict(self.job.detail),
+                "first_seen": self.first_seen, "last_seen": self.last_seen, "files": self.files,
+                "bytes": self.bytes}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class Node:
     """A directory or file of a stored manifest; ``id`` is stable for the manifest's lifetime."""
 
@@ -164,10 +184,12 @@ class Registry(abc.ABC):
         metadata: Mapping[str, Any] | None = None,
         aliases: Sequence[str] = (),
         ttl: float | None = None,
+        run: Job | None = None,
     ) -> LogResult:
         """In one transaction: the next ``vN`` with ``latest`` moved to it, unless the artifact
         digest equals the current latest's and so do the content MD5s that pin entries whose digest is
-        their URL (then only ``aliases`` are applied to it). ``ttl``: seconds the new version lives."""
+        their URL (then only ``aliases`` are applied to it). ``ttl``: seconds the new version lives;
+        ``run``: the job that produced it (recorded in lineage, for the version returned)."""
 
     @abc.abstractmethod
     def copy_version(self, version: VersionInfo, manifest: Manifest) -> bool:
@@ -206,6 +228,15 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     def links_to(self, project: str, artifact: str) -> dict[int, tuple[str, ...]]:
         """Version index of ``project/artifact`` -> the live collection versions that link it."""
+
+    # -- lineage (see registry/lineage.py) -------------------------------------------------------
+    @abc.abstractmethod
+    def record_lineage(self, records: Sequence[LineageRecord]) -> None:
+        """Add ``records`` in one transaction: counts add up, first and last seen widen."""
+
+    @abc.abstractmethod
+    def lineage(self, *, versions: Sequence[str] = (), job_id: str | None = None) -> list[LineageRecord]:
+        """What is recorded of ``versions`` (``project/artifact:vN``), or of the job ``job_id``."""
 
     # -- retention -----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -16,22 +16,35 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from ..errors import InvalidInput, NotFound
+from ..jobs import Job
 from ..manifest import CONTENT_MD5, QUOTED_REF, Entry, Manifest, parent_dir
 from ..names import LATEST, is_registry_project, validate_alias, validate_collection, version_index
 from ..uri import store_scheme
-from . import links, retention
-from .base import ArtifactInfo, Collected, Deletion, LinkResult, LogResult, ManifestIndex, Node, Registry, VersionInfo
+from . import lineage, links, retention
+from .base import (
+    ArtifactInfo,
+    Collected,
+    Deletion,
+    LineageRecord,
+    LinkResult,
+    LogResult,
+    ManifestIndex,
+    Node,
+    Registry,
+    VersionInfo,
+)
 from .retention import LIVE
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # v2: object keys in s3/gs/az refs are written as they are, as W&B writes and reads them; v1 percent-encoded
 # '%', '?', '#' and non-ASCII characters, so v1's refs that hold a '%' are marked as encoded (QUOTED_REF).
 # v3: retention. versions.expires_at (a TTL) and versions.deleted_at hide a version until `gc` removes its row;
 # artifacts.next_idx keeps version numbers from being reused once gc removed the highest one (as W&B does).
 # v4: registry collections. versions.linked_from names the version a collection version links
 # (project/artifact:vN, text: it outlives the source's row, which gc may remove while the link lives on).
+# v5: lineage (see registry/lineage.py), a table of its own: not among REGISTRY_TABLES, which a v4 registry lacks.
 # A manifest as a tree: the daemon looks names up by (parent, name) and lists by (parent, id).
 NODES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -99,6 +112,8 @@ def upgrade(db: Connection, where: str) -> None:
         _add_retention_columns(db)
     if version < 4 and "linked_from" not in _columns(db, "versions"):
         db.execute("ALTER TABLE versions ADD COLUMN linked_from TEXT")
+    if version < 5:
+        lineage.create(db)
     db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
     log.info("registry %s upgraded from schema v%d to v%d", where, version, SCHEMA_VERSION)
 
@@ -133,7 +148,7 @@ def _mark_quoted_refs(db: Connection) -> None:
 
 def schema_ddl(*, id_type: str, int_type: str, real_type: str) -> str:
     types = {"id": id_type, "int": int_type, "real": real_type}
-    return SCHEMA.format(nodes=NODES_SCHEMA.format(**types), **types)
+    return SCHEMA.format(nodes=NODES_SCHEMA.format(**types), **types) + lineage.LINEAGE_SCHEMA
 
 
 class Connection(Protocol):
@@ -175,35 +190,56 @@ class SQLRegistry(Registry):
         metadata: Mapping[str, Any] | None = None,
         aliases: Sequence[str] = (),
         ttl: float | None = None,
+        run: Job | None = None,
+    ) -> LogResult:
+        with self._write() as db:
+            result = self._log_version(db, project, artifact, manifest, type=type, description=description,
+                                       metadata=metadata, aliases=aliases, ttl=ttl)  # fmt: skip
+            if run is not None:
+                now = time.time()
+                lineage.record(db, [LineageRecord(result.version.qualified_name, "produced", run, now, now)])
+            return result
+
+    def _log_version(
+        self,
+        db: Connection,
+        project: str,
+        artifact: str,
+        manifest: Manifest,
+        *,
+        type: str,
+        description: str | None,
+        metadata: Mapping[str, Any] | None,
+        aliases: Sequence[str],
+        ttl: float | None,
     ) -> LogResult:
         if is_registry_project(project):
             raise InvalidInput(f"{project} is a registry: its collections get versions by `refmount link`, "
                                "not by logging")  # fmt: skip
         digest, content_id = manifest.digest, manifest.content_id
         metadata_json = json.dumps(dict(metadata or {}), sort_keys=True)
-        with self._write() as db:
-            artifact_id = self._ensure_artifact(db, project, artifact, type)
-            now = time.time()
-            latest = retention.live_aliases(db, artifact_id, now).get(LATEST)
-            if latest is not None:
-                latest_digest, latest_manifest = db.execute(
-                    "SELECT digest, manifest_id FROM versions WHERE artifact_id = ? AND idx = ?", (artifact_id, latest)
-                ).fetchone()
-                if latest_digest == digest and self._same_content_md5s(db, latest_manifest, manifest):
-                    for alias in aliases:
-                        self._put_alias(db, artifact_id, alias, latest)
-                    return LogResult(self._version(db, artifact_id, latest), created=False)
-            manifest_id = self._store_manifest(db, manifest, content_id, digest)
-            index = self._next_index(db, artifact_id)
-            db.execute(
-                "INSERT INTO versions (artifact_id, idx, manifest_id, digest, created_at, description, metadata,"
-                " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (artifact_id, index, manifest_id, digest, now, description, metadata_json,
-                 None if ttl is None else now + ttl),
-            )  # fmt: skip
-            for alias in (LATEST, *aliases):
-                self._put_alias(db, artifact_id, alias, index)
-            return LogResult(self._version(db, artifact_id, index), created=True)
+        artifact_id = self._ensure_artifact(db, project, artifact, type)
+        now = time.time()
+        latest = retention.live_aliases(db, artifact_id, now).get(LATEST)
+        if latest is not None:
+            latest_digest, latest_manifest = db.execute(
+                "SELECT digest, manifest_id FROM versions WHERE artifact_id = ? AND idx = ?", (artifact_id, latest)
+            ).fetchone()
+            if latest_digest == digest and self._same_content_md5s(db, latest_manifest, manifest):
+                for alias in aliases:
+                    self._put_alias(db, artifact_id, alias, latest)
+                return LogResult(self._version(db, artifact_id, latest), created=False)
+        manifest_id = self._store_manifest(db, manifest, content_id, digest)
+        index = self._next_index(db, artifact_id)
+        db.execute(
+            "INSERT INTO versions (artifact_id, idx, manifest_id, digest, created_at, description, metadata,"
+            " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (artifact_id, index, manifest_id, digest, now, description, metadata_json,
+             None if ttl is None else now + ttl),
+        )  # fmt: skip
+        for alias in (LATEST, *aliases):
+            self._put_alias(db, artifact_id, alias, index)
+        return LogResult(self._version(db, artifact_id, index), created=True)
 
     def copy_version(self, version: VersionInfo, manifest: Manifest) -> bool:
         with self._write() as db:
@@ -289,6 +325,14 @@ class SQLRegistry(Registry):
 
     def links_to(self, project: str, artifact: str) -> dict[int, tuple[str, ...]]:
         return links.links_to(self._db, f"{project}/{artifact}", time.time())
+
+    # -- lineage (see registry/lineage.py) -------------------------------------------------------
+    def record_lineage(self, records: Sequence[LineageRecord]) -> None:
+        with self._write() as db:
+            lineage.record(db, records)
+
+    def lineage(self, *, versions: Sequence[str] = (), job_id: str | None = None) -> list[LineageRecord]:
+        return lineage.query(self._db, versions=versions, job_id=job_id)
 
     # -- retention (see registry/retention.py) --------------------------------------------------
     def set_ttl(self, project: str, artifact: str, index: int, ttl: float | None) -> VersionInfo:
