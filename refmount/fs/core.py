@@ -240,6 +240,8 @@ class Filesystem:
         if inode == ROOT_INODE and name == STATS_XATTR:
             requests = {kind: latencies.count for kind, latencies in self.requests.items()}
             stats = {**asdict(self.counters), **asdict(self.reader.stats), "requests": requests}
+            if self.lineage is not None:
+                stats["lineage"] = {**asdict(self.lineage.stats), "pending": self.lineage.pending}
             return json.dumps(stats).encode()
         entry = await self._entry_or_none(inode)
         value = XATTRS[name](entry) if entry is not None and name in XATTRS else None

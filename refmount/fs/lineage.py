@@ -74,12 +74,13 @@ class LineageRecorder:
         self._jobs: dict[int, tuple[float, Job]] = {}  # pid -> (when worked out, job)
         self._identifying: dict[int, trio.Event] = {}
         self._failing_since: float | None = None
+        self._in_flight = 0  # records taken for a write that has not ended
         self._warned_full = False
 
     @property
     def pending(self) -> int:
         """(version, job) pairs with counts not yet written (copied first: a scrape reads it from another thread)."""
-        return sum(1 for usage in list(self._usage.values()) if usage.files or usage.bytes)
+        return self._in_flight + sum(1 for usage in list(self._usage.values()) if usage.files or usage.bytes)
 
     # -- on the event loop, per request -----------------------------------------------------------
     async def opened(self, inode: int, version: str, pid: int, uid: int | None) -> int:
@@ -152,9 +153,11 @@ class LineageRecorder:
         if not taken:
             return
         records = [record for _, record in taken]
+        self._in_flight = len(records)
         try:
             await trio.to_thread.run_sync(self.registry.record_lineage, records, abandon_on_cancel=True)
         except Exception as exc:
+            self._in_flight = 0
             for usage, record in taken:  # given back: counted again at the next flush
                 usage.files += record.files
                 usage.bytes += record.bytes
@@ -165,6 +168,7 @@ class LineageRecorder:
                             "every %g s (reads go on)", " ".join(str(exc).split()), len(records),
                             self.flush_interval_s)  # fmt: skip
             return
+        self._in_flight = 0
         self.stats.written += len(records)
         if self._failing_since is not None:
             log.info("lineage: the registry takes writes again after %.0f s: %d records written",
