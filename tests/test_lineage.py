@@ -4,7 +4,6 @@ and DOT that Graphviz renders), collections, --no-lineage, and the upgrade of a 
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
