@@ -1329,7 +1329,8 @@ def registry_init_cmd(registry_url: str | None) -> None:
 @click.argument("target", metavar="TARGET_URL")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary line.")
 def registry_copy_cmd(source: str, target: str, quiet: bool) -> None:
-    """Copy every project, version (same vN, created time, metadata) and alias from SOURCE to TARGET.
+    """Copy every project, version (same vN, created time, metadata) and alias from SOURCE to TARGET, and the
+    lineage of each version copied.
 
     Typical use: move a laptop's SQLite registry to the cluster's PostgreSQL one. Safe to re-run;
     a version that exists in TARGET with other content stops the copy before anything is written.
@@ -1343,7 +1344,7 @@ def registry_copy_cmd(source: str, target: str, quiet: bool) -> None:
     with _open(source) as src, _open(target, create=True) as dst:  # a missing SOURCE creates no TARGET
         report = copy_registry(src, dst, on_version=show)
     click.echo(f"copied {_count(report.copied, 'version')} ({report.present:,} already present), "
-               f"{_count(report.aliases, 'alias', 'aliases')}")  # fmt: skip
+               f"{_count(report.aliases, 'alias', 'aliases')}, {_count(report.lineage, 'lineage record')}")  # fmt: skip
 
 
 def _redact(url: str) -> str:

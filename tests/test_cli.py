@@ -151,15 +151,18 @@ def test_help_explains_every_option(cli: Cli) -> None:
 
 
 def test_registry_copy_to_postgres_and_back(cli: Cli, data: Path, postgres_url: str, tmp_path: Path) -> None:
-    cli("log", "vision/mnist", file_uri(data), "--metadata", "k=1")
+    cli("log", "vision/mnist", file_uri(data), "--metadata", "k=1", "--run", "prep")
     (data / "labels.csv").write_text("changed\n")
     cli("log", "vision/mnist", file_uri(data), "--alias", "best")
     cli("registry", "init", "--registry", postgres_url)
     assert (
-        "copied 2 versions (0 already present), 2 aliases"
+        "copied 2 versions (0 already present), 2 aliases, 1 lineage record"
         in cli("registry", "copy", cli.registry_url, postgres_url).out
     )
-    assert "copied 0 versions (2 already present)" in cli("registry", "copy", cli.registry_url, postgres_url).out
+    assert "copied 0 versions (2 already present), 2 aliases, 0 lineage records" in cli(
+        "registry", "copy", cli.registry_url, postgres_url).out  # fmt: skip
+    lineage = cli("lineage", "vision/mnist:v0", "--json", "--registry", postgres_url).json()["records"]
+    assert [(r["role"], r["job"]) for r in lineage] == [("produced", "run:prep")]
     here = cli("ls", "vision/mnist", "--json").json()
     there = cli("ls", "vision/mnist", "--json", "--registry", postgres_url).json()
     strip = lambda rows: [{k: v for k, v in r.items() if k != "manifest_id"} for r in rows]  # noqa: E731

@@ -14,6 +14,7 @@ class CopyReport:
     copied: int = 0
     present: int = 0
     aliases: int = 0
+    lineage: int = 0  # lineage records of the versions copied
 
 
 def copy_registry(source: Registry, target: Registry, *,
@@ -36,6 +37,10 @@ def copy_registry(source: Registry, target: Registry, *,
         created = target.copy_version(version, source.manifest(version.manifest_id))
         report.copied += created
         report.present += not created
+        if created:  # only then: lineage adds up its counts, so a second copy would double them
+            records = source.lineage(versions=[version.qualified_name])
+            target.record_lineage(records)
+            report.lineage += len(records)
         if on_version is not None:
             on_version(version, created)
     artifacts = {(v.project, v.artifact): aliases for v, aliases in plan}
