@@ -1,7 +1,7 @@
 """Many small files: 10,000 objects of 64 KiB read through the mount by 16 parallel readers.
 
     python bench/small_files.py [--files 10000] [--size-kib 64] [--readers 16] [--peers rclone,s3fs]
-                                [--metrics 127.0.0.1:9464]
+                                [--metrics 127.0.0.1:9464] [--lineage on|off|both]
 
 Starts SeaweedFS on 127.0.0.1, logs the prefix, and reads every file through the mount in a shuffled
 order (as a training epoch does) with Python's ``open(path, "rb").read()``: cold (empty cache), warm from
@@ -14,7 +14,8 @@ that reached its Python code (opens included) and all requests the kernel sent i
 threads, and optionally `rclone mount` / `s3fs` on the same bucket, read the same ways. Needs root (it
 writes /proc/sys/vm/drop_caches). With ``--metrics``, refmount serves Prometheus metrics there and the
 benchmark scrapes them every second while it reads (a Prometheus server scrapes every 15 s or so): the
-cost of instrumenting and of being scraped.
+cost of instrumenting and of being scraped. refmount runs twice by default, with lineage (its default: every
+open reaches the daemon) and with ``--no-lineage`` (opens stay in the kernel), each on a fresh mount and cache.
 """
 
 from __future__ import annotations
@@ -155,6 +156,28 @@ class Scraper(threading.Thread):
         return self.scrapes
 
 
+def refmount_passes(work: Path, registry: str, args: argparse.Namespace, key: Callable[[int], str], *,
+                    lineage: bool) -> list[Pass]:  # fmt: skip
+    """The epochs through a fresh mount on an empty cache."""
+    shutil.rmtree(work / "cache", ignore_errors=True)
+    (work / "mnt").mkdir(exist_ok=True)
+    extra = (("--metrics", args.metrics) if args.metrics else ()) + (() if lineage else ("--no-lineage",))
+    mount = MountedFS(work / "mnt", registry, work / "cache", work / "mount.log", alias_ttl=60,
+                      extra_args=extra).start()  # fmt: skip
+    scraper = Scraper(f"http://{args.metrics}/metrics") if args.metrics else None
+    try:
+        assert mount.proc is not None
+        version = work / "mnt" / "bench" / "small" / "v0"
+        if scraper is not None:
+            scraper.start()
+        label = "refmount" + (" --metrics" if args.metrics else "") + ("" if lineage else " --no-lineage")
+        return epoch_passes(label, version, args, key, mount.proc.pid, counted=work / "mnt")
+    finally:
+        if scraper is not None:
+            print(f"scraped {args.metrics} {scraper.stop()} times")
+        mount.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=10_000, help="number of files (default 10000)")
@@ -162,6 +185,12 @@ def main() -> None:
     parser.add_argument("--readers", type=int, default=16, help="parallel readers (default 16)")
     parser.add_argument("--peers", default="", help=f"comma-separated peer mounts to run too: {', '.join(PEERS)}")
     parser.add_argument("--metrics", metavar="HOST:PORT", help="refmount serves metrics there, scraped every second")
+    parser.add_argument(
+        "--lineage",
+        choices=("on", "off", "both"),
+        default="both",
+        help="refmount with lineage (the default: opens reach the daemon), without, or both in turn",
+    )
     args = parser.parse_args()
     key = lambda i: f"{i % 100:02}/{i:06}.bin"  # noqa: E731  (under the prefix small/)
     work = Path(tempfile.mkdtemp(prefix="refmount-small-", dir="/var/tmp"))
@@ -178,22 +207,8 @@ def main() -> None:
 
             order = random.Random(0).sample(range(args.files), args.files)
             rows.append(Pass("boto3 GetObject", timed(args.files, args.readers, get_object, order)))
-            (work / "mnt").mkdir()
-            extra = ("--metrics", args.metrics) if args.metrics else ()
-            mount = MountedFS(work / "mnt", registry, work / "cache", work / "mount.log", alias_ttl=60,
-                              extra_args=extra).start()  # fmt: skip
-            scraper = Scraper(f"http://{args.metrics}/metrics") if args.metrics else None
-            try:
-                assert mount.proc is not None
-                version = work / "mnt" / "bench" / "small" / "v0"
-                if scraper is not None:
-                    scraper.start()
-                label = "refmount --metrics" if args.metrics else "refmount"
-                rows += epoch_passes(label, version, args, key, mount.proc.pid, counted=work / "mnt")
-            finally:
-                if scraper is not None:
-                    print(f"scraped {args.metrics} {scraper.stop()} times")
-                mount.stop()
+            for lineage in ("on", "off") if args.lineage == "both" else (args.lineage,):
+                rows += refmount_passes(work, registry, args, key, lineage=lineage == "on")
             rows += local_ceiling(work / "local", body, args, key)
             for kind in filter(None, args.peers.split(",")):
                 with peer_mount(kind, endpoint, "bench", work / f"mnt-{kind}") as mnt:
