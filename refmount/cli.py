@@ -771,7 +771,8 @@ def _lineage_row(record: LineageRecord) -> dict[str, Any]:
         return datetime.fromtimestamp(t).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
     return {"version": record.version, "role": record.role, "job": record.job.name, "host": record.job.host,
-            "uid": "-" if record.job.uid is None else str(record.job.uid), "first_seen": when(record.first_seen),
+            "user": record.job.detail.get("user") or ("-" if record.job.uid is None else str(record.job.uid)),
+            "first_seen": when(record.first_seen),
             "last_seen": when(record.last_seen), "files": record.files, "bytes": record.bytes}  # fmt: skip
 
 

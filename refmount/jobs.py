@@ -16,6 +16,7 @@ falls to the next rule and ``detail`` says what could not be read.
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import socket
 import time
@@ -52,7 +53,15 @@ def host_name() -> str:
 
 def run_job(run: str, *, source: str = "--run") -> Job:
     """The producer named by ``log --run`` (or the API's ``run=``)."""
-    return Job("run", run, host_name(), os.getuid(), {"from": source})
+    return Job("run", run, host_name(), os.getuid(), {"from": source, **_user(os.getuid())})
+
+
+def _user(uid: int | None) -> dict[str, str]:
+    """``{"user": name}`` where this host knows the uid's name (names are per host: lineage keeps both)."""
+    try:
+        return {} if uid is None else {"user": pwd.getpwuid(uid).pw_name}
+    except KeyError:
+        return {}
 
 
 def current_run() -> Job | None:
@@ -67,7 +76,7 @@ def identify(pid: int, uid: int | None = None, *, proc: Path = Path("/proc"), ho
     """The job of process ``pid`` (``uid``: its user, as the kernel told it), by the rules above."""
     host = host or host_name()
     here = proc / str(pid)
-    detail: dict[str, Any] = {"pid": pid}
+    detail: dict[str, Any] = {"pid": pid, **_user(uid)}
     environment = _environment(here, detail)
     for variable in RUN_VARIABLES:
         if environment.get(variable):

@@ -35,6 +35,9 @@ def test_precedence_and_sources(files: tuple[Path, Path], monkeypatch: pytest.Mo
     assert settings.uid == 1234 and settings.sources["uid"] == "option --uid"
     assert settings.sources["gid"] == "default"
     assert settings.allow_other is True and settings.fuse_options == ("noatime",)
+    assert settings.lineage is True and settings.sources["lineage"] == "default"
+    monkeypatch.setenv("REFMOUNT_LINEAGE", "off")
+    assert config.load().lineage is False and config.load({"lineage": True}).lineage is True
 
 
 @pytest.mark.parametrize(
@@ -47,7 +50,7 @@ def test_precedence_and_sources(files: tuple[Path, Path], monkeypatch: pytest.Mo
      ("alias_ttl = true\n", "invalid alias_ttl True"), ("alias_ttl = nan\n", "invalid alias_ttl nan"),
      ("alias_ttl = inf\n", "invalid alias_ttl inf"), ("uid = true\n", "invalid uid True"),
      ("gid = 100.5\n", "invalid gid 100.5"), ("registry = 5\n", "invalid registry 5"),
-     ("fuse_options = [1]\n", "invalid fuse_options [1]")],
+     ("fuse_options = [1]\n", "invalid fuse_options [1]"), ("lineage = \"sometimes\"\n", "invalid lineage")],
 )  # fmt: skip
 def test_bad_config_is_one_clear_line(files: tuple[Path, Path], text: str, message: str) -> None:
     files[1].write_text(text)

@@ -140,6 +140,7 @@ def test_identity_of_a_process_from_proc(tmp_path: Path) -> None:
     assert jobs[22].detail["environment"].startswith("unreadable") and jobs[22].detail["leader"] == 22
     assert "exited" in jobs[404].detail["note"]
     assert {(job.host, job.uid) for job in jobs.values()} == {("node1", 1000)}
+    assert identify(10, 0, proc=proc).detail["user"] == "root" and "user" not in identify(10, 4242424, proc=proc).detail
 
 
 # -- through a real mount ----------------------------------------------------------------------------
@@ -176,7 +177,8 @@ def test_jobs_of_every_kind_reading_through_a_mount(dataset: Path, cli: Cli, reg
         assert before <= record.first_seen <= record.last_seen <= time.time()
     table = cli("lineage", "vision/mnist").out  # piped: tab-separated
     rows = [line.split("\t") for line in table.splitlines()]
-    assert rows[0] == ["version", "role", "job", "host", "uid", "first_seen", "last_seen", "files", "bytes"]
+    assert rows[0] == ["version", "role", "job", "host", "user", "first_seen", "last_seen", "files", "bytes"]
+    assert {row[4] for row in rows[1:]} == {"root"}  # the uid's name on this host (the tests run as root)
     assert rows[1][:3] == [V0, "produced", "run:prep-1"]
     assert {(row[2], row[7]) for row in rows[2:]} == {(name, str(r.files)) for name, r in jobs.items()}
 

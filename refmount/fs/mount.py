@@ -545,7 +545,7 @@ def _header(options: MountOptions, features: Features, exporter: MetricsServer |
         f"cache {options.cache_dir} ({_size(options.cache_size_bytes)}), alias_ttl {options.alias_ttl_s:g}s, "
         f"stop_timeout {options.stop_timeout_s:g}s, allow_other {'yes' if options.allow_other else 'no'}, "
         f"owner {options.uid}:{options.gid}, metrics {exporter.url if exporter is not None else 'off'}, "
-        f"lineage {'on' if options.lineage else 'off'}, "
+        f"lineage {'on (every open reaches the daemon)' if options.lineage else 'off'}, "
         f"fuse options {extra}, kernel features: {features.summary()}"
     )
 
