@@ -141,7 +141,8 @@ async def _download_entry(entry: Entry, root: Path, made: _Directories, reader: 
         return
     with _locally(f"cannot create directory {target.parent}"):
         await trio.to_thread.run_sync(made.make, target.parent)
-    report.bytes += await write_entry(entry, target, reader, progress)
+    written = await write_entry(entry, target, reader, progress)  # not `report.bytes += await ...`: that reads
+    report.bytes += written  # report.bytes before the await, losing what other files added meanwhile
     report.written += 1
 
 
