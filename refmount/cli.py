@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -1019,11 +1020,25 @@ def download_cmd(target: str, dest: Path, jobs: int, no_cache: bool, prefix: str
 
     with _open(registry_url) as registry, _block_cache(no_cache) as cache:
         version = _resolve(registry, target)
+        started = time.time()
         with _progress_bar(f"downloading {version.qualified_name}", version.total_size, enabled=not quiet) as bar:
             report = trio.run(lambda: download(registry, version, dest, cache, jobs=jobs, prefix=prefix, progress=bar))
+        _record_use(registry, version, started, files=report.written + report.kept, size=report.bytes)
     _warn_unpinned(report.unpinned, "cannot be downloaded")
     _finish(report, f"{report.written} written ({_size(report.bytes)}), {report.kept} already there",
             unpinned="not downloaded")  # fmt: skip
+
+
+def _record_use(registry: Registry, version: VersionInfo, started: float, *, files: int, size: int) -> None:
+    """A download is a use of the version by the job running it, as a mount's reads are (see `lineage`)."""
+    from .jobs import identify
+
+    use = LineageRecord(version.qualified_name, "used", identify(os.getpid(), os.getuid()), started, time.time(),
+                        files, size)  # fmt: skip
+    try:
+        registry.record_lineage([use])
+    except RefmountError as exc:  # the files are there: only the record of it is lost
+        click.echo(f"refmount: warning: lineage not recorded: {exc}", err=True)
 
 
 @main.command("verify")

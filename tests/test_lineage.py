@@ -319,6 +319,16 @@ def test_collections_in_lineage_and_lineage_after_gc(dataset: Path, cli: Cli, re
     assert [(r["role"], r["job"]) for r in after["records"]] == [("produced", "run:prep-1")] and not after["links"]
 
 
+def test_download_is_a_use_by_the_job_running_it(dataset: Path, cli: Cli, registry_url: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("REFMOUNT_RUN", "fetch-3")
+    cli("download", V0, str(tmp_path / "out"), "-q", "--no-cache")
+    cli("download", V0, str(tmp_path / "out"), "-q", "--no-cache")  # all there already: files kept, no bytes
+    record = lineage(registry_url)["run:fetch-3"]
+    assert (record.files, record.bytes) == (2 * len(FILES), sum(len(d) for d in FILES.values()))
+    assert record.job.detail["from"] == "REFMOUNT_RUN" and record.job.detail["pid"] != os.getpid()
+
+
 def test_api_records_producers_from_the_argument_or_the_environment(
     tmp_path: Path, registry_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
