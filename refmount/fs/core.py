@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import itertools
 import json
 import logging
 import stat
@@ -27,7 +28,7 @@ from ..latency import Latencies
 from ..manifest import DOTS, PLAIN_COMPONENT, Entry
 from ..prefetch import StreamTable
 from ..reader import Lease, Reader
-from .lineage import HANDLE_BIT, LineageRecorder
+from .lineage import LineageRecorder, Usage
 from .namespace import Namespace
 from .nodes import ROOT_INODE, AliasLink, FsNode, VersionNode
 
@@ -81,11 +82,24 @@ class Counters:
     read_errors: int = 0
 
 
+HANDLE_BIT = 1 << 63  # set in handles that opens hand out (never in an inode number: see nodes.py)
+
+
+@dataclass(slots=True)
+class OpenFile:
+    """An open the daemon answered (with lineage): the file's node, and the job's counts its reads go to."""
+
+    node: VersionNode
+    usage: Usage
+
+
 class Filesystem:
     def __init__(self, namespace: Namespace, reader: Reader, lineage: LineageRecorder | None = None):
         self.ns = namespace
         self.reader = reader
         self.lineage = lineage  # None: opens are not counted (and, with refmount's pyfuse3, not even sent)
+        self._open_files: dict[int, OpenFile] = {}
+        self._handles = itertools.count(HANDLE_BIT + 1)
         self.streams = StreamTable(reader)
         self.counters = Counters()
         # Every kernel request answered, by kind (lookup, read, ...), and those answered with an error, by errno.
@@ -201,14 +215,21 @@ class Filesystem:
         node, _ = await self._file(inode)
         if self.lineage is None or not pid:
             return inode
-        return await self.lineage.opened(inode, node.slot.version.qualified_name, pid, uid)
+        usage = await self.lineage.opened(node.slot.version.qualified_name, pid, uid)
+        handle = next(self._handles)
+        self._open_files[handle] = OpenFile(node, usage)
+        return handle
 
     async def read(self, handle: int, offset: int, size: int) -> Lease:
         """The bytes at ``offset``, as a lease the caller releases once they are sent."""
         self.counters.reads += 1
-        opened = self.lineage.handles.get(handle) if handle & HANDLE_BIT and self.lineage is not None else None
-        inode = opened.inode if opened is not None else handle
-        node, entry = await self._file(inode)
+        opened = self._open_files.get(handle) if handle & HANDLE_BIT else None
+        if opened is not None:  # the open looked the node up already
+            node, entry, inode = opened.node, opened.node.entry, opened.node.inode
+            assert entry is not None
+        else:
+            node, entry = await self._file(handle)
+            inode = handle
         try:
             lease = await self.streams.stream(inode, entry, offset).read(offset, size)
         except RefmountError as exc:
@@ -223,9 +244,13 @@ class Filesystem:
 
     def release(self, handle: int) -> None:
         """A file was closed (when the kernel says so): stop reading ahead."""
-        inode = self.lineage.closed(handle) if handle & HANDLE_BIT and self.lineage is not None else handle
-        if inode is not None:
-            self.streams.close(inode)
+        if handle & HANDLE_BIT:
+            opened = self._open_files.pop(handle, None)
+            if opened is None:
+                return
+            LineageRecorder.closed(opened.usage)
+            handle = opened.node.inode
+        self.streams.close(handle)
 
     async def _file(self, inode: int) -> tuple[VersionNode, Entry]:
         node = await self._node(inode)

@@ -9,13 +9,12 @@ to ``max_pending`` (version, job) pairs, beyond which new pairs are dropped and 
 for any of it.
 
 Opens reach the daemon only because of this: a mount without lineage answers ``open`` with ENOSYS and the
-kernel sends no open or release again (see adapter.py). Each open gets a handle of its own (bit 63 set,
-never an inode number), which its reads and its release name.
+kernel sends no open or release again (see adapter.py). With it, each open gets a handle of its own (see
+``Filesystem.open``), which counts its reads into the open's :class:`Usage`.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from ..registry import LineageRecord, Registry
 
 log = logging.getLogger(__name__)
 
-HANDLE_BIT = 1 << 63
 FLUSH_INTERVAL_S = 5.0
 MAX_PENDING = 100_000
 JOB_TTL_S = 60.0  # a pid's job is worked out again after this: pids are reused
@@ -47,12 +45,6 @@ class Usage:
         self.open = 0  # handles counting into it
 
 
-@dataclass(slots=True)
-class OpenFile:
-    inode: int
-    usage: Usage
-
-
 @dataclass
 class LineageStats:
     written: int = 0  # records written to the registry
@@ -68,8 +60,6 @@ class LineageRecorder:
         self.flush_interval_s = flush_interval_s
         self.host = host_name()
         self.stats = LineageStats()
-        self.handles: dict[int, OpenFile] = {}
-        self._handle_numbers = itertools.count(1)
         self._usage: dict[tuple[str, Job], Usage] = {}
         self._jobs: dict[int, tuple[float, Job]] = {}  # pid -> (when worked out, job)
         self._identifying: dict[int, trio.Event] = {}
@@ -83,8 +73,9 @@ class LineageRecorder:
         return self._in_flight + sum(1 for usage in list(self._usage.values()) if usage.files or usage.bytes)
 
     # -- on the event loop, per request -----------------------------------------------------------
-    async def opened(self, inode: int, version: str, pid: int, uid: int | None) -> int:
-        """Count an open of ``inode`` (a file of ``version``) by process ``pid``; returns the open's handle."""
+    async def opened(self, version: str, pid: int, uid: int | None) -> Usage:
+        """Count an open of a file of ``version`` by process ``pid``; returns what its reads count into (until
+        :meth:`closed`)."""
         job = await self._job(pid, uid)
         now = time.time()
         usage = self._usage.get((version, job))
@@ -102,17 +93,12 @@ class LineageRecorder:
         usage.files += 1
         usage.last_seen = now
         usage.open += 1
-        handle = HANDLE_BIT | next(self._handle_numbers)
-        self.handles[handle] = OpenFile(inode, usage)
-        return handle
+        return usage
 
-    def closed(self, handle: int) -> int | None:
-        """The open ``handle`` ended; returns its inode (None for a handle it never gave)."""
-        opened = self.handles.pop(handle, None)
-        if opened is None:
-            return None
-        opened.usage.open -= 1
-        return opened.inode
+    @staticmethod
+    def closed(usage: Usage) -> None:
+        """An open that :meth:`opened` counted ended (its counts may be forgotten once written)."""
+        usage.open -= 1
 
     async def _job(self, pid: int, uid: int | None) -> Job:
         known = self._jobs.get(pid)
