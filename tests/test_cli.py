@@ -480,11 +480,11 @@ def test_counts_are_singular_for_one(cli: Cli, data: Path, tmp_path: Path) -> No
     assert cli("verify", "p/one", "-q").out == "1 of 1 reference resolves to its logged version\n"
     assert "(4 files," in cli("log", "p/four", file_uri(data)).out
     copied = cli("registry", "copy", cli.registry_url, f"sqlite:///{tmp_path / 'copy.db'}", "-q").out
-    assert copied == "copied 2 versions (0 already present), 2 aliases\n"
+    assert copied == "copied 2 versions (0 already present), 2 aliases, 0 lineage records\n"
     single = f"sqlite:///{tmp_path / 'single.db'}"
-    Cli(single)("log", "p/one", file_uri(one))
+    Cli(single)("log", "p/one", file_uri(one), "--run", "r")
     assert Cli(single)("registry", "copy", single, f"sqlite:///{tmp_path / 'c.db'}", "-q").out == (
-        "copied 1 version (0 already present), 1 alias\n"
+        "copied 1 version (0 already present), 1 alias, 1 lineage record\n"
     )
 
 
