@@ -45,7 +45,7 @@ def test_names_come_from_the_registry(logged: str, tmp_path: Path) -> None:
     def offered(line: str) -> list[str]:
         return complete(line, tmp_path, logged)
 
-    assert offered("refmount l") == ["link", "log", "ls"]  # command names, as before
+    assert offered("refmount l") == ["lineage", "link", "log", "ls"]  # command names, as before
     assert offered("refmount ls ") == ["audio", "vision", "audio/speech", "vision/imgs", "vision/mnist"]
     assert offered("refmount ls vi") == ["vision", "vision/imgs", "vision/mnist"]
     assert offered("refmount show vision/m") == ["vision/mnist"]
