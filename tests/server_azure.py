@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-import refmount.stores
 from tests.servers import free_port, http_ok, start_process
 
 INSTALL_DIR = Path("/opt/refmount-test/azurite")  # where scripts/setup.sh --test installs it
@@ -87,6 +86,4 @@ def azure_env(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[Azu
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
     for var in ("AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY"):
         monkeypatch.delenv(var, raising=False)
-    refmount.stores.reset()
     yield AzureEnv(BlobServiceClient.from_connection_string(azurite.connection_string), azurite)
-    refmount.stores.reset()

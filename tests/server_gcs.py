@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-import refmount.stores
 from tests.servers import free_port, http_ok, start_process
 
 
@@ -89,6 +88,4 @@ def gcs_env(fake_gcs_server: FakeGCS, monkeypatch: pytest.MonkeyPatch) -> Iterat
     """Point refmount (and CLI subprocesses) at the emulator, anonymously."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs_server.endpoint)
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    refmount.stores.reset()
     yield GCSEnv(fake_gcs_server)
-    refmount.stores.reset()

@@ -23,8 +23,6 @@ from typing import Any
 
 import pytest
 
-import refmount.stores
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -140,14 +138,12 @@ def point_env_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
         monkeypatch.setenv(var, value)
     for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(var, raising=False)
-    refmount.stores.reset()
 
 
 @pytest.fixture
 def s3_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Env]:
     point_env_at(monkeypatch, moto_server.endpoint)
     yield S3Env(s3_client(moto_server.endpoint), moto_server.endpoint)
-    refmount.stores.reset()
 
 
 # -- SeaweedFS ---------------------------------------------------------------------------------------

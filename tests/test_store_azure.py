@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-import refmount.stores
 from refmount.errors import ChangedObject, InvalidInput, NotFound, StoreError, TooManyObjects
 from refmount.manifest import Entry
 from refmount.stores import parse, store_for
@@ -124,12 +123,10 @@ def test_errors_name_the_reference(azure_env: AzureEnv, monkeypatch: pytest.Monk
                                                              f"127.0.0.1:{free_port()}")  # fmt: skip
     for connection_string, error in ((wrong_key, "access denied"), (unreachable, "cannot reach the Azure endpoint")):
         monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string)
-        refmount.stores.reset()
         with pytest.raises(StoreError, match=error) as info:
             scan(f"az://{c}/p/")
         assert str(info.value).startswith(f"az://{c}/p/") and "\n" not in str(info.value)
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
-    refmount.stores.reset()
     with pytest.raises(StoreError, match="no Azure storage account"):
         scan(f"az://{c}/p/")
 

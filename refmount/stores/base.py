@@ -10,7 +10,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from ..errors import ChangedObject, StoreError, TooManyObjects, Unpinned
+from ..errors import ChangedObject, RefmountError, StoreError, TooManyObjects, Unpinned
 from ..manifest import QUOTED_REF, UNPINNED_REASON, Entry
 from ..uri import RefURI, object_ref, parse_ref
 
@@ -24,13 +24,69 @@ DEFAULT_MAX_OBJECTS = 10_000_000
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
 MAX_ATTEMPTS = 4
+BASE_DELAY_S = 0.2
 DEADLINE_S = 60.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The one retry policy of every store: the SDKs' own retries are turned off, so an attempt is one request."""
+
+    connect_timeout: float = CONNECT_TIMEOUT_S  # per attempt
+    read_timeout: float = READ_TIMEOUT_S  # per attempt: the longest silence while waiting for bytes
+    attempts: int = MAX_ATTEMPTS
+    base_delay: float = BASE_DELAY_S  # doubled after each attempt
+    deadline: float = DEADLINE_S  # no attempt starts this long after the first
+
+    def run(self, call: Callable[[], T], *, what: str, retryable: Callable[[BaseException], bool]) -> T:
+        return with_retries(call, what=what, retryable=retryable, attempts=self.attempts,
+                            base_delay=self.base_delay, deadline=self.deadline)  # fmt: skip
 
 
 class Store(abc.ABC):
-    """One URI scheme: expand references into entries at log time; read pinned bytes later."""
+    """One URI scheme: expand references into entries at log time; read pinned bytes later.
+
+    A store registers itself (see :mod:`refmount.stores`), names the environment variables its clients are
+    built from (a change builds a new store), and sends each request once: :meth:`retrying` runs it under the
+    :class:`RetryPolicy`, asking :meth:`is_temporary_failure` what to try again and :meth:`error` for the
+    one-line error a failure becomes.
+    """
 
     schemes: ClassVar[tuple[str, ...]]
+    environment: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, policy: RetryPolicy | None = None) -> None:
+        self.policy = policy or RetryPolicy()
+
+    def is_temporary_failure(self, exc: BaseException) -> bool:
+        """Whether a request that failed with ``exc`` (an SDK's exception) is worth another attempt."""
+        return False
+
+    def error(self, exc: Exception, uri: str) -> RefmountError:
+        """The one-line error, naming ``uri``, that an SDK's exception ``exc`` becomes."""
+        lines = str(exc).strip().splitlines()
+        return StoreError(f"{uri}: {lines[0] if lines else type(exc).__name__}")
+
+    def retrying(self, call: Callable[[], T], uri: str) -> T:
+        """``call`` (one request) under the retry policy; every failure becomes a one-line error naming ``uri``."""
+
+        def attempt() -> T:
+            try:
+                return call()
+            except RefmountError:
+                raise
+            except Exception as exc:
+                raise self.error(exc, uri) from exc
+
+        return self.policy.run(attempt, what=uri, retryable=self._temporary)
+
+    def _temporary(self, exc: BaseException) -> bool:
+        """A temporary failure, or the error it was mapped to (its cause)."""
+        return self.is_temporary_failure(exc) or (
+            isinstance(exc, RefmountError) and exc.__cause__ is not None and self.is_temporary_failure(exc.__cause__)
+        )
 
     @abc.abstractmethod
     def check_ref(self, ref: RefURI) -> None:
@@ -173,9 +229,6 @@ def location_entry(path: str, location: str) -> Entry:
     return Entry(path=path.strip("/"), ref=location, digest=location)
 
 
-T = TypeVar("T")
-
-
 def limit(entries: Iterable[T], max_objects: int, ref: RefURI) -> Iterator[T]:
     """Pass objects through, failing as soon as there are more than ``max_objects``."""
     for count, entry in enumerate(entries, 1):
@@ -205,11 +258,12 @@ def with_retries(
     what: str,
     retryable: Callable[[BaseException], bool],
     attempts: int = MAX_ATTEMPTS,
-    base_delay: float = 0.2,
+    base_delay: float = BASE_DELAY_S,
     deadline: float = DEADLINE_S,
 ) -> T:
     """Run ``call`` with bounded exponential backoff on transient failures, then give up clearly: after
-    ``attempts`` attempts, or when the next one would start ``deadline`` seconds or more after the first."""
+    ``attempts`` attempts, or when the next one would start ``deadline`` seconds or more after the first.
+    A refmount error given up on keeps its type (an unreachable endpoint stays StoreUnavailable)."""
     start = time.monotonic()
     for attempt in range(1, attempts + 1):
         try:
@@ -218,9 +272,12 @@ def with_retries(
             delay = base_delay * 2 ** (attempt - 1)
             elapsed = time.monotonic() - start
             if not retryable(exc) or attempt == attempts or elapsed + delay >= deadline:
-                if isinstance(exc, StoreError) or not retryable(exc):
+                if not retryable(exc):
                     raise
-                raise StoreError(f"{what}: giving up after {attempt} attempts in {elapsed:.1f} s: {exc}") from exc
+                gave_up = f"giving up after {attempt} attempts in {elapsed:.1f} s"
+                if isinstance(exc, RefmountError):
+                    raise type(exc)(f"{exc} ({gave_up})") from exc
+                raise StoreError(f"{what}: {gave_up}: {exc}") from exc
             log.warning("%s: attempt %d of %d failed (%s); trying again in %.1f s", what, attempt, attempts, exc,
                         delay)  # fmt: skip
             time.sleep(delay)

@@ -33,17 +33,15 @@ from ..errors import BucketNotFound, InvalidInput, NotFound, RefmountError, Stor
 from ..manifest import Entry, join_path
 from ..uri import RefURI, parse_ref
 from .base import (
-    CONNECT_TIMEOUT_S,
     DEFAULT_MAX_OBJECTS,
-    READ_TIMEOUT_S,
     Found,
     ListingStore,
+    RetryPolicy,
     changed,
     limit,
     location_entry,
     netloc_and_path,
     object_entry,
-    with_retries,
 )  # fmt: skip
 
 _PAGE_SIZE = 1000  # the JSON API maximum per listing request
@@ -55,7 +53,7 @@ class _GCSFileSystem(GCSFileSystem):
     """The plain JSON-API filesystem, with gcsfs's own retries taken out.
 
     gcsfs retries each request six times with up to 32 s sleeps (about a minute against an
-    unreachable endpoint); refmount bounds attempts itself, like every other store. The undecorated
+    unreachable endpoint); refmount's one retry policy applies instead, as for every store. The undecorated
     request function is not a public interface: with a gcsfs outside the checked versions, gcsfs's own
     retries stay (a dead endpoint then takes that minute to be reported).
     """
@@ -63,20 +61,14 @@ class _GCSFileSystem(GCSFileSystem):
     _request = getattr(GCSFileSystem._request, "__wrapped__", GCSFileSystem._request)
 
 
-class _Transient(StoreError):
-    """A failure worth another attempt (5xx, 429, connection reset, timeout)."""
-
-
-class _Unreachable(_Transient, StoreUnavailable):
-    """No connection to the endpoint: worth another attempt, and then no object there can be reached."""
-
-
 class GCSStore(ListingStore):
     schemes = ("gs",)
+    environment = ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CONFIG")
     gone = "the logged generation no longer exists (overwritten or deleted)"
     overwritten = "the object was overwritten (etag differs)"
 
-    def __init__(self) -> None:
+    def __init__(self, *, policy: RetryPolicy | None = None) -> None:
+        super().__init__(policy=policy)
         self._fs: GCSFileSystem | None = None
         self._lock = threading.Lock()
 
@@ -87,10 +79,21 @@ class GCSStore(ListingStore):
             if self._fs is None:
                 self._fs = (_GCSFileSystem if checked("gcsfs") else GCSFileSystem)(
                     token=_token(),
-                    requests_timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S),
-                    skip_instance_cache=True,  # a reset store must see a changed environment
+                    requests_timeout=aiohttp.ClientTimeout(
+                        sock_connect=self.policy.connect_timeout, sock_read=self.policy.read_timeout
+                    ),
+                    skip_instance_cache=True,  # a new store must see a changed environment
                 )
             return self._fs
+
+    def is_temporary_failure(self, exc: BaseException) -> bool:
+        if isinstance(exc, HttpError):
+            return is_retriable(exc)  # 5xx, 408, 429
+        # no connection or no answer in time; requests' ProxyError: gcsfs's way of reporting a 502
+        return isinstance(exc, (aiohttp.ClientError, TimeoutError, requests.exceptions.ProxyError))
+
+    def error(self, exc: Exception, uri: str) -> RefmountError:
+        return _error(exc, uri)
 
     # -- scanning -------------------------------------------------------------------------------------
     def check_ref(self, ref: RefURI) -> None:
@@ -202,18 +205,13 @@ class GCSStore(ListingStore):
 
     def _pinned(self, entry: Entry, call: Callable[[], T]) -> T:
         try:
-            return _retrying(call, entry.ref)
+            return self.retrying(call, entry.ref)
         except NotFound:
             raise changed(entry, "the logged generation no longer exists (overwritten or deleted)") from None
 
     def _call(self, uri: str, method: str, path: str, *args: Any, **params: Any) -> Any:
         """One JSON-API request (None parameters are left out); failures name ``uri``."""
-        return _retrying(lambda: self.fs.call(method, path, *args, json_out=True, **params), uri)
-
-
-def _retrying(call: Callable[[], T], uri: str) -> T:
-    """``call`` with refmount's bounded retries; every failure becomes a one-line error naming ``uri``."""
-    return with_retries(lambda: _mapped(call, uri), what=uri, retryable=lambda e: isinstance(e, _Transient))
+        return self.retrying(lambda: self.fs.call(method, path, *args, json_out=True, **params), uri)
 
 
 def _endpoint() -> str:
@@ -241,38 +239,31 @@ def _token() -> str:
     return "google_default"
 
 
-def _mapped(call: Callable[[], T], uri: str) -> T:
-    """Run ``call``, turning gcsfs/aiohttp/google-auth failures into refmount's one-line errors."""
-    try:
-        return call()
-    except RefmountError:
-        raise
-    except FileNotFoundError:
-        raise NotFound(f"{uri}: no such object") from None
-    except google.auth.exceptions.GoogleAuthError as exc:
-        raise StoreUnavailable(f"{uri}: Google credentials failed ({exc}); set GOOGLE_APPLICATION_CREDENTIALS or run "
-                         "`gcloud auth application-default login`") from exc  # fmt: skip
-    except HttpError as exc:
+def _error(exc: Exception, uri: str) -> RefmountError:
+    """The one-line error a gcsfs/aiohttp/google-auth failure becomes."""
+    if isinstance(exc, FileNotFoundError):
+        return NotFound(f"{uri}: no such object")
+    if isinstance(exc, google.auth.exceptions.GoogleAuthError):
+        return StoreUnavailable(f"{uri}: Google credentials failed ({exc}); set GOOGLE_APPLICATION_CREDENTIALS or "
+                                "run `gcloud auth application-default login`")  # fmt: skip
+    if isinstance(exc, HttpError):
         if exc.code in (401, 403):
             hint = "check GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth application-default login`"
-            raise StoreUnavailable(f"{uri}: access denied ({exc.code}: {exc.message}); {hint}") from exc
-        cls = _Transient if is_retriable(exc) else StoreError
-        raise cls(f"{uri}: GCS error {exc.code}: {exc.message}") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise _Unreachable(f"{uri}: cannot reach the GCS endpoint ({exc})") from exc
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise _Transient(f"{uri}: GCS request failed ({type(exc).__name__}: {exc})") from exc
-    except requests.exceptions.ProxyError as exc:  # gcsfs's way of reporting a 502
-        raise _Transient(f"{uri}: GCS error 502 (bad gateway)") from exc
-    except OSError as exc:  # gcsfs reports 403 as OSError("Forbidden: <path>\n<the server's message>")
+            return StoreUnavailable(f"{uri}: access denied ({exc.code}: {exc.message}); {hint}")
+        return StoreError(f"{uri}: GCS error {exc.code}: {exc.message}")
+    if isinstance(exc, aiohttp.ClientConnectorError):  # then no object there can be reached
+        return StoreUnavailable(f"{uri}: cannot reach the GCS endpoint ({exc})")
+    if isinstance(exc, (aiohttp.ClientError, TimeoutError)):
+        return StoreError(f"{uri}: GCS request failed ({type(exc).__name__}: {exc})")
+    if isinstance(exc, requests.exceptions.ProxyError):  # gcsfs's way of reporting a 502
+        return StoreError(f"{uri}: GCS error 502 (bad gateway)")
+    if isinstance(exc, OSError):  # gcsfs reports 403 as OSError("Forbidden: <path>\n<the server's message>")
         reason, _, message = str(exc).partition("\n")
         if reason.startswith("Forbidden"):
             why = f" ({message.splitlines()[0]})" if message.strip() and not message.startswith("<") else ""
-            raise StoreUnavailable(f"{uri}: access denied{why}; check GOOGLE_APPLICATION_CREDENTIALS or the bucket's "
-                             "permissions") from exc  # fmt: skip
-        raise StoreError(f"{uri}: {_first_line(exc)}") from exc
-    except ValueError as exc:  # gcsfs: "Bad Request" and requester-pays buckets
-        raise StoreError(f"{uri}: {_first_line(exc)}") from exc
+            return StoreUnavailable(f"{uri}: access denied{why}; check GOOGLE_APPLICATION_CREDENTIALS or the "
+                                    "bucket's permissions")  # fmt: skip
+    return StoreError(f"{uri}: {_first_line(exc)}")  # gcsfs's ValueError: "Bad Request", requester-pays buckets
 
 
 def _first_line(exc: BaseException) -> str:
