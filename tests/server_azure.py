@@ -10,14 +10,14 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from tests.servers import free_port, http_ok, start_process
+from tests.servers import bucket_key, free_port, http_ok, start_process
 
 INSTALL_DIR = Path("/opt/refmount-test/azurite")  # where scripts/setup.sh --test installs it
 ACCOUNT = "devstoreaccount1"  # Azurite's well-known development account and key (public, not a secret)
@@ -87,3 +87,41 @@ def azure_env(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[Azu
     for var in ("AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY"):
         monkeypatch.delenv(var, raising=False)
     yield AzureEnv(BlobServiceClient.from_connection_string(azurite.connection_string), azurite)
+
+
+@dataclass
+class AzureBackend:
+    """Azurite as the store contract tests use it (see tests.servers.StoreBackend)."""
+
+    env: AzureEnv
+    lists: ClassVar[bool] = True
+
+    @property
+    def origin(self) -> str:
+        return self.env.server.endpoint.rpartition("/")[0]  # the endpoint without its account
+
+    def base(self) -> str:
+        return f"az://{self.env.container()}"
+
+    def put(self, uri: str, body: bytes) -> None:
+        self.env.put(*bucket_key(uri), body)
+
+    def delete(self, uri: str) -> None:
+        self.env.delete(*bucket_key(uri))
+
+    def missing(self) -> str:
+        return f"az://no-such-container-{os.getpid()}/x"
+
+    def route(self, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Callable[[str], str]:
+        connection_string = self.env.server.connection_string.replace(self.origin, endpoint)
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string)
+        return str
+
+    def without_credentials(self, monkeypatch: pytest.MonkeyPatch) -> str:
+        monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
+        return "no Azure storage account"
+
+
+@pytest.fixture
+def az_backend(azure_env: AzureEnv) -> AzureBackend:
+    return AzureBackend(azure_env)

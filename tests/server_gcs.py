@@ -11,13 +11,13 @@ import json
 import os
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from tests.servers import free_port, http_ok, start_process
+from tests.servers import bucket_key, free_port, http_ok, start_process
 
 
 def _binary() -> str:
@@ -89,3 +89,41 @@ def gcs_env(fake_gcs_server: FakeGCS, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs_server.endpoint)
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
     yield GCSEnv(fake_gcs_server)
+
+
+@dataclass
+class GCSBackend:
+    """The emulator as the store contract tests use it (see tests.servers.StoreBackend)."""
+
+    env: GCSEnv
+    lists: ClassVar[bool] = True
+
+    @property
+    def origin(self) -> str:
+        return self.env.endpoint
+
+    def base(self) -> str:
+        return f"gs://{self.env.bucket()}"
+
+    def put(self, uri: str, body: bytes) -> None:
+        self.env.put(*bucket_key(uri), body)
+
+    def delete(self, uri: str) -> None:
+        self.env.delete(*bucket_key(uri))
+
+    def missing(self) -> str:
+        return f"gs://no-such-bucket-{os.getpid()}/x"
+
+    def route(self, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Callable[[str], str]:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+        return str
+
+    def without_credentials(self, monkeypatch: pytest.MonkeyPatch) -> str:
+        monkeypatch.delenv("STORAGE_EMULATOR_HOST")  # the emulator is used anonymously
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/credentials.json")
+        return "Google credentials failed"
+
+
+@pytest.fixture
+def gs_backend(gcs_env: GCSEnv) -> GCSBackend:
+    return GCSBackend(gcs_env)

@@ -17,12 +17,12 @@ import ssl
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -197,6 +197,45 @@ def nginx_dir(nginx: Served) -> HTTPDir:
 @pytest.fixture
 def plain_dir(plain_http: PlainServed) -> HTTPDir:
     return fresh_dir(plain_http)
+
+
+@dataclass
+class NginxBackend:
+    """nginx as the store contract tests use it (see tests.servers.StoreBackend): one file per reference."""
+
+    served: Served
+    lists: ClassVar[bool] = False
+
+    @property
+    def origin(self) -> str:
+        return self.served.url
+
+    def base(self) -> str:
+        return fresh_dir(self.served).url
+
+    def _path(self, uri: str) -> Path:
+        return self.served.root / uri.removeprefix(self.served.url + "/")
+
+    def put(self, uri: str, body: bytes) -> None:
+        self._path(uri).parent.mkdir(parents=True, exist_ok=True)
+        self._path(uri).write_bytes(body)
+
+    def delete(self, uri: str) -> None:
+        self._path(uri).unlink()
+
+    def missing(self) -> str:
+        return f"{self.served.url}/no-such-dir/x"
+
+    def route(self, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Callable[[str], str]:
+        return lambda ref: ref.replace(self.served.url, endpoint, 1)  # the server is named in each URL
+
+    def without_credentials(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        return None  # refmount sends none to HTTP servers
+
+
+@pytest.fixture
+def http_backend(nginx: Served) -> NginxBackend:
+    return NginxBackend(nginx)
 
 
 @dataclass

@@ -253,7 +253,9 @@ def _error(exc: Exception, uri: str) -> RefmountError:
         return StoreError(f"{uri}: GCS error {exc.code}: {exc.message}")
     if isinstance(exc, aiohttp.ClientConnectorError):  # then no object there can be reached
         return StoreUnavailable(f"{uri}: cannot reach the GCS endpoint ({exc})")
-    if isinstance(exc, (aiohttp.ClientError, TimeoutError)):
+    if isinstance(exc, TimeoutError):
+        return StoreError(f"{uri}: no answer from the GCS endpoint {_endpoint()} in time")
+    if isinstance(exc, aiohttp.ClientError):
         return StoreError(f"{uri}: GCS request failed ({type(exc).__name__}: {exc})")
     if isinstance(exc, requests.exceptions.ProxyError):  # gcsfs's way of reporting a 502
         return StoreError(f"{uri}: GCS error 502 (bad gateway)")
