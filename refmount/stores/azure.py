@@ -34,16 +34,13 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobProperties, BlobServiceClient
 
 from ..errors import BucketNotFound, InvalidInput, NotFound, RefmountError, StoreError, StoreUnavailable
-from ..manifest import Entry, join_path
+from ..manifest import Entry
 from ..uri import RefURI, parse_ref, store_scheme
 from .base import (
-    DEFAULT_MAX_OBJECTS,
     Found,
     ListingStore,
     RetryPolicy,
     changed,
-    limit,
-    location_entry,
     object_entry,
 )  # fmt: skip
 
@@ -67,6 +64,7 @@ class AzureStore(ListingStore):
     schemes = ("az",)  # and the blob hosts of https:// URLs, claimed in pyproject.toml
     environment = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY", "AZURE_CLIENT_ID",
                    "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_AUTHORITY_HOST")  # fmt: skip
+    objects = "blobs"
     gone = "the blob or its logged version was deleted"
     overwritten = "the blob was overwritten or deleted (If-Match failed)"
 
@@ -96,37 +94,32 @@ class AzureStore(ListingStore):
         if ref.query:
             raise InvalidInput(f"{ref.raw}: query parameters are not supported (SAS tokens are never stored)")
 
-    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
-             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
-        self.check_ref(ref)
+    def place(self, ref: RefURI) -> tuple[str, str, str]:
         where = _locate(ref)
-        if not checksum:
-            return iter([location_entry(name or where.key or where.container, f"{where.base(ref)}/{where.key}")])
-        container = self.client(where.host, ref.raw).get_container_client(where.container)
-        if where.key and not where.key.endswith("/"):
-            try:
-                blob = self.retrying(lambda: container.get_blob_client(where.key).get_blob_properties(), ref.raw)
-            except NotFound:
-                blob = None  # not a blob: a prefix ("directory")
-            if blob is not None and not _is_folder(blob):
-                return iter([_entry(ref, where, blob, name or where.key.rpartition("/")[2])])
-        prefix = where.key if not where.key or where.key.endswith("/") else where.key + "/"
-        return limit(self._list(ref, where, container, prefix, name), max_objects, ref)
+        return where.base(ref), where.container, where.key
 
-    def _list(self, ref: RefURI, where: _Location, container: Any, prefix: str, name: str | None) -> Iterator[Entry]:
-        found = False
+    def single(self, ref: RefURI, key: str, path: str) -> Entry | None:
+        where = _locate(ref)
+        blob_client = self._container(where, ref.raw).get_blob_client(key)
         try:
-            for page in self._pages(container, prefix, ["metadata"], ref.raw):
+            blob = self.retrying(blob_client.get_blob_properties, ref.raw)
+        except NotFound:
+            return None  # not a blob: a prefix ("directory")
+        return None if _is_folder(blob) else _entry(ref, where, blob, path)
+
+    def listed(self, ref: RefURI, prefix: str, path_of: Callable[[str], str]) -> Iterator[Entry]:
+        where = _locate(ref)
+        try:
+            for page in self._pages(self._container(where, ref.raw), prefix, ["metadata"], ref.raw):
                 for blob in page:
-                    if _is_folder(blob):
-                        continue
-                    found = True
-                    yield _entry(ref, where, blob, join_path(name, blob.name[len(prefix) :]))
+                    if not _is_folder(blob):
+                        yield _entry(ref, where, blob, path_of(blob.name))
         except NotFound:
             account = _account(where.host) or _environment_account() or "the configured account"
             raise BucketNotFound(f"{ref.raw}: container {where.container!r} does not exist in {account!r}") from None
-        if not found:
-            raise NotFound(f"no blobs under {where.base(ref)}/{prefix}")
+
+    def _container(self, where: _Location, uri: str) -> Any:
+        return self.client(where.host, uri).get_container_client(where.container)
 
     # -- reading --------------------------------------------------------------------------------------
     def read(self, entry: Entry, offset: int, length: int) -> bytes:
@@ -157,7 +150,7 @@ class AzureStore(ListingStore):
 
     def list_pages(self, where: Hashable, prefix: str, *, versions: bool, uri: str) -> Iterator[list[Found]]:
         host, name = where  # type: ignore[misc]
-        container = self.client(host, uri).get_container_client(name)
+        container = self._container(_Location(host, name, ""), uri)
         try:
             for page in self._pages(container, prefix, ["versions"] if versions else None, uri):
                 yield [_found(blob) for blob in page]
@@ -182,8 +175,9 @@ class AzureStore(ListingStore):
 
     def _blob(self, entry: Entry) -> Any:
         where = _locate(parse_ref(entry.ref, quoted=entry.ref_quoted))
-        container = self.client(where.host, entry.ref).get_container_client(where.container)
-        return container.get_blob_client(where.key, version_id=entry.version_id if entry.is_snapshot else None)
+        return self._container(where, entry.ref).get_blob_client(
+            where.key, version_id=entry.version_id if entry.is_snapshot else None
+        )
 
     def _pinned(self, entry: Entry, call: Callable[[], T]) -> T:
         def guarded() -> T:

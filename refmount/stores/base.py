@@ -10,8 +10,8 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from ..errors import ChangedObject, RefmountError, StoreError, TooManyObjects, Unpinned
-from ..manifest import QUOTED_REF, UNPINNED_REASON, Entry
+from ..errors import ChangedObject, NotFound, RefmountError, StoreError, TooManyObjects, Unpinned
+from ..manifest import QUOTED_REF, UNPINNED_REASON, Entry, join_path
 from ..uri import RefURI, object_ref, parse_ref
 
 log = logging.getLogger(__name__)
@@ -140,11 +140,54 @@ class Found:
 
 
 class ListingStore(Store):
-    """A store that can check many entries with one listing page (see :mod:`refmount.verify`), and checks one
-    entry alone by asking for its pinned version. Both go through :meth:`mismatch`, the one comparison."""
+    """A store of buckets that list their objects by key prefix (S3, GCS, Azure).
+
+    It owns scanning: a reference names one object (which wins over a "directory" of the same name) or a prefix
+    whose objects are listed a page at a time, ``max_objects`` enforced as they come. The store supplies
+    :meth:`place`, :meth:`single` and :meth:`listed`. It checks many entries with one listing page (see
+    :mod:`refmount.verify`), and one entry alone by asking for its pinned version: both go through
+    :meth:`mismatch`, the one comparison.
+    """
 
     gone: ClassVar[str]  # why, when nothing is there (the pinned version, else the current object)
     overwritten: ClassVar[str]  # why, when the ETag differs
+    objects: ClassVar[str] = "objects"  # what the store calls them, for messages
+
+    def scan(
+        self, ref: RefURI, *, name: str | None = None, checksum: bool = True, max_objects: int = DEFAULT_MAX_OBJECTS
+    ) -> Iterator[Entry]:
+        self.check_ref(ref)
+        base, bucket, key = self.place(ref)
+        if not checksum:
+            return iter([location_entry(name or key or bucket, f"{base}/{key}")])
+        if ref.query or (key and not key.endswith("/")):
+            single = self.single(ref, key, name or key.rpartition("/")[2])
+            if single is not None:
+                return iter([single])
+        prefix = key if not key or key.endswith("/") else key + "/"
+        return limit(self._listed(ref, base, prefix, name), max_objects, ref)
+
+    def _listed(self, ref: RefURI, base: str, prefix: str, name: str | None) -> Iterator[Entry]:
+        found = False
+        for entry in self.listed(ref, prefix, lambda key: join_path(name, key[len(prefix) :])):
+            found = True
+            yield entry
+        if not found:
+            raise NotFound(f"no {self.objects} under {base}/{prefix}")
+
+    @abc.abstractmethod
+    def place(self, ref: RefURI) -> tuple[str, str, str]:
+        """Where ``ref`` points: the base its entries' refs start with (``s3://BUCKET``), the bucket's name and
+        the key (or prefix) in it."""
+
+    @abc.abstractmethod
+    def single(self, ref: RefURI, key: str, path: str) -> Entry | None:
+        """The entry, at ``path``, of the object ``ref`` names (its version, if the query names one); None when
+        ``key`` is not an object (a prefix, then)."""
+
+    @abc.abstractmethod
+    def listed(self, ref: RefURI, prefix: str, path_of: Callable[[str], str]) -> Iterator[Entry]:
+        """The current object under ``prefix`` (folder markers left out), each at ``path_of(key)``."""
 
     @abc.abstractmethod
     def locate(self, entry: Entry) -> tuple[Hashable, str]:

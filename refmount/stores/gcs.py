@@ -30,16 +30,13 @@ from gcsfs.retry import HttpError, is_retriable
 
 from ..compat import checked
 from ..errors import BucketNotFound, InvalidInput, NotFound, RefmountError, StoreError, StoreUnavailable
-from ..manifest import Entry, join_path
+from ..manifest import Entry
 from ..uri import RefURI, parse_ref
 from .base import (
-    DEFAULT_MAX_OBJECTS,
     Found,
     ListingStore,
     RetryPolicy,
     changed,
-    limit,
-    location_entry,
     netloc_and_path,
     object_entry,
 )  # fmt: skip
@@ -102,48 +99,26 @@ class GCSStore(ListingStore):
         if unknown:
             raise InvalidInput(f"{ref.raw}: unsupported query parameter {unknown[0]!r} (only generation)")
 
-    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
-             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
-        self.check_ref(ref)
+    def place(self, ref: RefURI) -> tuple[str, str, str]:
         bucket, key = _bucket_key(ref)
-        if not checksum:
-            return iter([location_entry(name or key or bucket, f"gs://{bucket}/{key}")])
+        return f"gs://{bucket}", bucket, key
+
+    def single(self, ref: RefURI, key: str, path: str) -> Entry | None:
         generation = ref.query_value("generation")
-        if generation is not None or (key and not key.endswith("/")):
-            single = self._object(ref, bucket, key, generation)
-            if single is not None:
-                return iter([_entry(bucket, single, name or key.rpartition("/")[2])])
-            if generation is not None:
-                raise NotFound(f"{ref.raw}: no such object generation")
-        prefix = key if not key or key.endswith("/") else key + "/"
-        return limit(self._list(ref, bucket, prefix, name), max_objects, ref)
-
-    def _object(self, ref: RefURI, bucket: str, key: str, generation: str | None) -> dict[str, Any] | None:
-        """The metadata of ``key`` if it is an object (it wins over a directory of the same name)."""
         try:
-            return self._call(ref.raw, "GET", "b/{}/o/{}", bucket, key, generation=generation)
+            meta = self._call(ref.raw, "GET", "b/{}/o/{}", ref.netloc, key, generation=generation)
         except NotFound:
+            if generation is not None:
+                raise NotFound(f"{ref.raw}: no such object generation") from None
             return None
+        return _entry(ref.netloc, meta, path)
 
-    def _list(self, ref: RefURI, bucket: str, prefix: str, name: str | None) -> Iterator[Entry]:
-        page_token: str | None = None
-        found = False
-        while True:
-            try:
-                page = self._call(ref.raw, "GET", "b/{}/o", bucket, prefix=prefix or None, pageToken=page_token,
-                                  maxResults=_PAGE_SIZE, fields=_LIST_FIELDS)  # fmt: skip
-            except NotFound:  # a listing is only "not found" without its bucket
-                raise BucketNotFound(f"{ref.raw}: bucket {bucket!r} does not exist at {_endpoint()}") from None
-            for item in page.get("items", []):
+    def listed(self, ref: RefURI, prefix: str, path_of: Callable[[str], str]) -> Iterator[Entry]:
+        for items in self._pages(ref.netloc, prefix, versions=False, uri=ref.raw):
+            for item in items:
                 if item["name"].endswith("/") and int(item["size"]) == 0:
                     continue  # a "folder" marker made by consoles, not data
-                found = True
-                yield _entry(bucket, item, join_path(name, item["name"][len(prefix) :]))
-            page_token = page.get("nextPageToken")
-            if not page_token:
-                break
-        if not found:
-            raise NotFound(f"no objects under gs://{bucket}/{prefix}")
+                yield _entry(ref.netloc, item, path_of(item["name"]))
 
     # -- reading --------------------------------------------------------------------------------------
     def read(self, entry: Entry, offset: int, length: int) -> bytes:
@@ -175,15 +150,20 @@ class GCSStore(ListingStore):
         return _found(meta)
 
     def list_pages(self, where: Hashable, prefix: str, *, versions: bool, uri: str) -> Iterator[list[Found]]:
+        for items in self._pages(str(where), prefix, versions=versions, uri=uri):
+            yield [_found(item) for item in items]
+
+    def _pages(self, bucket: str, prefix: str, *, versions: bool, uri: str) -> Iterator[list[dict[str, Any]]]:
+        """The objects under ``prefix``, a listing page at a time (every version of each, with ``versions``)."""
         page_token: str | None = None
         while True:
             try:
-                page = self._call(uri, "GET", "b/{}/o", where, prefix=prefix or None, pageToken=page_token,
+                page = self._call(uri, "GET", "b/{}/o", bucket, prefix=prefix or None, pageToken=page_token,
                                   versions="true" if versions else None, maxResults=_PAGE_SIZE,
                                   fields=_LIST_FIELDS)  # fmt: skip
-            except NotFound:
-                raise BucketNotFound(f"{uri}: bucket {where!r} does not exist at {_endpoint()}") from None
-            yield [_found(item) for item in page.get("items", [])]
+            except NotFound:  # a listing is only "not found" without its bucket
+                raise BucketNotFound(f"{uri}: bucket {bucket!r} does not exist at {_endpoint()}") from None
+            yield page.get("items", [])
             page_token = page.get("nextPageToken")
             if not page_token:
                 return

@@ -14,7 +14,7 @@ import http.client
 import logging
 import os
 import threading
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -26,17 +26,14 @@ from botocore.response import StreamingBody
 
 from ..compat import checked
 from ..errors import BucketNotFound, InvalidInput, NotFound, RefmountError, StoreError, StoreUnavailable
-from ..manifest import Entry, join_path
+from ..manifest import Entry
 from ..uri import RefURI, parse_ref
 from .base import (
-    DEFAULT_MAX_OBJECTS,
     Found,
     ListingStore,
     RetryPolicy,
     changed,
     fill,
-    limit,
-    location_entry,
     netloc_and_path,
     object_entry,
 )  # fmt: skip
@@ -153,26 +150,24 @@ class S3Store(ListingStore):
         if unknown:
             raise InvalidInput(f"{ref.raw}: unsupported query parameter {unknown[0]!r} (only versionId)")
 
-    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
-             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
-        self.check_ref(ref)
+    def place(self, ref: RefURI) -> tuple[str, str, str]:
         bucket, key = _bucket_key(ref)
-        if not checksum:
-            return iter([location_entry(name or key or bucket, f"s3://{bucket}/{key}")])
-        version_id = ref.query_value("versionId")
+        return f"s3://{bucket}", bucket, key
+
+    def single(self, ref: RefURI, key: str, path: str) -> Entry | None:
+        bucket, version_id = ref.netloc, ref.query_value("versionId")
         if version_id is not None and (not key or key.endswith("/")):
             raise InvalidInput(f"{ref.raw}: versionId needs an object key (s3://BUCKET/KEY?versionId=...)")
-        if version_id is not None or (key and not key.endswith("/") and self._is_object(ref, bucket, key)):
-            return iter([self._single(ref, bucket, key, version_id, name)])
-        prefix = key if not key or key.endswith("/") else key + "/"
-        return limit(self._list(ref, bucket, prefix, name), max_objects, ref)
+        if version_id is None and not self._is_object(ref, bucket, key):
+            return None
+        return self._single(ref, bucket, key, version_id, path)
 
     def _is_object(self, ref: RefURI, bucket: str, key: str) -> bool:
         """Is ``key`` itself an object? (Then it wins over a directory of the same name.)"""
         page = self._call(ref, self.client.list_objects_v2, Bucket=bucket, Prefix=key, MaxKeys=1)
         return any(item["Key"] == key for item in page.get("Contents", []))
 
-    def _single(self, ref: RefURI, bucket: str, key: str, version_id: str | None, name: str | None) -> Entry:
+    def _single(self, ref: RefURI, bucket: str, key: str, version_id: str | None, path: str) -> Entry:
         args: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if version_id is not None:
             args["VersionId"] = version_id
@@ -187,14 +182,13 @@ class S3Store(ListingStore):
                 raise
 
         head = self.retrying(head_object, ref.raw)
-        path = name or key.rpartition("/")[2]
         return _entry(bucket, key, path, head["ETag"], head["ContentLength"], head.get("VersionId"))
 
-    def _list(self, ref: RefURI, bucket: str, prefix: str, name: str | None) -> Iterator[Entry]:
+    def listed(self, ref: RefURI, prefix: str, path_of: Callable[[str], str]) -> Iterator[Entry]:
+        bucket = ref.netloc
         versioned = self._call(ref, self.client.get_bucket_versioning, Bucket=bucket).get("Status") in (
             "Enabled", "Suspended")  # fmt: skip
         operation, items_key = ("list_object_versions", "Versions") if versioned else ("list_objects_v2", "Contents")
-        found = False
         for page in self._pages(ref, operation, {"Bucket": bucket, "Prefix": prefix, "MaxKeys": _PAGE_SIZE}):
             for item in page.get(items_key, []):
                 if versioned and not item["IsLatest"]:
@@ -202,11 +196,7 @@ class S3Store(ListingStore):
                 key = item["Key"]
                 if key.endswith("/") and item["Size"] == 0:
                     continue  # a "folder" marker made by consoles, not data
-                found = True
-                path = join_path(name, key[len(prefix) :])
-                yield _entry(bucket, key, path, item["ETag"], item["Size"], item.get("VersionId"))
-        if not found:
-            raise NotFound(f"no objects under s3://{bucket}/{prefix}")
+                yield _entry(bucket, key, path_of(key), item["ETag"], item["Size"], item.get("VersionId"))
 
     def _pages(self, ref: RefURI, operation: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Listing pages through botocore, each request under the retry policy (a paginator's are not)."""
