@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.servers import bucket_key, free_port, http_ok, start_process
+from tests.servers import BucketBackend, free_port, http_ok, start_process
 
 INSTALL_DIR = Path("/opt/refmount-test/azurite")  # where scripts/setup.sh --test installs it
 ACCOUNT = "devstoreaccount1"  # Azurite's well-known development account and key (public, not a secret)
@@ -89,12 +89,10 @@ def azure_env(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[Azu
     yield AzureEnv(BlobServiceClient.from_connection_string(azurite.connection_string), azurite)
 
 
-@dataclass
-class AzureBackend:
-    """Azurite as the store contract tests use it (see tests.servers.StoreBackend)."""
+class AzureBackend(BucketBackend):
+    """Azurite as the store contract tests use it (see tests.servers.StoreBackend): containers are its buckets."""
 
-    env: AzureEnv
-    lists: ClassVar[bool] = True
+    scheme: ClassVar[str] = "az"
 
     @property
     def origin(self) -> str:
@@ -102,15 +100,6 @@ class AzureBackend:
 
     def base(self) -> str:
         return f"az://{self.env.container()}"
-
-    def put(self, uri: str, body: bytes) -> None:
-        self.env.put(*bucket_key(uri), body)
-
-    def delete(self, uri: str) -> None:
-        self.env.delete(*bucket_key(uri))
-
-    def missing(self) -> str:
-        return f"az://no-such-container-{os.getpid()}/x"
 
     def route(self, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Callable[[str], str]:
         connection_string = self.env.server.connection_string.replace(self.origin, endpoint)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.servers import bucket_key, free_port, http_ok, start_process
+from tests.servers import BucketBackend, free_port, http_ok, start_process
 
 
 def _binary() -> str:
@@ -91,28 +91,10 @@ def gcs_env(fake_gcs_server: FakeGCS, monkeypatch: pytest.MonkeyPatch) -> Iterat
     yield GCSEnv(fake_gcs_server)
 
 
-@dataclass
-class GCSBackend:
+class GCSBackend(BucketBackend):
     """The emulator as the store contract tests use it (see tests.servers.StoreBackend)."""
 
-    env: GCSEnv
-    lists: ClassVar[bool] = True
-
-    @property
-    def origin(self) -> str:
-        return self.env.endpoint
-
-    def base(self) -> str:
-        return f"gs://{self.env.bucket()}"
-
-    def put(self, uri: str, body: bytes) -> None:
-        self.env.put(*bucket_key(uri), body)
-
-    def delete(self, uri: str) -> None:
-        self.env.delete(*bucket_key(uri))
-
-    def missing(self) -> str:
-        return f"gs://no-such-bucket-{os.getpid()}/x"
+    scheme: ClassVar[str] = "gs"
 
     def route(self, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Callable[[str], str]:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)

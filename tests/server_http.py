@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.servers import free_port, http_ok, start_process
+from tests.servers import DirectoryBackend, free_port, http_ok, start_process
 
 GCS_DENIAL = "tester@example.com does not have storage.objects.list access to the bucket."
 _NGINX_CONF = """\
@@ -199,35 +199,17 @@ def plain_dir(plain_http: PlainServed) -> HTTPDir:
     return fresh_dir(plain_http)
 
 
-@dataclass
-class NginxBackend:
+class NginxBackend(DirectoryBackend):
     """nginx as the store contract tests use it (see tests.servers.StoreBackend): one file per reference."""
 
-    served: Served
     lists: ClassVar[bool] = False
 
     @property
     def origin(self) -> str:
-        return self.served.url
-
-    def base(self) -> str:
-        return fresh_dir(self.served).url
-
-    def _path(self, uri: str) -> Path:
-        return self.served.root / uri.removeprefix(self.served.url + "/")
-
-    def put(self, uri: str, body: bytes) -> None:
-        self._path(uri).parent.mkdir(parents=True, exist_ok=True)
-        self._path(uri).write_bytes(body)
-
-    def delete(self, uri: str) -> None:
-        self._path(uri).unlink()
-
-    def missing(self) -> str:
-        return f"{self.served.url}/no-such-dir/x"
+        return self.url
 
     def route(self, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Callable[[str], str]:
-        return lambda ref: ref.replace(self.served.url, endpoint, 1)  # the server is named in each URL
+        return lambda ref: ref.replace(self.url, endpoint, 1)  # the server is named in each URL
 
     def without_credentials(self, monkeypatch: pytest.MonkeyPatch) -> None:
         return None  # refmount sends none to HTTP servers
@@ -235,7 +217,7 @@ class NginxBackend:
 
 @pytest.fixture
 def http_backend(nginx: Served) -> NginxBackend:
-    return NginxBackend(nginx)
+    return NginxBackend(nginx.root, nginx.url)
 
 
 @dataclass

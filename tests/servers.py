@@ -138,6 +138,9 @@ class S3Env:
     def put(self, bucket: str, key: str, body: bytes) -> dict[str, Any]:
         return self.client.put_object(Bucket=bucket, Key=key, Body=body)
 
+    def delete(self, bucket: str, key: str) -> None:
+        self.client.delete_object(Bucket=bucket, Key=key)
+
 
 def point_env_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
     """Make refmount (and the CLI subprocesses) talk to ``endpoint`` with throwaway credentials."""
@@ -184,15 +187,13 @@ class StoreBackend(Protocol):
         """Take the store's credentials away; returns a pattern of the error that follows (None: none needed)."""
 
 
-def bucket_key(uri: str) -> tuple[str, str]:
-    """``scheme://BUCKET/KEY`` -> (BUCKET, KEY)."""
-    bucket, _, key = uri.partition("://")[2].partition("/")
-    return bucket, key
-
-
 @dataclass
-class S3Backend:
-    env: S3Env
+class BucketBackend:
+    """A :class:`StoreBackend` of ``SCHEME://BUCKET/KEY`` references on a server's ``env`` (S3Env, GCSEnv, ...:
+    ``endpoint``, ``bucket()``, ``put(bucket, key, body)``, ``delete(bucket, key)``)."""
+
+    env: Any
+    scheme: ClassVar[str]
     lists: ClassVar[bool] = True
 
     @property
@@ -200,17 +201,25 @@ class S3Backend:
         return self.env.endpoint
 
     def base(self) -> str:
-        return f"s3://{self.env.bucket()}"
+        return f"{self.scheme}://{self.env.bucket()}"
 
     def put(self, uri: str, body: bytes) -> None:
-        self.env.put(*bucket_key(uri), body)
+        self.env.put(*_bucket_key(uri), body)
 
     def delete(self, uri: str) -> None:
-        bucket, key = bucket_key(uri)
-        self.env.client.delete_object(Bucket=bucket, Key=key)
+        self.env.delete(*_bucket_key(uri))
 
     def missing(self) -> str:
-        return f"s3://no-such-bucket-{os.getpid()}/x"
+        return f"{self.scheme}://no-such-bucket-{os.getpid()}/x"
+
+
+def _bucket_key(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.partition("://")[2].partition("/")
+    return bucket, key
+
+
+class S3Backend(BucketBackend):
+    scheme: ClassVar[str] = "s3"
 
     def route(self, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Callable[[str], str]:
         monkeypatch.setenv("AWS_S3_ENDPOINT_URL", endpoint)
@@ -234,20 +243,19 @@ _dirs = itertools.count()
 
 
 @dataclass
-class FileBackend:
-    """file:// references: a local directory is their server."""
+class DirectoryBackend:
+    """A :class:`StoreBackend` whose objects are the files of ``root``, each at ``url`` + its path."""
 
     root: Path
-    lists: ClassVar[bool] = True
-    origin: ClassVar[None] = None
+    url: str
 
     def base(self) -> str:
         directory = self.root / f"d{next(_dirs)}"
         directory.mkdir()
-        return file_uri(directory)
+        return f"{self.url}/{directory.name}"
 
     def _path(self, uri: str) -> Path:
-        return Path(uri.removeprefix("file://"))
+        return self.root / uri.removeprefix(self.url + "/")
 
     def put(self, uri: str, body: bytes) -> None:
         self._path(uri).parent.mkdir(parents=True, exist_ok=True)
@@ -257,7 +265,14 @@ class FileBackend:
         self._path(uri).unlink()
 
     def missing(self) -> str:
-        return file_uri(self.root / "no-such-dir" / "x")
+        return f"{self.url}/no-such-dir/x"
+
+
+class FileBackend(DirectoryBackend):
+    """file:// references: a local directory is their server."""
+
+    lists: ClassVar[bool] = True
+    origin: ClassVar[None] = None
 
     def route(self, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Callable[[str], str]:
         raise AssertionError("file:// has no endpoint")
@@ -268,7 +283,7 @@ class FileBackend:
 
 @pytest.fixture
 def file_backend(tmp_path: Path) -> FileBackend:
-    return FileBackend(tmp_path)
+    return FileBackend(tmp_path, file_uri(tmp_path))
 
 
 @dataclass
