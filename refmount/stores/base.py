@@ -187,7 +187,7 @@ class ListingStore(Store):
 
     @abc.abstractmethod
     def listed(self, ref: RefURI, prefix: str, path_of: Callable[[str], str]) -> Iterator[Entry]:
-        """The current object under ``prefix`` (folder markers left out), each at ``path_of(key)``."""
+        """The current objects under ``prefix`` (folder markers left out), each at ``path_of(key)``."""
 
     @abc.abstractmethod
     def locate(self, entry: Entry) -> tuple[Hashable, str]:
