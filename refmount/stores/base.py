@@ -14,7 +14,9 @@ from ..errors import ChangedObject, NotFound, RefmountError, StoreError, TooMany
 from ..manifest import QUOTED_REF, UNPINNED_REASON, Entry, join_path
 from ..uri import RefURI, object_ref, parse_ref
 
-log = logging.getLogger(__name__)
+# One line per attempt that failed: the CLI's terminal leaves them out (the last failure says it all), a mount's
+# log keeps them.
+retry_log = logging.getLogger("refmount.stores.retries")
 
 DEFAULT_MAX_OBJECTS = 10_000_000
 
@@ -321,7 +323,7 @@ def with_retries(
                 if isinstance(exc, RefmountError):
                     raise type(exc)(f"{exc} ({gave_up})") from exc
                 raise StoreError(f"{what}: {gave_up}: {exc}") from exc
-            log.warning("%s: attempt %d of %d failed (%s); trying again in %.1f s", what, attempt, attempts, exc,
-                        delay)  # fmt: skip
+            retry_log.warning("Retrying %s in %.1f s: attempt %d of %d failed (%s)", what, delay, attempt, attempts,
+                              exc)  # fmt: skip
             time.sleep(delay)
     raise AssertionError("unreachable")
