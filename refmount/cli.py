@@ -150,12 +150,12 @@ def main(verbose: int) -> None:
 
 
 def _quiet_urllib3(record: logging.LogRecord) -> bool:
-    """Drop urllib3's warnings (one per retry): the one-line error after the last retry says it all.
+    """Drop urllib3's and the stores' warnings (one per retry): the one-line error after the last retry says it all.
 
     A filter on the terminal's handler rather than a level on urllib3's logger, so that a mount
     daemon's log file, which replaces that handler, still records the retries.
     """
-    return record.levelno >= logging.ERROR or not record.name.startswith("urllib3.")
+    return record.levelno >= logging.ERROR or not record.name.startswith(("urllib3.", "refmount.stores.retries"))
 
 
 def registry_option(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -6,7 +6,9 @@ or that no store can serve is refused here, with one line saying why.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .errors import InvalidInput
@@ -32,8 +34,8 @@ _SECRET_QUERY_KEYS = {
 }
 
 
-# Azure Blob URLs share https:// with plain web servers: their host says which store serves them.
-AZURE_BLOB_HOSTS = (".blob.core.windows.net", ".blob.core.chinacloudapi.cn", ".blob.core.usgovcloudapi.net")
+# Where stores register themselves (see refmount.stores): package metadata, read without importing any store.
+STORE_GROUP = "refmount.stores"
 
 # W&B writes an object key into a ref as it is (``f"s3://{bucket}/{key}"``) and reads it back with
 # ``urlparse(ref).path``, undecoded: a key holding ``%`` or non-ASCII characters round-trips, but ``?`` or ``#``
@@ -106,8 +108,25 @@ def parse_ref(uri: str, *, known_schemes: frozenset[str] | set[str] | None = Non
     return RefURI(raw=uri, scheme=scheme, netloc=parts.netloc, path=path.lstrip("/"), query=query)
 
 
+@functools.cache
+def registered_stores() -> dict[str, str]:
+    """Every store registered in the ``refmount.stores`` entry-point group: name -> ``module:Class``. A name is
+    the scheme the store serves (``s3``) or a host pattern it claims among http(s) URLs (``*.blob.core.windows.net``:
+    Azure Blob URLs share https:// with plain web servers, and their host says which store serves them)."""
+    return {point.name: point.value for point in entry_points(group=STORE_GROUP)}
+
+
+@functools.cache
+def _host_claims() -> tuple[tuple[str, str], ...]:
+    """(host suffix, scheme of the claiming store): the scheme is the one the store is registered under by name."""
+    stores = registered_stores()
+    scheme_of = {target: name for name, target in stores.items() if not name.startswith("*.")}
+    return tuple((name[1:], scheme_of[target]) for name, target in stores.items() if name.startswith("*."))
+
+
 def store_scheme(uri: str) -> str:
-    """The scheme of the store that serves ``uri``, lower-case: ``az`` for Azure Blob ``https://`` URLs.
+    """The scheme of the store that serves ``uri``, lower-case: ``az`` for Azure Blob ``https://`` URLs (a host
+    that a store claims, see :func:`registered_stores`).
 
     No vetting (see :func:`parse_ref`): a malformed URL keeps its own scheme, whose store reports it.
     """
@@ -117,8 +136,9 @@ def store_scheme(uri: str) -> str:
             host = urlsplit(uri).hostname or ""
         except ValueError:
             return scheme
-        if host.endswith(AZURE_BLOB_HOSTS):
-            return "az"
+        for suffix, claimed_by in _host_claims():
+            if host.endswith(suffix):
+                return claimed_by
     return scheme
 
 

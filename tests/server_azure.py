@@ -10,15 +10,14 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-import refmount.stores
-from tests.servers import free_port, http_ok, start_process
+from tests.servers import BucketBackend, free_port, http_ok, start_process
 
 INSTALL_DIR = Path("/opt/refmount-test/azurite")  # where scripts/setup.sh --test installs it
 ACCOUNT = "devstoreaccount1"  # Azurite's well-known development account and key (public, not a secret)
@@ -87,6 +86,31 @@ def azure_env(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[Azu
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
     for var in ("AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY"):
         monkeypatch.delenv(var, raising=False)
-    refmount.stores.reset()
     yield AzureEnv(BlobServiceClient.from_connection_string(azurite.connection_string), azurite)
-    refmount.stores.reset()
+
+
+class AzureBackend(BucketBackend):
+    """Azurite as the store contract tests use it (see tests.servers.StoreBackend): containers are its buckets."""
+
+    scheme: ClassVar[str] = "az"
+
+    @property
+    def origin(self) -> str:
+        return self.env.server.endpoint.rpartition("/")[0]  # the endpoint without its account
+
+    def base(self) -> str:
+        return f"az://{self.env.container()}"
+
+    def route(self, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Callable[[str], str]:
+        connection_string = self.env.server.connection_string.replace(self.origin, endpoint)
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string)
+        return str
+
+    def without_credentials(self, monkeypatch: pytest.MonkeyPatch) -> str:
+        monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
+        return "no Azure storage account"
+
+
+@pytest.fixture
+def az_backend(azure_env: AzureEnv) -> AzureBackend:
+    return AzureBackend(azure_env)

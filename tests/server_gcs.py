@@ -11,14 +11,13 @@ import json
 import os
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-import refmount.stores
-from tests.servers import free_port, http_ok, start_process
+from tests.servers import BucketBackend, free_port, http_ok, start_process
 
 
 def _binary() -> str:
@@ -89,6 +88,24 @@ def gcs_env(fake_gcs_server: FakeGCS, monkeypatch: pytest.MonkeyPatch) -> Iterat
     """Point refmount (and CLI subprocesses) at the emulator, anonymously."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs_server.endpoint)
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    refmount.stores.reset()
     yield GCSEnv(fake_gcs_server)
-    refmount.stores.reset()
+
+
+class GCSBackend(BucketBackend):
+    """The emulator as the store contract tests use it (see tests.servers.StoreBackend)."""
+
+    scheme: ClassVar[str] = "gs"
+
+    def route(self, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Callable[[str], str]:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+        return str
+
+    def without_credentials(self, monkeypatch: pytest.MonkeyPatch) -> str:
+        monkeypatch.delenv("STORAGE_EMULATOR_HOST")  # the emulator is used anonymously
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/credentials.json")
+        return "Google credentials failed"
+
+
+@pytest.fixture
+def gs_backend(gcs_env: GCSEnv) -> GCSBackend:
+    return GCSBackend(gcs_env)

@@ -17,16 +17,16 @@ import ssl
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from tests.servers import free_port, http_ok, start_process
+from tests.servers import DirectoryBackend, free_port, http_ok, start_process
 
 GCS_DENIAL = "tester@example.com does not have storage.objects.list access to the bucket."
 _NGINX_CONF = """\
@@ -197,6 +197,27 @@ def nginx_dir(nginx: Served) -> HTTPDir:
 @pytest.fixture
 def plain_dir(plain_http: PlainServed) -> HTTPDir:
     return fresh_dir(plain_http)
+
+
+class NginxBackend(DirectoryBackend):
+    """nginx as the store contract tests use it (see tests.servers.StoreBackend): one file per reference."""
+
+    lists: ClassVar[bool] = False
+
+    @property
+    def origin(self) -> str:
+        return self.url
+
+    def route(self, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Callable[[str], str]:
+        return lambda ref: ref.replace(self.url, endpoint, 1)  # the server is named in each URL
+
+    def without_credentials(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        return None  # refmount sends none to HTTP servers
+
+
+@pytest.fixture
+def http_backend(nginx: Served) -> NginxBackend:
+    return NginxBackend(nginx.root, nginx.url)
 
 
 @dataclass

@@ -1,11 +1,15 @@
 """Real S3 servers on 127.0.0.1 for tests and benchmarks: moto_server (semantics) and SeaweedFS (speed).
 
 Also usable without pytest (``from tests.servers import SeaweedFS``) so that bench/ scripts start
-the same servers the same way.
+the same servers the same way. And what the store contract tests (tests/test_store_contract.py) ask of
+every scheme's server (:class:`StoreBackend`), with a proxy that fails on demand and an endpoint that never
+answers, to put in front of any of them.
 """
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import itertools
 import os
 import random
@@ -13,17 +17,19 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
+from urllib.parse import urlsplit
 
 import pytest
 
-import refmount.stores
+from refmount.stores.file import file_uri
 
 
 def free_port() -> int:
@@ -132,6 +138,9 @@ class S3Env:
     def put(self, bucket: str, key: str, body: bytes) -> dict[str, Any]:
         return self.client.put_object(Bucket=bucket, Key=key, Body=body)
 
+    def delete(self, bucket: str, key: str) -> None:
+        self.client.delete_object(Bucket=bucket, Key=key)
+
 
 def point_env_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
     """Make refmount (and the CLI subprocesses) talk to ``endpoint`` with throwaway credentials."""
@@ -140,14 +149,227 @@ def point_env_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
         monkeypatch.setenv(var, value)
     for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(var, raising=False)
-    refmount.stores.reset()
 
 
 @pytest.fixture
 def s3_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Env]:
     point_env_at(monkeypatch, moto_server.endpoint)
     yield S3Env(s3_client(moto_server.endpoint), moto_server.endpoint)
-    refmount.stores.reset()
+
+
+# -- what the store contract tests ask of each scheme's server --------------------------------------
+
+
+class StoreBackend(Protocol):
+    """A scheme's real server, as tests/test_store_contract.py uses it (one per scheme, beside its server)."""
+
+    lists: bool  # a prefix expands into the objects under it (HTTP has no listing: one object per reference)
+
+    @property
+    def origin(self) -> str | None:
+        """The server's ``http://host:port``, for a proxy to stand in front of; None: no network (file://)."""
+
+    def base(self) -> str:
+        """A fresh, empty place to put objects in: ``s3://BUCKET``, a directory's URL, ..."""
+
+    def put(self, uri: str, body: bytes) -> None:
+        """Write (or overwrite) the object at ``uri``, under a :meth:`base`."""
+
+    def delete(self, uri: str) -> None: ...
+
+    def missing(self) -> str:
+        """A reference into a bucket (container, directory) that does not exist."""
+
+    def route(self, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Callable[[str], str]:
+        """Send the store's requests to ``endpoint`` instead of the server; returns what that does to a ref."""
+
+    def without_credentials(self, monkeypatch: pytest.MonkeyPatch) -> str | None:
+        """Take the store's credentials away; returns a pattern of the error that follows (None: none needed)."""
+
+
+@dataclass
+class BucketBackend:
+    """A :class:`StoreBackend` of ``SCHEME://BUCKET/KEY`` references on a server's ``env`` (S3Env, GCSEnv, ...:
+    ``endpoint``, ``bucket()``, ``put(bucket, key, body)``, ``delete(bucket, key)``)."""
+
+    env: Any
+    scheme: ClassVar[str]
+    lists: ClassVar[bool] = True
+
+    @property
+    def origin(self) -> str:
+        return self.env.endpoint
+
+    def base(self) -> str:
+        return f"{self.scheme}://{self.env.bucket()}"
+
+    def put(self, uri: str, body: bytes) -> None:
+        self.env.put(*_bucket_key(uri), body)
+
+    def delete(self, uri: str) -> None:
+        self.env.delete(*_bucket_key(uri))
+
+    def missing(self) -> str:
+        return f"{self.scheme}://no-such-bucket-{os.getpid()}/x"
+
+
+def _bucket_key(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.partition("://")[2].partition("/")
+    return bucket, key
+
+
+class S3Backend(BucketBackend):
+    scheme: ClassVar[str] = "s3"
+
+    def route(self, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Callable[[str], str]:
+        monkeypatch.setenv("AWS_S3_ENDPOINT_URL", endpoint)
+        return str
+
+    def without_credentials(self, monkeypatch: pytest.MonkeyPatch) -> str:
+        for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            monkeypatch.delenv(var, raising=False)
+        for var in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+            monkeypatch.setenv(var, "/nonexistent")
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-role probe off EC2
+        return "no AWS credentials found"
+
+
+@pytest.fixture
+def s3_backend(s3_env: S3Env) -> S3Backend:
+    return S3Backend(s3_env)
+
+
+_dirs = itertools.count()
+
+
+@dataclass
+class DirectoryBackend:
+    """A :class:`StoreBackend` whose objects are the files of ``root``, each at ``url`` + its path."""
+
+    root: Path
+    url: str
+
+    def base(self) -> str:
+        directory = self.root / f"d{next(_dirs)}"
+        directory.mkdir()
+        return f"{self.url}/{directory.name}"
+
+    def _path(self, uri: str) -> Path:
+        return self.root / uri.removeprefix(self.url + "/")
+
+    def put(self, uri: str, body: bytes) -> None:
+        self._path(uri).parent.mkdir(parents=True, exist_ok=True)
+        self._path(uri).write_bytes(body)
+
+    def delete(self, uri: str) -> None:
+        self._path(uri).unlink()
+
+    def missing(self) -> str:
+        return f"{self.url}/no-such-dir/x"
+
+
+class FileBackend(DirectoryBackend):
+    """file:// references: a local directory is their server."""
+
+    lists: ClassVar[bool] = True
+    origin: ClassVar[None] = None
+
+    def route(self, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Callable[[str], str]:
+        raise AssertionError("file:// has no endpoint")
+
+    def without_credentials(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        return None
+
+
+@pytest.fixture
+def file_backend(tmp_path: Path) -> FileBackend:
+    return FileBackend(tmp_path, file_uri(tmp_path))
+
+
+@dataclass
+class FlakyProxy:
+    """A proxy on 127.0.0.1 in front of ``origin``: it answers the next requests with the statuses queued in
+    ``failures`` (503, ...), passes the others on, and counts them all."""
+
+    origin: str
+    failures: list[int] = field(default_factory=list)
+    requests: int = 0
+    endpoint: str = ""
+
+    @contextmanager
+    def serving(self) -> Iterator[FlakyProxy]:
+        proxy, target = self, urlsplit(self.origin)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the clients expect
+
+            def _relay(self) -> None:
+                proxy.requests += 1
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.failures:
+                    self.send_response(proxy.failures.pop(0))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                try:
+                    upstream.request(self.command, self.path, body=body or None,
+                                     headers={**headers, "Host": target.netloc})  # fmt: skip
+                    response = upstream.getresponse()
+                    data = response.read()
+                finally:
+                    upstream.close()
+                self.send_response(response.status, response.reason)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_PATCH = _relay
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{server.server_port}"
+        thread = threading.Thread(target=server.serve_forever, name="flaky-proxy", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+
+@contextmanager
+def never_answering() -> Iterator[str]:
+    """An endpoint on 127.0.0.1 that accepts connections and never answers; yields its ``http://host:port``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:  # closed: the test is over
+                return
+
+    thread = threading.Thread(target=accept, name="never-answering", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join()
+        for connection in held:
+            connection.close()
 
 
 # -- SeaweedFS ---------------------------------------------------------------------------------------

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from refmount.errors import StoreError
+from refmount.errors import StoreError, StoreUnavailable
 from refmount.stores import base
-from refmount.stores.base import DEADLINE_S, MAX_ATTEMPTS, READ_TIMEOUT_S, with_retries
+from refmount.stores.base import DEADLINE_S, MAX_ATTEMPTS, READ_TIMEOUT_S, RetryPolicy, with_retries
 
 
 class Stalled(Exception):
@@ -59,3 +59,17 @@ def test_quick_failures_use_every_attempt_and_success_ends_the_loop(clock: Clock
         with_retries(flaky, what="reading x", retryable=lambda e: isinstance(e, Stalled), attempts=2)
     with pytest.raises(ValueError):  # not retryable: raised as it is, at once
         with_retries(lambda: int("x"), what="reading x", retryable=lambda e: isinstance(e, Stalled))
+
+
+def test_a_refmount_error_given_up_on_keeps_its_type_and_says_so(clock: Clock) -> None:
+    """An unreachable endpoint stays StoreUnavailable (download and verify stop at the first), one line."""
+
+    def unreachable() -> bytes:
+        clock.now += 1.0
+        raise StoreUnavailable("s3://b/k: cannot reach the S3 endpoint http://127.0.0.1:9")
+
+    policy = RetryPolicy(attempts=3, base_delay=0.5, deadline=60.0)
+    with pytest.raises(StoreUnavailable) as info:
+        policy.run(unreachable, what="reading s3://b/k", retryable=lambda e: isinstance(e, StoreUnavailable))
+    assert str(info.value) == ("s3://b/k: cannot reach the S3 endpoint http://127.0.0.1:9 "
+                               "(giving up after 3 attempts in 4.5 s)")  # fmt: skip

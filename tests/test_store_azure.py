@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-import refmount.stores
-from refmount.errors import ChangedObject, InvalidInput, NotFound, StoreError, TooManyObjects
+from refmount.errors import ChangedObject, InvalidInput, NotFound, StoreError
 from refmount.manifest import Entry
 from refmount.stores import parse, store_for
 from refmount.stores.azure import AzureStore
@@ -84,8 +83,6 @@ def test_checksum_false_and_max_objects(azure_env: AzureEnv) -> None:
         azure_env.put(c, f"p/{i}", b"x")
     (location,) = scan(f"az://{c}/p/", checksum=False)
     assert location.digest == location.ref == f"az://{c}/p/" and location.path == "p" and not location.is_snapshot
-    with pytest.raises(TooManyObjects, match="max_objects=2"):
-        scan(f"az://{c}/p/", max_objects=2)
     assert len(scan(f"az://{c}/p/", max_objects=3)) == 3
 
 
@@ -111,7 +108,7 @@ def test_errors_name_the_reference(azure_env: AzureEnv, monkeypatch: pytest.Monk
     c = azure_env.container()
     azure_env.put(c, "p/x", b"x")
     missing = f"az://no-such-container/p: container 'no-such-container' does not exist in '{ACCOUNT}'"
-    with pytest.raises(NotFound, match=missing):
+    with pytest.raises(NotFound, match=missing):  # the account named (the contract tests check the rest)
         scan("az://no-such-container/p")
     with pytest.raises(NotFound, match=f"no blobs under az://{c}/nothing/"):
         scan(f"az://{c}/nothing")
@@ -124,34 +121,23 @@ def test_errors_name_the_reference(azure_env: AzureEnv, monkeypatch: pytest.Monk
                                                              f"127.0.0.1:{free_port()}")  # fmt: skip
     for connection_string, error in ((wrong_key, "access denied"), (unreachable, "cannot reach the Azure endpoint")):
         monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string)
-        refmount.stores.reset()
         with pytest.raises(StoreError, match=error) as info:
             scan(f"az://{c}/p/")
         assert str(info.value).startswith(f"az://{c}/p/") and "\n" not in str(info.value)
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
-    refmount.stores.reset()
     with pytest.raises(StoreError, match="no Azure storage account"):
         scan(f"az://{c}/p/")
 
 
-def test_reads_are_exact_and_guarded_by_etag(azure_env: AzureEnv, store: AzureStore) -> None:
+def test_reads_are_guarded_by_etag(azure_env: AzureEnv, store: AzureStore) -> None:
     c = azure_env.container()
     azure_env.put(c, "k", BODY)
     (entry,) = scan(f"az://{c}/k")
-    assert store.read(entry, 0, len(BODY)) == BODY
-    assert store.read(entry, 1000, 17) == BODY[1000:1017]
-    assert store.read(entry, len(BODY) - 5, 100) == BODY[-5:]
-    assert store.read(entry, len(BODY), 10) == b"" and store.read(entry, 3, 0) == b""
-    store.check(entry)
-    azure_env.put(c, "k", bytes(len(BODY)))  # same size, other bytes
-    with pytest.raises(ChangedObject, match="overwritten") as info:
+    azure_env.put(c, "k", bytes(len(BODY)))  # same size, other bytes: only the ETag tells
+    with pytest.raises(ChangedObject, match="overwritten"):
         store.read(entry, 0, 10)
-    assert entry.ref in str(info.value) and entry.path in str(info.value)
     with pytest.raises(ChangedObject):
         store.check(entry)
-    azure_env.delete(c, "k")
-    with pytest.raises(ChangedObject, match="deleted"):  # 412 (If-Match) or 404, by server
-        store.read(entry, 0, 10)
 
 
 def test_cli_log_show_relog_and_change(azure_env: AzureEnv, cli: Cli) -> None:

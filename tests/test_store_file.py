@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from refmount.errors import ChangedObject, InvalidInput, NotFound, TooManyObjects
+from refmount.errors import ChangedObject, InvalidInput
 from refmount.manifest import Entry, b64_md5
 from refmount.stores import parse
 from refmount.stores.file import FileStore, file_uri
@@ -50,13 +50,6 @@ def test_trailing_slash_and_name_prefix(tree: Path) -> None:
                                                                  "name with space%?.txt")}  # fmt: skip
 
 
-def test_single_file(tree: Path) -> None:
-    (only,) = scan(file_uri(tree / "train" / "0001.png"))
-    assert only.path == "0001.png"
-    (named,) = scan(file_uri(tree / "train" / "0001.png"), name="models/best.png")
-    assert named.path == "models/best.png"
-
-
 def test_symlinks_never_escape_the_root(tree: Path, tmp_path: Path) -> None:
     outside = tmp_path / "secret.txt"
     outside.write_bytes(b"secret")
@@ -82,29 +75,16 @@ def test_checksum_false_gives_wandbs_location_entries(tree: Path) -> None:
     assert (single.path, single.size, single.pinned) == ("e.bin", 0, False)
 
 
-def test_max_objects(tree: Path) -> None:
-    with pytest.raises(TooManyObjects, match="max_objects=3"):
-        scan(file_uri(tree), max_objects=3)
-    assert len(scan(file_uri(tree), max_objects=4)) == 4
-
-
-def test_missing_and_non_local(tree: Path) -> None:
-    with pytest.raises(NotFound):
-        scan(file_uri(tree / "nope"))
+def test_non_local(tree: Path) -> None:
     with pytest.raises(InvalidInput, match="must be local"):
         scan("file://otherhost/data")
 
 
-def test_read_ranges_and_changes(tree: Path) -> None:
+def test_a_new_mtime_rehashes_and_same_size_changes_are_caught(tree: Path) -> None:
     store = FileStore()
     big = tree / "train" / "deep" / "x.bin"
     data = big.read_bytes()
     (entry,) = scan(file_uri(big))
-    assert store.read(entry, 0, len(data)) == data
-    assert store.read(entry, 100, 50) == data[100:150]
-    assert store.read(entry, 2990, 100) == data[2990:]
-    store.check(entry)
-
     os.utime(big, ns=(1, 1))  # same bytes, new mtime: the MD5 is recomputed and still matches
     assert store.read(entry, 0, 10) == data[:10]
 
@@ -114,10 +94,6 @@ def test_read_ranges_and_changes(tree: Path) -> None:
     big.write_bytes(b"short")
     with pytest.raises(ChangedObject, match="size is now 5"):
         store.check(entry)
-    big.unlink()
-    with pytest.raises(ChangedObject, match="deleted") as info:
-        store.read(entry, 0, 10)
-    assert entry.ref in str(info.value) and "x.bin" in str(info.value)
 
 
 def test_every_check_is_made_on_the_file_that_is_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

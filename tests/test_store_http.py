@@ -123,23 +123,14 @@ def test_one_url_two_contents_are_two_pins(plain_dir: HTTPDir, store: HTTPStore)
     assert store.read(second, 0, 7) == b'{"k":2}'
 
 
-def test_reads_with_etag_are_ranged_and_guarded(nginx_dir: HTTPDir, store: HTTPStore) -> None:
+def test_reads_with_etag_are_guarded_by_if_match(nginx_dir: HTTPDir, store: HTTPStore) -> None:
     url = nginx_dir.put("k.bin", BODY)
     (entry,) = scan(url)
-    assert store.read(entry, 0, len(BODY)) == BODY
-    assert store.read(entry, 1000, 17) == BODY[1000:1017]
-    assert store.read(entry, len(BODY) - 5, 100) == BODY[-5:]
-    assert store.read(entry, len(BODY), 10) == b"" and store.read(entry, 3, 0) == b""
-    store.check(entry)
-    overwrite(nginx_dir, "k.bin", bytes(len(BODY)))  # same size, other bytes
-    with pytest.raises(ChangedObject, match="If-Match failed") as info:
+    overwrite(nginx_dir, "k.bin", bytes(len(BODY)))  # same size, other bytes: only the ETag tells
+    with pytest.raises(ChangedObject, match="If-Match failed"):
         store.read(entry, 0, 10)
-    assert entry.ref in str(info.value) and entry.path in str(info.value)
     with pytest.raises(ChangedObject):
         store.check(entry)
-    os.unlink(nginx_dir.root / "k.bin")
-    with pytest.raises(ChangedObject, match="404"):
-        store.read(entry, 0, 10)
 
 
 def test_reads_without_etag_or_range_verify_the_md5(plain_http: PlainServed, plain_dir: HTTPDir) -> None:

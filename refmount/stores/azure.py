@@ -15,6 +15,7 @@ other bytes.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Hashable, Iterator
@@ -30,25 +31,21 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )  # fmt: skip
-from azure.storage.blob import BlobProperties, BlobServiceClient, LinearRetry
+from azure.storage.blob import BlobProperties, BlobServiceClient
 
 from ..errors import BucketNotFound, InvalidInput, NotFound, RefmountError, StoreError, StoreUnavailable
-from ..manifest import Entry, join_path
-from ..uri import AZURE_BLOB_HOSTS, RefURI, parse_ref
+from ..manifest import Entry
+from ..uri import RefURI, parse_ref, store_scheme
 from .base import (
-    CONNECT_TIMEOUT_S,
-    DEFAULT_MAX_OBJECTS,
-    MAX_ATTEMPTS,
-    READ_TIMEOUT_S,
     Found,
     ListingStore,
+    RetryPolicy,
     changed,
-    limit,
-    location_entry,
     object_entry,
 )  # fmt: skip
 
 _PAGE_SIZE = 5000  # the List Blobs maximum
+_TEMPORARY_STATUS = (408, 429, 500, 502, 503, 504)
 T = TypeVar("T")
 
 
@@ -64,11 +61,15 @@ class _Location:
 
 
 class AzureStore(ListingStore):
-    schemes = ("az",)
+    schemes = ("az",)  # and the blob hosts of https:// URLs, claimed in pyproject.toml
+    environment = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY", "AZURE_CLIENT_ID",
+                   "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_AUTHORITY_HOST")  # fmt: skip
+    objects = "blobs"
     gone = "the blob or its logged version was deleted"
     overwritten = "the blob was overwritten or deleted (If-Match failed)"
 
-    def __init__(self) -> None:
+    def __init__(self, *, policy: RetryPolicy | None = None) -> None:
+        super().__init__(policy=policy)
         self._clients: dict[str | None, BlobServiceClient] = {}
         self._lock = threading.Lock()
 
@@ -76,8 +77,16 @@ class AzureStore(ListingStore):
         """One client per endpoint, shared by all threads (the SDK's clients are thread-safe)."""
         with self._lock:
             if host not in self._clients:
-                self._clients[host] = _connect(host, uri)
+                self._clients[host] = _connect(host, uri, self.policy)
             return self._clients[host]
+
+    def is_temporary_failure(self, exc: BaseException) -> bool:
+        if isinstance(exc, (ServiceRequestError, ServiceResponseError)):  # no connection, no answer in time
+            return True
+        return isinstance(exc, HttpResponseError) and exc.status_code in _TEMPORARY_STATUS
+
+    def error(self, exc: Exception, uri: str) -> RefmountError:
+        return _error(exc, uri)
 
     # -- scanning -------------------------------------------------------------------------------------
     def check_ref(self, ref: RefURI) -> None:
@@ -85,38 +94,32 @@ class AzureStore(ListingStore):
         if ref.query:
             raise InvalidInput(f"{ref.raw}: query parameters are not supported (SAS tokens are never stored)")
 
-    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
-             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
-        self.check_ref(ref)
+    def place(self, ref: RefURI) -> tuple[str, str, str]:
         where = _locate(ref)
-        if not checksum:
-            return iter([location_entry(name or where.key or where.container, f"{where.base(ref)}/{where.key}")])
-        container = self.client(where.host, ref.raw).get_container_client(where.container)
-        if where.key and not where.key.endswith("/"):
-            try:
-                blob = _mapped(lambda: container.get_blob_client(where.key).get_blob_properties(), ref.raw)
-            except NotFound:
-                blob = None  # not a blob: a prefix ("directory")
-            if blob is not None and not _is_folder(blob):
-                return iter([_entry(ref, where, blob, name or where.key.rpartition("/")[2])])
-        prefix = where.key if not where.key or where.key.endswith("/") else where.key + "/"
-        return limit(self._list(ref, where, container, prefix, name), max_objects, ref)
+        return where.base(ref), where.container, where.key
 
-    def _list(self, ref: RefURI, where: _Location, container: Any, prefix: str, name: str | None) -> Iterator[Entry]:
-        blobs = container.list_blobs(name_starts_with=prefix or None, include=["metadata"],
-                                     results_per_page=_PAGE_SIZE)  # fmt: skip
-        found = False
+    def single(self, ref: RefURI, key: str, path: str) -> Entry | None:
+        where = _locate(ref)
+        blob_client = self._container(where, ref.raw).get_blob_client(key)
         try:
-            for blob in _paged(blobs, ref.raw):
-                if _is_folder(blob):
-                    continue
-                found = True
-                yield _entry(ref, where, blob, join_path(name, blob.name[len(prefix) :]))
+            blob = self.retrying(blob_client.get_blob_properties, ref.raw)
+        except NotFound:
+            return None  # not a blob: a prefix ("directory")
+        return None if _is_folder(blob) else _entry(ref, where, blob, path)
+
+    def listed(self, ref: RefURI, prefix: str, path_of: Callable[[str], str]) -> Iterator[Entry]:
+        where = _locate(ref)
+        try:
+            for page in self._pages(self._container(where, ref.raw), prefix, ["metadata"], ref.raw):
+                for blob in page:
+                    if not _is_folder(blob):
+                        yield _entry(ref, where, blob, path_of(blob.name))
         except NotFound:
             account = _account(where.host) or _environment_account() or "the configured account"
             raise BucketNotFound(f"{ref.raw}: container {where.container!r} does not exist in {account!r}") from None
-        if not found:
-            raise NotFound(f"no blobs under {where.base(ref)}/{prefix}")
+
+    def _container(self, where: _Location, uri: str) -> Any:
+        return self.client(where.host, uri).get_container_client(where.container)
 
     # -- reading --------------------------------------------------------------------------------------
     def read(self, entry: Entry, offset: int, length: int) -> bytes:
@@ -125,6 +128,8 @@ class AzureStore(ListingStore):
         if entry.size is not None:
             length = min(length, entry.size - offset)
         blob = self._blob(entry)
+        # One request per call but for one thing the SDK does not let us turn off: a body that breaks off is
+        # asked for again inside download_blob (3 times, 1 s apart).
         return self._pinned(entry, lambda: blob.download_blob(offset=offset, length=length, max_concurrency=1,
                                                               **_guard(entry)).readall())  # fmt: skip
 
@@ -139,31 +144,50 @@ class AzureStore(ListingStore):
     def found(self, entry: Entry) -> Found | None:
         blob = self._blob(entry)
         try:
-            return _found(_mapped(blob.get_blob_properties, entry.ref))
+            return _found(self.retrying(blob.get_blob_properties, entry.ref))
         except NotFound:
             return None
 
     def list_pages(self, where: Hashable, prefix: str, *, versions: bool, uri: str) -> Iterator[list[Found]]:
         host, name = where  # type: ignore[misc]
-        container = self.client(host, uri).get_container_client(name)
-        pages = container.list_blobs(name_starts_with=prefix or None, include=["versions"] if versions else None,
-                                     results_per_page=_PAGE_SIZE).by_page()  # fmt: skip
+        container = self._container(_Location(host, name, ""), uri)
         try:
-            for page in _paged(pages, uri):
-                yield [_found(blob) for blob in _paged(page, uri)]
+            for page in self._pages(container, prefix, ["versions"] if versions else None, uri):
+                yield [_found(blob) for blob in page]
         except NotFound:
             raise BucketNotFound(f"{uri}: container {name!r} does not exist") from None
 
+    def _pages(self, container: Any, prefix: str, include: list[str] | None,
+               uri: str) -> Iterator[list[BlobProperties]]:  # fmt: skip
+        """List Blobs a page at a time, each page's request under the retry policy (resumed by its token)."""
+
+        def page(token: str | None) -> tuple[list[BlobProperties], str | None]:
+            pages = container.list_blobs(name_starts_with=prefix or None, include=include,
+                                         results_per_page=_PAGE_SIZE).by_page(continuation_token=token)  # fmt: skip
+            return list(next(pages)), pages.continuation_token
+
+        token: str | None = None
+        while True:
+            blobs, token = self.retrying(functools.partial(page, token), uri)
+            yield blobs
+            if not token:
+                return
+
     def _blob(self, entry: Entry) -> Any:
         where = _locate(parse_ref(entry.ref, quoted=entry.ref_quoted))
-        container = self.client(where.host, entry.ref).get_container_client(where.container)
-        return container.get_blob_client(where.key, version_id=entry.version_id if entry.is_snapshot else None)
+        return self._container(where, entry.ref).get_blob_client(
+            where.key, version_id=entry.version_id if entry.is_snapshot else None
+        )
 
     def _pinned(self, entry: Entry, call: Callable[[], T]) -> T:
+        def guarded() -> T:
+            try:
+                return call()
+            except ResourceModifiedError:
+                raise changed(entry, "the blob was overwritten or deleted (If-Match failed)") from None
+
         try:
-            return _mapped(call, entry.ref)
-        except ResourceModifiedError:
-            raise changed(entry, "the blob was overwritten or deleted (If-Match failed)") from None
+            return self.retrying(guarded, entry.ref)
         except NotFound:
             raise changed(entry, "the blob or its logged version was deleted") from None
 
@@ -189,7 +213,7 @@ def _locate(ref: RefURI) -> _Location:
             raise InvalidInput(f"{ref.raw}: no container name (expected az://CONTAINER/PREFIX)")
         return _Location(None, ref.netloc, ref.path)
     host = ref.netloc.partition(":")[0].lower()
-    if not host.endswith(AZURE_BLOB_HOSTS):
+    if store_scheme(ref.raw) != "az":
         raise InvalidInput(f"{ref.raw}: not an Azure Blob URL (expected https://ACCOUNT.blob.core.windows.net/...)")
     container, _, key = ref.path.partition("/")
     if not container:
@@ -201,11 +225,10 @@ def _account(host: str | None) -> str | None:
     return host.partition(".")[0] if host else None
 
 
-def _connect(host: str | None, uri: str) -> BlobServiceClient:
+def _connect(host: str | None, uri: str, policy: RetryPolicy) -> BlobServiceClient:
     options: dict[str, Any] = {
-        "connection_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S,
-        # The SDK's default waits 15 s, then 18 s, ... between attempts; keep retries bounded and brisk.
-        "retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=MAX_ATTEMPTS - 1),
+        "connection_timeout": policy.connect_timeout, "read_timeout": policy.read_timeout,
+        "retry_total": 0,  # one request per call: refmount's policy retries (the SDK's would multiply its attempts)
     }  # fmt: skip
     connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
     if connection_string and (host is None or _connection_account(connection_string) == _account(host)):
@@ -246,24 +269,6 @@ def _entry(ref: RefURI, where: _Location, blob: BlobProperties, path: str) -> En
     if blob.version_id:
         extra["versionID"] = blob.version_id
     return object_entry(path, where.base(ref), blob.name, etag, blob.size, extra)
-
-
-def _mapped(call: Callable[[], T], uri: str) -> T:
-    """Run ``call``; turn SDK failures into one-line errors naming ``uri`` (412 passes through)."""
-    try:
-        return call()
-    except (RefmountError, ResourceModifiedError):
-        raise
-    except Exception as exc:
-        raise _error(exc, uri) from exc
-
-
-def _paged(blobs: Any, uri: str) -> Iterator[BlobProperties]:
-    """The SDK requests each page while it is iterated: map those failures too."""
-    try:
-        yield from blobs
-    except Exception as exc:
-        raise _error(exc, uri) from exc
 
 
 def _error(exc: Exception, uri: str) -> RefmountError:

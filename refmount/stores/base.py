@@ -10,11 +10,13 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from ..errors import ChangedObject, StoreError, TooManyObjects, Unpinned
-from ..manifest import QUOTED_REF, UNPINNED_REASON, Entry
+from ..errors import ChangedObject, NotFound, RefmountError, StoreError, TooManyObjects, Unpinned
+from ..manifest import QUOTED_REF, UNPINNED_REASON, Entry, join_path
 from ..uri import RefURI, object_ref, parse_ref
 
-log = logging.getLogger(__name__)
+# One line per attempt that failed: the CLI's terminal leaves them out (the last failure says it all), a mount's
+# log keeps them.
+retry_log = logging.getLogger("refmount.stores.retries")
 
 DEFAULT_MAX_OBJECTS = 10_000_000
 
@@ -24,13 +26,69 @@ DEFAULT_MAX_OBJECTS = 10_000_000
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
 MAX_ATTEMPTS = 4
+BASE_DELAY_S = 0.2
 DEADLINE_S = 60.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The one retry policy of every store: the SDKs' own retries are turned off, so an attempt is one request."""
+
+    connect_timeout: float = CONNECT_TIMEOUT_S  # per attempt
+    read_timeout: float = READ_TIMEOUT_S  # per attempt: the longest silence while waiting for bytes
+    attempts: int = MAX_ATTEMPTS
+    base_delay: float = BASE_DELAY_S  # doubled after each attempt
+    deadline: float = DEADLINE_S  # no attempt starts this long after the first
+
+    def run(self, call: Callable[[], T], *, what: str, retryable: Callable[[BaseException], bool]) -> T:
+        return with_retries(call, what=what, retryable=retryable, attempts=self.attempts,
+                            base_delay=self.base_delay, deadline=self.deadline)  # fmt: skip
 
 
 class Store(abc.ABC):
-    """One URI scheme: expand references into entries at log time; read pinned bytes later."""
+    """One URI scheme: expand references into entries at log time; read pinned bytes later.
+
+    A store registers itself (see :mod:`refmount.stores`), names the environment variables its clients are
+    built from (a change builds a new store), and sends each request once: :meth:`retrying` runs it under the
+    :class:`RetryPolicy`, asking :meth:`is_temporary_failure` what to try again and :meth:`error` for the
+    one-line error a failure becomes.
+    """
 
     schemes: ClassVar[tuple[str, ...]]
+    environment: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, policy: RetryPolicy | None = None) -> None:
+        self.policy = policy or RetryPolicy()
+
+    def is_temporary_failure(self, exc: BaseException) -> bool:
+        """Whether a request that failed with ``exc`` (an SDK's exception) is worth another attempt."""
+        return False
+
+    def error(self, exc: Exception, uri: str) -> RefmountError:
+        """The one-line error, naming ``uri``, that an SDK's exception ``exc`` becomes."""
+        lines = str(exc).strip().splitlines()
+        return StoreError(f"{uri}: {lines[0] if lines else type(exc).__name__}")
+
+    def retrying(self, call: Callable[[], T], uri: str) -> T:
+        """``call`` (one request) under the retry policy; every failure becomes a one-line error naming ``uri``."""
+
+        def attempt() -> T:
+            try:
+                return call()
+            except RefmountError:
+                raise
+            except Exception as exc:
+                raise self.error(exc, uri) from exc
+
+        return self.policy.run(attempt, what=uri, retryable=self._temporary)
+
+    def _temporary(self, exc: BaseException) -> bool:
+        """A temporary failure, or the error it was mapped to (its cause)."""
+        return self.is_temporary_failure(exc) or (
+            isinstance(exc, RefmountError) and exc.__cause__ is not None and self.is_temporary_failure(exc.__cause__)
+        )
 
     @abc.abstractmethod
     def check_ref(self, ref: RefURI) -> None:
@@ -84,11 +142,54 @@ class Found:
 
 
 class ListingStore(Store):
-    """A store that can check many entries with one listing page (see :mod:`refmount.verify`), and checks one
-    entry alone by asking for its pinned version. Both go through :meth:`mismatch`, the one comparison."""
+    """A store of buckets that list their objects by key prefix (S3, GCS, Azure).
+
+    It owns scanning: a reference names one object (which wins over a "directory" of the same name) or a prefix
+    whose objects are listed a page at a time, ``max_objects`` enforced as they come. The store supplies
+    :meth:`place`, :meth:`single` and :meth:`listed`. It checks many entries with one listing page (see
+    :mod:`refmount.verify`), and one entry alone by asking for its pinned version: both go through
+    :meth:`mismatch`, the one comparison.
+    """
 
     gone: ClassVar[str]  # why, when nothing is there (the pinned version, else the current object)
     overwritten: ClassVar[str]  # why, when the ETag differs
+    objects: ClassVar[str] = "objects"  # what the store calls them, for messages
+
+    def scan(
+        self, ref: RefURI, *, name: str | None = None, checksum: bool = True, max_objects: int = DEFAULT_MAX_OBJECTS
+    ) -> Iterator[Entry]:
+        self.check_ref(ref)
+        base, bucket, key = self.place(ref)
+        if not checksum:
+            return iter([location_entry(name or key or bucket, f"{base}/{key}")])
+        if ref.query or (key and not key.endswith("/")):
+            single = self.single(ref, key, name or key.rpartition("/")[2])
+            if single is not None:
+                return iter([single])
+        prefix = key if not key or key.endswith("/") else key + "/"
+        return limit(self._listed(ref, base, prefix, name), max_objects, ref)
+
+    def _listed(self, ref: RefURI, base: str, prefix: str, name: str | None) -> Iterator[Entry]:
+        found = False
+        for entry in self.listed(ref, prefix, lambda key: join_path(name, key[len(prefix) :])):
+            found = True
+            yield entry
+        if not found:
+            raise NotFound(f"no {self.objects} under {base}/{prefix}")
+
+    @abc.abstractmethod
+    def place(self, ref: RefURI) -> tuple[str, str, str]:
+        """Where ``ref`` points: the base its entries' refs start with (``s3://BUCKET``), the bucket's name and
+        the key (or prefix) in it."""
+
+    @abc.abstractmethod
+    def single(self, ref: RefURI, key: str, path: str) -> Entry | None:
+        """The entry, at ``path``, of the object ``ref`` names (its version, if the query names one); None when
+        ``key`` is not an object (a prefix, then)."""
+
+    @abc.abstractmethod
+    def listed(self, ref: RefURI, prefix: str, path_of: Callable[[str], str]) -> Iterator[Entry]:
+        """The current objects under ``prefix`` (folder markers left out), each at ``path_of(key)``."""
 
     @abc.abstractmethod
     def locate(self, entry: Entry) -> tuple[Hashable, str]:
@@ -173,9 +274,6 @@ def location_entry(path: str, location: str) -> Entry:
     return Entry(path=path.strip("/"), ref=location, digest=location)
 
 
-T = TypeVar("T")
-
-
 def limit(entries: Iterable[T], max_objects: int, ref: RefURI) -> Iterator[T]:
     """Pass objects through, failing as soon as there are more than ``max_objects``."""
     for count, entry in enumerate(entries, 1):
@@ -205,11 +303,12 @@ def with_retries(
     what: str,
     retryable: Callable[[BaseException], bool],
     attempts: int = MAX_ATTEMPTS,
-    base_delay: float = 0.2,
+    base_delay: float = BASE_DELAY_S,
     deadline: float = DEADLINE_S,
 ) -> T:
     """Run ``call`` with bounded exponential backoff on transient failures, then give up clearly: after
-    ``attempts`` attempts, or when the next one would start ``deadline`` seconds or more after the first."""
+    ``attempts`` attempts, or when the next one would start ``deadline`` seconds or more after the first.
+    A refmount error given up on keeps its type (an unreachable endpoint stays StoreUnavailable)."""
     start = time.monotonic()
     for attempt in range(1, attempts + 1):
         try:
@@ -218,10 +317,13 @@ def with_retries(
             delay = base_delay * 2 ** (attempt - 1)
             elapsed = time.monotonic() - start
             if not retryable(exc) or attempt == attempts or elapsed + delay >= deadline:
-                if isinstance(exc, StoreError) or not retryable(exc):
+                if not retryable(exc):
                     raise
-                raise StoreError(f"{what}: giving up after {attempt} attempts in {elapsed:.1f} s: {exc}") from exc
-            log.warning("%s: attempt %d of %d failed (%s); trying again in %.1f s", what, attempt, attempts, exc,
-                        delay)  # fmt: skip
+                gave_up = f"giving up after {attempt} attempts in {elapsed:.1f} s"
+                if isinstance(exc, RefmountError):
+                    raise type(exc)(f"{exc} ({gave_up})") from exc
+                raise StoreError(f"{what}: {gave_up}: {exc}") from exc
+            retry_log.warning("Retrying %s in %.1f s: attempt %d of %d failed (%s)", what, delay, attempt, attempts,
+                              exc)  # fmt: skip
             time.sleep(delay)
     raise AssertionError("unreachable")

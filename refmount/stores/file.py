@@ -26,7 +26,7 @@ from typing import TypeVar
 from ..errors import InvalidInput, NotFound, StoreError
 from ..manifest import MTIME_NS, Entry, b64_md5, join_path, wandb_location_digest
 from ..uri import RefURI, file_ref, parse_ref
-from .base import DEFAULT_MAX_OBJECTS, Store, changed, limit
+from .base import DEFAULT_MAX_OBJECTS, RetryPolicy, Store, changed, limit
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ def file_uri(path: str | Path) -> str:
 class FileStore(Store):
     schemes = ("file",)
 
-    def __init__(self) -> None:
+    def __init__(self, *, policy: RetryPolicy | None = None) -> None:
+        super().__init__(policy=policy)  # a local file system: nothing to retry
         # (path, dev, inode, size, mtime_ns, ctime_ns) -> b64 MD5: a file changed in any way is hashed again
         self._verified: dict[tuple[str, int, int, int, int, int], str] = {}
         self._lock = threading.Lock()

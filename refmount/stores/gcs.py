@@ -30,20 +30,15 @@ from gcsfs.retry import HttpError, is_retriable
 
 from ..compat import checked
 from ..errors import BucketNotFound, InvalidInput, NotFound, RefmountError, StoreError, StoreUnavailable
-from ..manifest import Entry, join_path
+from ..manifest import Entry
 from ..uri import RefURI, parse_ref
 from .base import (
-    CONNECT_TIMEOUT_S,
-    DEFAULT_MAX_OBJECTS,
-    READ_TIMEOUT_S,
     Found,
     ListingStore,
+    RetryPolicy,
     changed,
-    limit,
-    location_entry,
     netloc_and_path,
     object_entry,
-    with_retries,
 )  # fmt: skip
 
 _PAGE_SIZE = 1000  # the JSON API maximum per listing request
@@ -55,7 +50,7 @@ class _GCSFileSystem(GCSFileSystem):
     """The plain JSON-API filesystem, with gcsfs's own retries taken out.
 
     gcsfs retries each request six times with up to 32 s sleeps (about a minute against an
-    unreachable endpoint); refmount bounds attempts itself, like every other store. The undecorated
+    unreachable endpoint); refmount's one retry policy applies instead, as for every store. The undecorated
     request function is not a public interface: with a gcsfs outside the checked versions, gcsfs's own
     retries stay (a dead endpoint then takes that minute to be reported).
     """
@@ -63,20 +58,14 @@ class _GCSFileSystem(GCSFileSystem):
     _request = getattr(GCSFileSystem._request, "__wrapped__", GCSFileSystem._request)
 
 
-class _Transient(StoreError):
-    """A failure worth another attempt (5xx, 429, connection reset, timeout)."""
-
-
-class _Unreachable(_Transient, StoreUnavailable):
-    """No connection to the endpoint: worth another attempt, and then no object there can be reached."""
-
-
 class GCSStore(ListingStore):
     schemes = ("gs",)
+    environment = ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CONFIG")
     gone = "the logged generation no longer exists (overwritten or deleted)"
     overwritten = "the object was overwritten (etag differs)"
 
-    def __init__(self) -> None:
+    def __init__(self, *, policy: RetryPolicy | None = None) -> None:
+        super().__init__(policy=policy)
         self._fs: GCSFileSystem | None = None
         self._lock = threading.Lock()
 
@@ -87,10 +76,21 @@ class GCSStore(ListingStore):
             if self._fs is None:
                 self._fs = (_GCSFileSystem if checked("gcsfs") else GCSFileSystem)(
                     token=_token(),
-                    requests_timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S),
-                    skip_instance_cache=True,  # a reset store must see a changed environment
+                    requests_timeout=aiohttp.ClientTimeout(
+                        sock_connect=self.policy.connect_timeout, sock_read=self.policy.read_timeout
+                    ),
+                    skip_instance_cache=True,  # a new store must see a changed environment
                 )
             return self._fs
+
+    def is_temporary_failure(self, exc: BaseException) -> bool:
+        if isinstance(exc, HttpError):
+            return is_retriable(exc)  # 5xx, 408, 429
+        # no connection or no answer in time; requests' ProxyError: gcsfs's way of reporting a 502
+        return isinstance(exc, (aiohttp.ClientError, TimeoutError, requests.exceptions.ProxyError))
+
+    def error(self, exc: Exception, uri: str) -> RefmountError:
+        return _error(exc, uri)
 
     # -- scanning -------------------------------------------------------------------------------------
     def check_ref(self, ref: RefURI) -> None:
@@ -99,48 +99,26 @@ class GCSStore(ListingStore):
         if unknown:
             raise InvalidInput(f"{ref.raw}: unsupported query parameter {unknown[0]!r} (only generation)")
 
-    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
-             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
-        self.check_ref(ref)
+    def place(self, ref: RefURI) -> tuple[str, str, str]:
         bucket, key = _bucket_key(ref)
-        if not checksum:
-            return iter([location_entry(name or key or bucket, f"gs://{bucket}/{key}")])
+        return f"gs://{bucket}", bucket, key
+
+    def single(self, ref: RefURI, key: str, path: str) -> Entry | None:
         generation = ref.query_value("generation")
-        if generation is not None or (key and not key.endswith("/")):
-            single = self._object(ref, bucket, key, generation)
-            if single is not None:
-                return iter([_entry(bucket, single, name or key.rpartition("/")[2])])
-            if generation is not None:
-                raise NotFound(f"{ref.raw}: no such object generation")
-        prefix = key if not key or key.endswith("/") else key + "/"
-        return limit(self._list(ref, bucket, prefix, name), max_objects, ref)
-
-    def _object(self, ref: RefURI, bucket: str, key: str, generation: str | None) -> dict[str, Any] | None:
-        """The metadata of ``key`` if it is an object (it wins over a directory of the same name)."""
         try:
-            return self._call(ref.raw, "GET", "b/{}/o/{}", bucket, key, generation=generation)
+            meta = self._call(ref.raw, "GET", "b/{}/o/{}", ref.netloc, key, generation=generation)
         except NotFound:
+            if generation is not None:
+                raise NotFound(f"{ref.raw}: no such object generation") from None
             return None
+        return _entry(ref.netloc, meta, path)
 
-    def _list(self, ref: RefURI, bucket: str, prefix: str, name: str | None) -> Iterator[Entry]:
-        page_token: str | None = None
-        found = False
-        while True:
-            try:
-                page = self._call(ref.raw, "GET", "b/{}/o", bucket, prefix=prefix or None, pageToken=page_token,
-                                  maxResults=_PAGE_SIZE, fields=_LIST_FIELDS)  # fmt: skip
-            except NotFound:  # a listing is only "not found" without its bucket
-                raise BucketNotFound(f"{ref.raw}: bucket {bucket!r} does not exist at {_endpoint()}") from None
-            for item in page.get("items", []):
+    def listed(self, ref: RefURI, prefix: str, path_of: Callable[[str], str]) -> Iterator[Entry]:
+        for items in self._pages(ref.netloc, prefix, versions=False, uri=ref.raw):
+            for item in items:
                 if item["name"].endswith("/") and int(item["size"]) == 0:
                     continue  # a "folder" marker made by consoles, not data
-                found = True
-                yield _entry(bucket, item, join_path(name, item["name"][len(prefix) :]))
-            page_token = page.get("nextPageToken")
-            if not page_token:
-                break
-        if not found:
-            raise NotFound(f"no objects under gs://{bucket}/{prefix}")
+                yield _entry(ref.netloc, item, path_of(item["name"]))
 
     # -- reading --------------------------------------------------------------------------------------
     def read(self, entry: Entry, offset: int, length: int) -> bytes:
@@ -172,15 +150,20 @@ class GCSStore(ListingStore):
         return _found(meta)
 
     def list_pages(self, where: Hashable, prefix: str, *, versions: bool, uri: str) -> Iterator[list[Found]]:
+        for items in self._pages(str(where), prefix, versions=versions, uri=uri):
+            yield [_found(item) for item in items]
+
+    def _pages(self, bucket: str, prefix: str, *, versions: bool, uri: str) -> Iterator[list[dict[str, Any]]]:
+        """The objects under ``prefix``, a listing page at a time (every version of each, with ``versions``)."""
         page_token: str | None = None
         while True:
             try:
-                page = self._call(uri, "GET", "b/{}/o", where, prefix=prefix or None, pageToken=page_token,
+                page = self._call(uri, "GET", "b/{}/o", bucket, prefix=prefix or None, pageToken=page_token,
                                   versions="true" if versions else None, maxResults=_PAGE_SIZE,
                                   fields=_LIST_FIELDS)  # fmt: skip
-            except NotFound:
-                raise BucketNotFound(f"{uri}: bucket {where!r} does not exist at {_endpoint()}") from None
-            yield [_found(item) for item in page.get("items", [])]
+            except NotFound:  # a listing is only "not found" without its bucket
+                raise BucketNotFound(f"{uri}: bucket {bucket!r} does not exist at {_endpoint()}") from None
+            yield page.get("items", [])
             page_token = page.get("nextPageToken")
             if not page_token:
                 return
@@ -202,18 +185,13 @@ class GCSStore(ListingStore):
 
     def _pinned(self, entry: Entry, call: Callable[[], T]) -> T:
         try:
-            return _retrying(call, entry.ref)
+            return self.retrying(call, entry.ref)
         except NotFound:
             raise changed(entry, "the logged generation no longer exists (overwritten or deleted)") from None
 
     def _call(self, uri: str, method: str, path: str, *args: Any, **params: Any) -> Any:
         """One JSON-API request (None parameters are left out); failures name ``uri``."""
-        return _retrying(lambda: self.fs.call(method, path, *args, json_out=True, **params), uri)
-
-
-def _retrying(call: Callable[[], T], uri: str) -> T:
-    """``call`` with refmount's bounded retries; every failure becomes a one-line error naming ``uri``."""
-    return with_retries(lambda: _mapped(call, uri), what=uri, retryable=lambda e: isinstance(e, _Transient))
+        return self.retrying(lambda: self.fs.call(method, path, *args, json_out=True, **params), uri)
 
 
 def _endpoint() -> str:
@@ -241,38 +219,33 @@ def _token() -> str:
     return "google_default"
 
 
-def _mapped(call: Callable[[], T], uri: str) -> T:
-    """Run ``call``, turning gcsfs/aiohttp/google-auth failures into refmount's one-line errors."""
-    try:
-        return call()
-    except RefmountError:
-        raise
-    except FileNotFoundError:
-        raise NotFound(f"{uri}: no such object") from None
-    except google.auth.exceptions.GoogleAuthError as exc:
-        raise StoreUnavailable(f"{uri}: Google credentials failed ({exc}); set GOOGLE_APPLICATION_CREDENTIALS or run "
-                         "`gcloud auth application-default login`") from exc  # fmt: skip
-    except HttpError as exc:
+def _error(exc: Exception, uri: str) -> RefmountError:
+    """The one-line error a gcsfs/aiohttp/google-auth failure becomes."""
+    if isinstance(exc, FileNotFoundError):
+        return NotFound(f"{uri}: no such object")
+    if isinstance(exc, google.auth.exceptions.GoogleAuthError):
+        return StoreUnavailable(f"{uri}: Google credentials failed ({exc}); set GOOGLE_APPLICATION_CREDENTIALS or "
+                                "run `gcloud auth application-default login`")  # fmt: skip
+    if isinstance(exc, HttpError):
         if exc.code in (401, 403):
             hint = "check GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth application-default login`"
-            raise StoreUnavailable(f"{uri}: access denied ({exc.code}: {exc.message}); {hint}") from exc
-        cls = _Transient if is_retriable(exc) else StoreError
-        raise cls(f"{uri}: GCS error {exc.code}: {exc.message}") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise _Unreachable(f"{uri}: cannot reach the GCS endpoint ({exc})") from exc
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise _Transient(f"{uri}: GCS request failed ({type(exc).__name__}: {exc})") from exc
-    except requests.exceptions.ProxyError as exc:  # gcsfs's way of reporting a 502
-        raise _Transient(f"{uri}: GCS error 502 (bad gateway)") from exc
-    except OSError as exc:  # gcsfs reports 403 as OSError("Forbidden: <path>\n<the server's message>")
+            return StoreUnavailable(f"{uri}: access denied ({exc.code}: {exc.message}); {hint}")
+        return StoreError(f"{uri}: GCS error {exc.code}: {exc.message}")
+    if isinstance(exc, aiohttp.ClientConnectorError):  # then no object there can be reached
+        return StoreUnavailable(f"{uri}: cannot reach the GCS endpoint ({exc})")
+    if isinstance(exc, TimeoutError):
+        return StoreError(f"{uri}: no answer from the GCS endpoint {_endpoint()} in time")
+    if isinstance(exc, aiohttp.ClientError):
+        return StoreError(f"{uri}: GCS request failed ({type(exc).__name__}: {exc})")
+    if isinstance(exc, requests.exceptions.ProxyError):  # gcsfs's way of reporting a 502
+        return StoreError(f"{uri}: GCS error 502 (bad gateway)")
+    if isinstance(exc, OSError):  # gcsfs reports 403 as OSError("Forbidden: <path>\n<the server's message>")
         reason, _, message = str(exc).partition("\n")
         if reason.startswith("Forbidden"):
             why = f" ({message.splitlines()[0]})" if message.strip() and not message.startswith("<") else ""
-            raise StoreUnavailable(f"{uri}: access denied{why}; check GOOGLE_APPLICATION_CREDENTIALS or the bucket's "
-                             "permissions") from exc  # fmt: skip
-        raise StoreError(f"{uri}: {_first_line(exc)}") from exc
-    except ValueError as exc:  # gcsfs: "Bad Request" and requester-pays buckets
-        raise StoreError(f"{uri}: {_first_line(exc)}") from exc
+            return StoreUnavailable(f"{uri}: access denied{why}; check GOOGLE_APPLICATION_CREDENTIALS or the "
+                                    "bucket's permissions")  # fmt: skip
+    return StoreError(f"{uri}: {_first_line(exc)}")  # gcsfs's ValueError: "Bad Request", requester-pays buckets
 
 
 def _first_line(exc: BaseException) -> str:

@@ -32,41 +32,31 @@ from typing import TypeVar
 
 import requests
 import requests.adapters
-from urllib3.util.retry import Retry
 
 from ..errors import InvalidInput, NotFound, RefmountError, StoreError
 from ..manifest import CONTENT_MD5, Entry, b64_md5
 from ..uri import RefURI
-from .base import (
-    CONNECT_TIMEOUT_S,
-    DEFAULT_MAX_OBJECTS,
-    MAX_ATTEMPTS,
-    READ_TIMEOUT_S,
-    Store,
-    changed,
-    location_entry,
-    unpinned,
-    with_retries,
-)  # fmt: skip
+from .base import DEFAULT_MAX_OBJECTS, RetryPolicy, Store, changed, location_entry, unpinned
 
-_TIMEOUT = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
 _CHUNK = 1 << 20
 _SPOOL_BYTES = 1 << 30  # temporary disk kept for verified bodies of files without an ETag
 # Compression would change what Content-Length and byte ranges refer to.
 _HEADERS = {"Accept-Encoding": "identity", "User-Agent": "refmount"}
+_TEMPORARY_STATUS = (429, 502, 503, 504)  # answers that say "try again"
 T = TypeVar("T")
 Sink = TypeVar("Sink", "_Window", "_Body")  # where a streamed body goes: the requested bytes, or all of them
 
 
 class _Transient(StoreError):
-    """A body that broke off mid-transfer: worth another attempt. (Connecting and 5xx answers are
-    already retried with backoff by urllib3 inside each request.)"""
+    """A body that broke off mid-transfer, or an answer that says "try again" (429, 502, 503, 504)."""
 
 
 class HTTPStore(Store):
     schemes = ("http", "https")
 
-    def __init__(self, *, spool_bytes: int = _SPOOL_BYTES) -> None:
+    def __init__(self, *, policy: RetryPolicy | None = None, spool_bytes: int = _SPOOL_BYTES) -> None:
+        super().__init__(policy=policy)
+        self._timeout = (self.policy.connect_timeout, self.policy.read_timeout)
         self._local = threading.local()
         self._spool = _Spool(spool_bytes)
         self.scratch_dir: str | None = None  # where verified bodies are kept (None: the system's temp dir)
@@ -81,16 +71,22 @@ class HTTPStore(Store):
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
-            # Status retries only on idempotent GET/HEAD answers that say "try again"; connection
-            # errors are retried there too. TLS is verified (REQUESTS_CA_BUNDLE is honoured).
-            retry = Retry(total=MAX_ATTEMPTS - 1, backoff_factor=0.2, status_forcelist=(429, 502, 503, 504),
-                          allowed_methods=("GET", "HEAD"), raise_on_status=False,
-                          respect_retry_after_header=False)  # fmt: skip
-            adapter = requests.adapters.HTTPAdapter(max_retries=retry, pool_maxsize=32)
+            # One request per call (urllib3's Retry(0, read=False)): refmount's policy retries, as for every
+            # store. TLS is verified (REQUESTS_CA_BUNDLE is honoured).
+            adapter = requests.adapters.HTTPAdapter(max_retries=0, pool_maxsize=32)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers.update(_HEADERS)
         return session
+
+    def is_temporary_failure(self, exc: BaseException) -> bool:
+        # no connection or no answer in time (SSLError is a ConnectionError that another attempt will not mend)
+        return isinstance(exc, (_Transient, requests.exceptions.ConnectionError, requests.exceptions.Timeout)) and (
+            not isinstance(exc, requests.exceptions.SSLError)
+        )
+
+    def error(self, exc: Exception, uri: str) -> RefmountError:
+        return _error(exc, uri)
 
     # -- scanning -------------------------------------------------------------------------------------
     def check_ref(self, ref: RefURI) -> None:
@@ -130,7 +126,7 @@ class HTTPStore(Store):
             # W&B's digest: the URL the body came from (after redirects, as requests spells it)
             return body.url, size, {CONTENT_MD5: b64_md5(md5.digest())}
 
-        return _retrying(get, url)
+        return self.retrying(get, url)
 
     # -- reading --------------------------------------------------------------------------------------
     def read(self, entry: Entry, offset: int, length: int) -> bytes:
@@ -153,7 +149,7 @@ class HTTPStore(Store):
                                      f"{response.headers.get('Content-Range')!r}")  # fmt: skip
                 return b"".join(_chunks(response, entry.ref))
 
-        return _retrying(get, entry.ref)
+        return self.retrying(get, entry.ref)
 
     def check(self, entry: Entry) -> None:
         if not entry.etag:
@@ -213,18 +209,23 @@ class HTTPStore(Store):
                 raise changed(entry, "its content changed (MD5 differs)")
             return sink
 
-        return _retrying(get, entry.ref)
+        return self.retrying(get, entry.ref)
 
     # -- requests -------------------------------------------------------------------------------------
     def _request(self, url: str, method: str, headers: dict[str, str]) -> requests.Response:
-        return _mapped(lambda: self.session.request(method, url, headers=headers, timeout=_TIMEOUT), url)
+        """A request without a body to stream (HEAD), under the retry policy; a 'try again' status is retried."""
+
+        def request() -> requests.Response:
+            response = self.session.request(method, url, headers=headers, timeout=self._timeout)
+            if response.status_code in _TEMPORARY_STATUS:
+                raise _status_error(response, url)
+            return response
+
+        return self.retrying(request, url)
 
     def _stream(self, url: str, headers: dict[str, str]) -> requests.Response:
-        return _mapped(lambda: self.session.get(url, headers=headers, timeout=_TIMEOUT, stream=True), url)
-
-
-def _retrying(call: Callable[[], T], url: str) -> T:
-    return with_retries(call, what=url, retryable=lambda e: isinstance(e, _Transient))
+        """One GET whose body is read as it comes (the caller runs it under the retry policy)."""
+        return self.session.get(url, headers=headers, timeout=self._timeout, stream=True)
 
 
 class _Window:
@@ -297,21 +298,15 @@ class _Spool:
             return body
 
 
-def _mapped(call: Callable[[], T], url: str) -> T:
-    """Run ``call``; turn requests' failures into one-line errors naming ``url``."""
-    try:
-        return call()
-    except RefmountError:
-        raise
-    except requests.exceptions.SSLError as exc:
-        raise StoreError(f"{url}: TLS verification failed ({_reason(exc)}); set REQUESTS_CA_BUNDLE for a "
-                         "private CA") from exc  # fmt: skip
-    except requests.exceptions.TooManyRedirects as exc:
-        raise StoreError(f"{url}: too many redirects") from exc
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        raise StoreError(f"{url}: cannot reach the server ({_reason(exc)})") from exc
-    except requests.exceptions.RequestException as exc:
-        raise StoreError(f"{url}: {_reason(exc)}") from exc
+def _error(exc: Exception, url: str) -> RefmountError:
+    """The one-line error, naming ``url``, that a failure of requests becomes."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return StoreError(f"{url}: TLS verification failed ({_reason(exc)}); set REQUESTS_CA_BUNDLE for a private CA")
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        return StoreError(f"{url}: too many redirects")
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        return StoreError(f"{url}: cannot reach the server ({_reason(exc)})")
+    return StoreError(f"{url}: {_reason(exc)}")
 
 
 def _chunks(response: requests.Response, url: str) -> Iterator[bytes]:
@@ -349,7 +344,8 @@ def _status_error(response: requests.Response, url: str) -> RefmountError:
         return NotFound(f"{url}: no such file (HTTP {status})")
     if response.status_code in (401, 403):
         return StoreError(f"{url}: access denied (HTTP {status}); refmount sends no credentials to HTTP servers")
-    return StoreError(f"{url}: the server answered HTTP {status}")
+    error = _Transient if response.status_code in _TEMPORARY_STATUS else StoreError
+    return error(f"{url}: the server answered HTTP {status}")
 
 
 def _digest(etag: str) -> str:

@@ -14,7 +14,7 @@ import http.client
 import logging
 import os
 import threading
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -26,22 +26,16 @@ from botocore.response import StreamingBody
 
 from ..compat import checked
 from ..errors import BucketNotFound, InvalidInput, NotFound, RefmountError, StoreError, StoreUnavailable
-from ..manifest import Entry, join_path
+from ..manifest import Entry
 from ..uri import RefURI, parse_ref
 from .base import (
-    CONNECT_TIMEOUT_S,
-    DEFAULT_MAX_OBJECTS,
-    MAX_ATTEMPTS,
-    READ_TIMEOUT_S,
     Found,
     ListingStore,
+    RetryPolicy,
     changed,
     fill,
-    limit,
-    location_entry,
     netloc_and_path,
     object_entry,
-    with_retries,
 )  # fmt: skip
 from .s3_listing import ListingPages
 from .s3_native import BrokenBody, Missing, NativeGets, Precondition, Unexpressible, Unreachable
@@ -54,18 +48,20 @@ _CHUNK = 1 << 20  # body reads of this size reuse the same heap memory
 _NO_CREDENTIALS = ("no AWS credentials found (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                    "or an instance role)")  # fmt: skip
 _ENDPOINT_VARS = ("AWS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-# Errors while streaming a body are not retried by botocore itself (only the request is).
-_STREAM_ERRORS = (
-    botocore.exceptions.ReadTimeoutError, botocore.exceptions.ResponseStreamingError,
-    botocore.exceptions.IncompleteReadError, botocore.exceptions.ConnectionClosedError,
-)  # fmt: skip
 
 
 class _Unreachable(StoreUnavailable):
-    """A GET that could not be sent or got no answer in time: tried again as it is, a few times."""
+    """A native GET that could not be sent or got no answer in time."""
 
 
-_RETRIED = (_Unreachable, BrokenBody)  # a whole fetch again, a few times with backoff
+# Worth another attempt: no connection, no answer in time, a body that broke off (native or botocore) ...
+_TEMPORARY = (
+    botocore.exceptions.ConnectionError, botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ResponseStreamingError, botocore.exceptions.IncompleteReadError, _Unreachable, BrokenBody,
+)  # fmt: skip
+# ... or a server that says so
+_TEMPORARY_STATUS = (429, 500, 502, 503, 504)
+_TEMPORARY_CODES = ("Throttling", "ThrottlingException", "SlowDown", "RequestTimeout", "InternalError")
 
 
 def _local_server() -> bool:
@@ -75,10 +71,13 @@ def _local_server() -> bool:
 
 class S3Store(ListingStore):
     schemes = ("s3",)
+    environment = (*_ENDPOINT_VARS, "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                   "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")  # fmt: skip
     gone = "the object was deleted"  # HEAD has no error body: a missing version is a 404 too
     overwritten = "the object was overwritten (ETag differs)"
 
-    def __init__(self) -> None:
+    def __init__(self, *, policy: RetryPolicy | None = None) -> None:
+        super().__init__(policy=policy)
         self._client: Any = None
         self._native: NativeGets | None = None
         self._listing_pages: ListingPages | None = None
@@ -91,7 +90,7 @@ class S3Store(ListingStore):
         with self._lock:
             if self._client is None:
                 try:
-                    client, session = self._new_client()
+                    client, session = self._new_client(self.policy)
                     credentials = session.get_credentials()
                 except botocore.exceptions.BotoCoreError as exc:
                     raise StoreUnavailable(f"cannot set up the S3 client: {exc}") from exc
@@ -99,7 +98,8 @@ class S3Store(ListingStore):
                     raise StoreUnavailable(_NO_CREDENTIALS)
                 if native_usable():
                     self._native = NativeGets(client, session, path_style=_local_server(),
-                                              connect_timeout=CONNECT_TIMEOUT_S, timeout=READ_TIMEOUT_S)  # fmt: skip
+                                              connect_timeout=self.policy.connect_timeout,
+                                              timeout=self.policy.read_timeout)  # fmt: skip
                 self._client = client
             return self._client
 
@@ -111,11 +111,12 @@ class S3Store(ListingStore):
         return self._native
 
     @staticmethod
-    def _new_client() -> tuple[Any, boto3.session.Session]:
+    def _new_client(policy: RetryPolicy) -> tuple[Any, boto3.session.Session]:
         endpoint = os.environ.get("AWS_S3_ENDPOINT_URL") or None  # boto3 reads the other two itself
         config = Config(
-            connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
-            retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"}, max_pool_connections=64,
+            connect_timeout=policy.connect_timeout, read_timeout=policy.read_timeout,
+            # One request per call: refmount's policy retries (botocore's would multiply its attempts).
+            retries={"total_max_attempts": 1, "mode": "standard"}, max_pool_connections=64,
             s3={"addressing_style": "path"} if _local_server() else None,
             # Pinning (VersionId + If-Match) and the cache's own checksums already guard the
             # bytes; hashing every response body again costs CPU the read path needs.
@@ -133,6 +134,15 @@ class S3Store(ListingStore):
     def prepare(self) -> None:
         self.client  # noqa: B018 (builds it)
 
+    def is_temporary_failure(self, exc: BaseException) -> bool:
+        if isinstance(exc, botocore.exceptions.ClientError):
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return status in _TEMPORARY_STATUS or _code(exc) in _TEMPORARY_CODES
+        return isinstance(exc, _TEMPORARY)
+
+    def error(self, exc: Exception, uri: str) -> RefmountError:
+        return _store_error(exc, uri, self.client)
+
     # -- scanning -------------------------------------------------------------------------------------
     def check_ref(self, ref: RefURI) -> None:
         _bucket_key(ref)
@@ -140,75 +150,64 @@ class S3Store(ListingStore):
         if unknown:
             raise InvalidInput(f"{ref.raw}: unsupported query parameter {unknown[0]!r} (only versionId)")
 
-    def scan(self, ref: RefURI, *, name: str | None = None, checksum: bool = True,
-             max_objects: int = DEFAULT_MAX_OBJECTS) -> Iterator[Entry]:  # fmt: skip
-        self.check_ref(ref)
+    def place(self, ref: RefURI) -> tuple[str, str, str]:
         bucket, key = _bucket_key(ref)
-        if not checksum:
-            return iter([location_entry(name or key or bucket, f"s3://{bucket}/{key}")])
-        version_id = ref.query_value("versionId")
+        return f"s3://{bucket}", bucket, key
+
+    def single(self, ref: RefURI, key: str, path: str) -> Entry | None:
+        bucket, version_id = ref.netloc, ref.query_value("versionId")
         if version_id is not None and (not key or key.endswith("/")):
             raise InvalidInput(f"{ref.raw}: versionId needs an object key (s3://BUCKET/KEY?versionId=...)")
-        if version_id is not None or (key and not key.endswith("/") and self._is_object(ref, bucket, key)):
-            return iter([self._single(ref, bucket, key, version_id, name)])
-        prefix = key if not key or key.endswith("/") else key + "/"
-        return limit(self._list(ref, bucket, prefix, name), max_objects, ref)
+        if version_id is None and not self._is_object(ref, bucket, key):
+            return None
+        return self._single(ref, bucket, key, version_id, path)
 
     def _is_object(self, ref: RefURI, bucket: str, key: str) -> bool:
         """Is ``key`` itself an object? (Then it wins over a directory of the same name.)"""
         page = self._call(ref, self.client.list_objects_v2, Bucket=bucket, Prefix=key, MaxKeys=1)
         return any(item["Key"] == key for item in page.get("Contents", []))
 
-    def _single(self, ref: RefURI, bucket: str, key: str, version_id: str | None, name: str | None) -> Entry:
+    def _single(self, ref: RefURI, bucket: str, key: str, version_id: str | None, path: str) -> Entry:
         args: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if version_id is not None:
             args["VersionId"] = version_id
-        try:
-            head = self.client.head_object(**args)
-        except botocore.exceptions.ClientError as exc:
-            # HEAD has no error body: a bad version id comes back as a bare 400 or 404.
-            if version_id is not None and _code(exc) in ("400", "404", "NoSuchVersion", "NotFound"):
-                raise NotFound(f"{ref.raw}: no such object version") from exc
-            raise _store_error(exc, ref.raw, self.client) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _store_error(exc, ref.raw, self.client) from exc
-        path = name or key.rpartition("/")[2]
+
+        def head_object() -> dict[str, Any]:
+            try:
+                return self.client.head_object(**args)
+            except botocore.exceptions.ClientError as exc:
+                # HEAD has no error body: a bad version id comes back as a bare 400 or 404.
+                if version_id is not None and _code(exc) in ("400", "404", "NoSuchVersion", "NotFound"):
+                    raise NotFound(f"{ref.raw}: no such object version") from exc
+                raise
+
+        head = self.retrying(head_object, ref.raw)
         return _entry(bucket, key, path, head["ETag"], head["ContentLength"], head.get("VersionId"))
 
-    def _list(self, ref: RefURI, bucket: str, prefix: str, name: str | None) -> Iterator[Entry]:
+    def listed(self, ref: RefURI, prefix: str, path_of: Callable[[str], str]) -> Iterator[Entry]:
+        bucket = ref.netloc
         versioned = self._call(ref, self.client.get_bucket_versioning, Bucket=bucket).get("Status") in (
             "Enabled", "Suspended")  # fmt: skip
         operation, items_key = ("list_object_versions", "Versions") if versioned else ("list_objects_v2", "Contents")
-        pages = self.client.get_paginator(operation).paginate(
-            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": _PAGE_SIZE}
-        )
-        found = False
-        for page in self._pages(ref, pages):
+        for page in self._pages(ref, operation, {"Bucket": bucket, "Prefix": prefix, "MaxKeys": _PAGE_SIZE}):
             for item in page.get(items_key, []):
                 if versioned and not item["IsLatest"]:
                     continue  # older versions; a deleted key has only a delete marker as latest
                 key = item["Key"]
                 if key.endswith("/") and item["Size"] == 0:
                     continue  # a "folder" marker made by consoles, not data
-                found = True
-                path = join_path(name, key[len(prefix) :])
-                yield _entry(bucket, key, path, item["ETag"], item["Size"], item.get("VersionId"))
-        if not found:
-            raise NotFound(f"no objects under s3://{bucket}/{prefix}")
+                yield _entry(bucket, key, path_of(key), item["ETag"], item["Size"], item.get("VersionId"))
 
-    def _pages(self, ref: RefURI, pages: Any) -> Iterator[dict[str, Any]]:
-        try:
-            yield from pages
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _store_error(exc, ref.raw, self.client) from exc
-        except botocore.exceptions.ClientError as exc:
-            raise _store_error(exc, ref.raw, self.client) from exc
+    def _pages(self, ref: RefURI, operation: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Listing pages through botocore, each request under the retry policy (a paginator's are not)."""
+        more: dict[str, Any] | None = params
+        while more is not None:
+            page = self._call(ref, getattr(self.client, operation), **more)
+            yield page
+            more = {**params, **_next_page(operation, page)} if page.get("IsTruncated") else None
 
     def _call(self, ref: RefURI, method: Any, **args: Any) -> dict[str, Any]:
-        try:
-            return method(**args)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise _store_error(exc, ref.raw, self.client) from exc
+        return self.retrying(lambda: method(**args), ref.raw)
 
     # -- reading --------------------------------------------------------------------------------------
     def read(self, entry: Entry, offset: int, length: int) -> bytes:
@@ -244,15 +243,15 @@ class S3Store(ListingStore):
                                    f"({exc})") from None  # fmt: skip
 
         try:
-            return with_retries(native, what=f"reading {entry.ref}", retryable=lambda e: isinstance(e, _RETRIED))
+            return self.policy.run(native, what=f"reading {entry.ref}", retryable=self.is_temporary_failure)
         except Unexpressible:
             return self._get_object_into(entry, pins, None if whole else f"bytes={offset}-{offset + length - 1}",
                                          targets)  # fmt: skip
 
     def _get_object_into(self, entry: Entry, pins: dict[str, Any], byte_range: str | None,
                          targets: Sequence[memoryview]) -> int:  # fmt: skip
-        """The botocore path: ``get_object`` (which retries the request and names errors), its body received
-        into ``targets``; a body that breaks is fetched again from the start, a few times with backoff."""
+        """The botocore path: ``get_object``, its body received into ``targets``; a request that fails for the time
+        being or a body that breaks is fetched again from the start, under the retry policy."""
         args = {**pins, **({"Range": byte_range} if byte_range else {})}
 
         def fetch() -> int:
@@ -262,12 +261,10 @@ class S3Store(ListingStore):
                 if _code(exc) in ("InvalidRange", "416"):
                     return 0
                 raise self._read_error(entry, exc) from exc
-            except botocore.exceptions.BotoCoreError as exc:  # botocore has retried the request already
-                raise _store_error(exc, entry.ref, self.client) from exc
             with contextlib.closing(body):
                 return _receive_into(body, targets)
 
-        return with_retries(fetch, what=f"reading {entry.ref}", retryable=lambda e: isinstance(e, _STREAM_ERRORS))
+        return self.retrying(fetch, entry.ref)
 
     # -- checking (see refmount.verify) -----------------------------------------------------------------
     def locate(self, entry: Entry) -> tuple[Hashable, str]:
@@ -278,14 +275,18 @@ class S3Store(ListingStore):
 
     def found(self, entry: Entry) -> Found | None:
         args = {k: v for k, v in self._pinned(entry).items() if k != "IfMatch"}  # mismatch() compares the ETag
-        try:
-            head = self.client.head_object(**args)
-        except botocore.exceptions.ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404", "NotFound"):  # HEAD has no error body: a missing version too
-                return None
-            raise _store_error(exc, entry.ref, self.client) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _store_error(exc, entry.ref, self.client) from exc
+
+        def head_object() -> dict[str, Any] | None:
+            try:
+                return self.client.head_object(**args)
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) in ("NoSuchKey", "404", "NotFound"):  # HEAD has no error body: a missing version too
+                    return None
+                raise
+
+        head = self.retrying(head_object, entry.ref)
+        if head is None:
+            return None
         return Found(args["Key"], head.get("VersionId"), head["ETag"].strip('"'), head["ContentLength"])
 
     def list_pages(self, where: Hashable, prefix: str, *, versions: bool, uri: str) -> Iterator[list[Found]]:
@@ -301,20 +302,18 @@ class S3Store(ListingStore):
         client = self.client
         with self._lock:
             if self._listing_pages is None:
-                self._listing_pages = ListingPages(client)
+                self._listing_pages = ListingPages(client, self.policy)
             return self._listing_pages
 
     def _page(self, operation: str, params: dict[str, Any], uri: str) -> tuple[list[Found], dict[str, Any] | None]:
-        """One listing page through botocore (which retries, and whose errors say what went wrong)."""
+        """One listing page through botocore (whose errors say what went wrong)."""
         page = self._call(parse_ref(uri), getattr(self.client, operation), **params)
         if operation == "list_object_versions":  # delete markers too: they never match a logged version
             objects = [Found(v["Key"], v["VersionId"], v.get("ETag", "").strip('"') or None, v.get("Size"))
                        for v in (*page.get("Versions", []), *page.get("DeleteMarkers", []))]  # fmt: skip
-            after = {"KeyMarker": page.get("NextKeyMarker"), "VersionIdMarker": page.get("NextVersionIdMarker")}
         else:
             objects = [Found(o["Key"], None, o["ETag"].strip('"'), o["Size"]) for o in page.get("Contents", [])]
-            after = {"ContinuationToken": page.get("NextContinuationToken")}
-        return objects, {**params, **after} if page.get("IsTruncated") else None
+        return objects, {**params, **_next_page(operation, page)} if page.get("IsTruncated") else None
 
     def _pinned(self, entry: Entry) -> dict[str, Any]:
         bucket, key = _bucket_key(parse_ref(entry.ref, quoted=entry.ref_quoted))
@@ -366,6 +365,13 @@ def _receive_into(body: StreamingBody, targets: Sequence[memoryview]) -> int:
         return received + fp.length  # longer than asked for: the caller says so (the connection is dropped)
     raw.release_conn()  # read to its end: the connection goes back to the pool
     return received
+
+
+def _next_page(operation: str, page: dict[str, Any]) -> dict[str, Any]:
+    """The parameters that ask for the page after ``page`` of a listing."""
+    if operation == "list_object_versions":
+        return {"KeyMarker": page.get("NextKeyMarker"), "VersionIdMarker": page.get("NextVersionIdMarker")}
+    return {"ContinuationToken": page.get("NextContinuationToken")}
 
 
 def _bucket_key(ref: RefURI) -> tuple[str, str]:

@@ -19,7 +19,7 @@ from xml.etree import ElementTree
 
 import urllib3
 
-from .base import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, Found
+from .base import Found, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,9 @@ Page = tuple[list[Found], dict[str, Any] | None]  # the objects, and the paramet
 
 
 class ListingPages:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, policy: RetryPolicy) -> None:
         self._client = client
-        timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S)
+        timeout = urllib3.Timeout(connect=policy.connect_timeout, read=policy.read_timeout)
         self._http = urllib3.PoolManager(maxsize=16, retries=False, timeout=timeout)
         self.usable = True
 
