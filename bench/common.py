@@ -30,8 +30,9 @@ def drop_caches() -> None:
 
 def use_s3(endpoint: str) -> None:
     """Point refmount at a local S3 server with throwaway credentials."""
+    # The next store_for builds the S3 store anew: its environment changed.
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
-                      AWS_S3_ENDPOINT_URL=endpoint)  # fmt: skip (the next store_for builds the S3 store anew)
+                      AWS_S3_ENDPOINT_URL=endpoint)  # fmt: skip
 
 
 def small_files_version(endpoint: str, work: Path, files: int, body: bytes, key: Callable[[int], str]) -> str:

@@ -5,8 +5,9 @@
     python bench/dataloader.py [--files 4000] [--min-kib 2] [--max-kib 20] [--epochs 2] [--rounds 1]
 
 Starts SeaweedFS on 127.0.0.1 with --files objects of random sizes and reads every one, per epoch, through
-``DataLoader(dataset, batch_size=32, shuffle=True, num_workers=2)`` with four map-style datasets:
+``DataLoader(dataset, batch_size=32, shuffle=True, num_workers=2)`` with five map-style datasets:
 refmount (plain ``open()`` of paths in a mounted version, a fresh mount and an empty cache for epoch 1),
+the same through a mount with ``--no-lineage`` (opens stay in the kernel),
 refmount's fsspec protocol (``fs.cat`` of the version's paths, no FUSE, an empty cache for epoch 1),
 boto3 (``get_object`` in ``__getitem__``, one client per worker) and s3torchconnector's ``S3MapDataset``
 (the AWS connector on Mountpoint's client). The page cache is dropped before every epoch 1. Prints
@@ -127,11 +128,11 @@ def fsspec_files(work: Path, registry: str, n: int) -> Iterator[FsspecFiles]:
 
 
 @contextmanager
-def mounted(work: Path, registry: str, n: int) -> Iterator[Path]:
-    """A fresh mount with an empty cache (its own directory per round)."""
+def mounted(work: Path, registry: str, n: int, *extra: str) -> Iterator[Path]:
+    """A fresh mount with an empty cache (its own directory per round); ``extra``: more `refmount mount` options."""
     mnt, cache = work / f"mnt{n}", work / f"cache{n}"
-    mnt.mkdir()
-    mount = MountedFS(mnt, registry, cache, work / f"mount{n}.log", alias_ttl=60).start()
+    mnt.mkdir(exist_ok=True)
+    mount = MountedFS(mnt, registry, cache, work / f"mount{n}.log", alias_ttl=60, extra_args=extra).start()
     try:
         yield mnt / "bench" / "dl" / "v0"
     finally:
@@ -147,8 +148,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per reader (default 2: cold, then warm)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat every reader this often, interleaved; "
                         "medians are printed (default 1)")  # fmt: skip
-    parser.add_argument("--readers", default="refmount,fsspec,boto3,s3torchconnector",
-                        help="comma-separated readers to run (default: all four)")  # fmt: skip
+    parser.add_argument("--readers", default="refmount,refmount-no-lineage,fsspec,boto3,s3torchconnector",
+                        help="comma-separated readers to run (default: all five; refmount-no-lineage is a mount "
+                        "with --no-lineage)")  # fmt: skip
     args = parser.parse_args()
     rng = random.Random(0)
     sizes = [int(rng.uniform(args.min_kib, args.max_kib) * 1024) for _ in range(args.files)]
@@ -170,6 +172,7 @@ def main() -> None:
             refmount.log_artifact(art, project="bench", registry=registry)
             readers: dict[str, Callable[[int], Any]] = {
                 "refmount": lambda n: mounted(work, registry, n),
+                "refmount-no-lineage": lambda n: mounted(work, registry, n, "--no-lineage"),
                 "fsspec": lambda n: fsspec_files(work, registry, n),
                 "boto3": lambda n: _given(Boto3Objects(endpoint, keys)),
                 "s3torchconnector": lambda n: _given(s3torchconnector_dataset(endpoint)),
@@ -178,7 +181,7 @@ def main() -> None:
             for n in range(args.rounds):
                 for name in chosen:
                     with readers[name](n) as source:
-                        dataset = MountedFiles(source) if name == "refmount" else source
+                        dataset = MountedFiles(source) if name.startswith("refmount") else source
                         drop_caches()
                         rates = []
                         for e in range(args.epochs):

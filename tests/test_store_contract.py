@@ -1,7 +1,7 @@
 """What every store does, against every scheme's real server: one suite, parametrised by scheme.
 
 A scheme's server and what these tests ask of it (a :class:`tests.servers.StoreBackend`) live beside each other
-(tests/servers.py, tests/server_*.py); adding a scheme adds one line to ``BACKENDS``. Store-specific behaviour
+(tests/servers.py, tests/server_*.py); adding a scheme adds one line to ``BACKENDS`` (and leaves it out of LISTING, CREDENTIALED or NETWORKED where the scheme has no such thing). Store-specific behaviour
 (versions, folder markers, odd keys, spooling) stays in tests/test_store_<scheme>.py.
 """
 
@@ -25,12 +25,24 @@ BACKENDS = [
     "http_backend",  # nginx (tests/server_http.py)
     "file_backend",  # a local directory (tests/servers.py)
 ]
+# What only some schemes have: each test runs on the backends it applies to (and checks they do), not skipped.
+LISTING = [name for name in BACKENDS if name != "http_backend"]  # a prefix expands into objects
+CREDENTIALED = [name for name in BACKENDS if name not in ("http_backend", "file_backend")]
+NETWORKED = [name for name in BACKENDS if name != "file_backend"]
 BODY = bytes(range(256)) * 40
 
 
-@pytest.fixture(params=BACKENDS, ids=lambda name: name.removesuffix("_backend"))
+def _id(name: str) -> str:
+    return name.removesuffix("_backend")
+
+
+@pytest.fixture(params=BACKENDS, ids=_id)
 def backend(request: pytest.FixtureRequest) -> StoreBackend:
     return request.getfixturevalue(request.param)
+
+
+def only(names: list[str]) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize("backend", names, ids=_id, indirect=True)
 
 
 def scan(uri: str, **kw) -> list[Entry]:
@@ -50,9 +62,9 @@ def one_line(error: BaseException, *about: str) -> str:
     return message
 
 
+@only(LISTING)
 def test_scan_of_a_prefix(backend: StoreBackend) -> None:
-    if not backend.lists:
-        pytest.skip("no listing in this scheme: a reference is one object")
+    assert backend.lists
     base = backend.base()
     for key, body in {"data/a.txt": b"a", "data/sub/deep/b.bin": b"bb", "data2/x": b"sibling"}.items():
         backend.put(f"{base}/{key}", body)
@@ -111,11 +123,11 @@ def test_a_missing_bucket_is_one_line(backend: StoreBackend) -> None:
     assert one_line(info.value).startswith(uri)
 
 
+@only(CREDENTIALED)
 def test_no_credentials_is_one_line(backend: StoreBackend, monkeypatch: pytest.MonkeyPatch) -> None:
     entry = logged(backend)
     expected = backend.without_credentials(monkeypatch)
-    if expected is None:
-        pytest.skip("this store needs no credentials")
+    assert expected is not None
     with pytest.raises(StoreError, match=expected) as info:
         store_for(entry.ref).read(entry, 0, 10)
     one_line(info.value)
@@ -123,11 +135,11 @@ def test_no_credentials_is_one_line(backend: StoreBackend, monkeypatch: pytest.M
         scan(entry.ref)
 
 
+@only(NETWORKED)
 def test_a_temporary_failure_is_retried_by_refmount_alone(backend: StoreBackend,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """A 503 costs one more request, made by refmount's policy: no SDK retries hidden inside an attempt."""
-    if backend.origin is None:
-        pytest.skip("no network")
+    assert backend.origin is not None
     uri = f"{backend.base()}/k.bin"
     backend.put(uri, BODY)
     with FlakyProxy(backend.origin).serving() as proxy:
@@ -151,12 +163,12 @@ def test_a_temporary_failure_is_retried_by_refmount_alone(backend: StoreBackend,
         assert proxy.requests - before == 4  # one request per attempt: an SDK retrying inside would make more
 
 
+@only(NETWORKED)
 def test_an_endpoint_that_never_answers_costs_the_deadline(backend: StoreBackend,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """Timeouts are per attempt, and no attempt starts past the deadline: the reader is let go in about
     ``deadline + read_timeout``, with one line that says so (not attempts x the SDKs' own retries)."""
-    if backend.origin is None:
-        pytest.skip("no network")
+    assert backend.origin is not None
     entry = logged(backend)
     policy = RetryPolicy(connect_timeout=1.0, read_timeout=0.5, base_delay=0.1, deadline=1.5)
     with never_answering() as endpoint:
