@@ -1,7 +1,8 @@
 """What every store does, against every scheme's real server: one suite, parametrised by scheme.
 
 A scheme's server and what these tests ask of it (a :class:`tests.servers.StoreBackend`) live beside each other
-(tests/servers.py, tests/server_*.py); adding a scheme adds one line to ``BACKENDS`` (and leaves it out of LISTING, CREDENTIALED or NETWORKED where the scheme has no such thing). Store-specific behaviour
+(tests/servers.py, tests/server_*.py); adding a scheme adds one line to ``BACKENDS`` (and leaves it out of
+LISTING, CREDENTIALED or NETWORKED where the scheme has no such thing). Store-specific behaviour
 (versions, folder markers, odd keys, spooling) stays in tests/test_store_<scheme>.py.
 """
 
