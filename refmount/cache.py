@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 INLINE_MAX = 128 << 10
 
+# What get_inline answers for a key the index did not hold when asked (None: not answered there).
+ABSENT = "absent"
+
 # Part of every key: blocks stored in an older format are simply never found (and age out), rather
 # than failing their checksum one by one. 2: XXH3-64 checksums (1 was CRC32).
 _FORMAT = 2
@@ -146,9 +149,10 @@ class BlockCache:
             sqlite_wal_autocheckpoint=16384,
         )
 
-    def get_inline(self, key: str, length: int) -> Block | None:
-        """A small block (stored inside the index) of ``length`` bytes, read without a worker thread; None when
-        it is not answered here (absent, stored as a file, damaged, SQLite busy): then :meth:`get` decides."""
+    def get_inline(self, key: str, length: int) -> Block | str | None:
+        """A small block (stored inside the index) of ``length`` bytes, read without a worker thread; ABSENT
+        when the index has no such key; None when it is not answered here (stored as a file, damaged, SQLite
+        busy): then :meth:`get` decides."""
         if length > INLINE_MAX:
             return None
         try:
@@ -156,6 +160,8 @@ class BlockCache:
                 stored, checksum = self._loop_reader.get(key, tag=True)
         except (OSError, sqlite3.Error, diskcache.Timeout):
             return None
+        if stored is None:
+            return ABSENT
         if not isinstance(stored, bytes) or len(stored) != length:
             return None
         block = Block(stored, length)
