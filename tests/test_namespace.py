@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import refmount
 from refmount.fs import namespace
 from refmount.fs.namespace import Namespace
 from refmount.fs.nodes import FsNode, Root, VersionNode
-from refmount.registry import ManifestIndex, Registry, open_registry
+from refmount.registry import ManifestIndex, Node, Registry, open_registry
 
 
 class CountingIndex:
@@ -28,9 +29,9 @@ class CountingIndex:
         if not callable(attribute):
             return attribute
 
-        def counted(*args: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls[name] += 1
-            return attribute(*args)
+            return attribute(*args, **kwargs)
 
         return counted
 
@@ -96,7 +97,7 @@ def test_a_looked_up_file_is_read_without_asking_the_index_again(logged: Countin
     assert found is not None and found.entry is not None and found.entry.path == "b.txt"
     assert child(ns, root, "missing.txt") is None
     assert resolve_inode(ns, found.inode) == found
-    assert len(logged.indexes) == 1 and logged.indexes[0].calls == {"child": 2}
+    assert len(logged.indexes) == 1 and logged.indexes[0].calls == {"child": 1, "children": 1}  # see below
 
 
 def test_only_the_most_recent_nodes_are_kept(logged: CountingRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,3 +113,37 @@ def test_only_the_most_recent_nodes_are_kept(logged: CountingRegistry, monkeypat
     assert calls["node"] == 1
     assert resolve_inode(ns, c.inode) == c
     assert calls["node"] == 2
+
+
+def test_a_directory_looked_up_in_twice_answers_from_its_listing(logged: CountingRegistry) -> None:
+    ns = Namespace(logged, alias_ttl=60)  # type: ignore[arg-type]
+    root = version_root(ns)
+    found = [child(ns, root, name) for name in ("a.txt", "b.txt", "missing.txt", "c.txt", "a.txt", "tab\there")]
+    assert [node.entry.path if node and node.entry else None for node in found] == [
+        "a.txt", "b.txt", None, "c.txt", "a.txt", None]  # fmt: skip
+    assert logged.indexes[0].calls == {"child": 1, "children": 1}  # the first name; then the listing answers
+
+
+def test_a_directory_too_large_to_keep_is_looked_up_name_by_name(
+    logged: CountingRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(namespace, "DirectoryNames", functools.partial(namespace.DirectoryNames, whole=2))
+    ns = Namespace(logged, alias_ttl=60)  # type: ignore[arg-type]
+    root = version_root(ns)
+    found = [child(ns, root, name) for name in ("a.txt", "b.txt", "missing.txt", "b.txt")]
+    assert [node is not None for node in found] == [True, True, False, True]
+    assert logged.indexes[0].calls == {"child": 4, "children": 1}  # listed once, found too long, never again
+
+
+def test_kept_directories_are_bounded_by_entries_least_recently_used_first() -> None:
+    def nodes(count: int) -> list[Node]:
+        return [Node(i, f"n{i}", False) for i in range(count)]
+
+    directories = namespace.DirectoryNames(limit=5, whole=3)
+    for directory in (1, 2):
+        assert not directories.worth_listing(directory) and directories.worth_listing(directory)
+        directories.keep(directory, nodes(2))
+    assert directories.get(1) is not None  # 1 is now the most recently used
+    directories.keep(3, nodes(3))  # 7 entries: 2 goes
+    assert directories.get(2) is None and directories.get(1) is not None and directories.get(3) is not None
+    assert directories.keep(4, nodes(4)) is None and not directories.worth_listing(4)

@@ -6,7 +6,8 @@ version they are ``slot << 40 | node id``, where the slot is a small per-mount n
 and the node id comes from the registry's manifest index: nothing is kept per entry, so memory
 grows with the versions opened, not with their files. The few thousand nodes looked up last are
 kept, since a file's lookup is followed at once by its read (and a directory is the parent of many
-lookups): each would otherwise be a query of the index.
+lookups): each would otherwise be a query of the index. So are the entries of the directories being
+looked up in (up to DIRECTORY_NAMES in all): a training epoch looks up every file of a few directories.
 
 Registry answers are cached for ``alias_ttl`` seconds; registry calls run in worker threads so a
 slow or unreachable database never blocks the daemon's event loop. While the registry is down,
@@ -30,7 +31,7 @@ import trio
 from ..errors import NotFound
 from ..manifest import path_component_problem
 from ..names import name_problem, version_index
-from ..registry import ManifestIndex, Registry, VersionInfo
+from ..registry import ManifestIndex, Node, Registry, VersionInfo
 from ..registry.url import redact
 from .nodes import (
     NODE_MASK,
@@ -49,6 +50,8 @@ from .nodes import (
 log = logging.getLogger(__name__)
 
 RECENT_NODES = 4096
+DIRECTORY_NAMES = 50_000  # entries of version directories kept whole, in all (a few hundred bytes each)
+WHOLE_DIRECTORY = 10_000  # a directory with more entries is looked up name by name
 _WARNED_NAMES = 1000  # invalid names reported once each, up to this many
 
 T = TypeVar("T")
@@ -64,6 +67,45 @@ class ArtifactView:
     aliases: dict[str, int]
 
 
+class DirectoryNames:
+    """Version directories' entries by name, kept whole once a directory sees a second lookup: a dict
+    then answers each lookup, without a query of the index (whose SQLite call lets the event loop's
+    thread wait behind the worker threads for the GIL). The directories used least recently go first."""
+
+    def __init__(self, limit: int = DIRECTORY_NAMES, whole: int = WHOLE_DIRECTORY):
+        self._names: collections.OrderedDict[int, dict[str, Node]] = collections.OrderedDict()
+        self._seen: collections.OrderedDict[int, bool] = collections.OrderedDict()  # True: too large to keep
+        self._entries, self.limit, self.whole = 0, limit, whole
+
+    def get(self, directory: int) -> dict[str, Node] | None:
+        """The entries of the directory (by its inode), if kept."""
+        names = self._names.get(directory)
+        if names is not None:
+            self._names.move_to_end(directory)
+        return names
+
+    def worth_listing(self, directory: int) -> bool:
+        """Whether to list the directory whole now: at its second lookup (a first may be all there is)."""
+        too_large = self._seen.get(directory)
+        if too_large is None:
+            self._seen[directory] = False
+            if len(self._seen) > RECENT_NODES:
+                self._seen.popitem(last=False)
+        return too_large is False
+
+    def keep(self, directory: int, nodes: list[Node]) -> dict[str, Node] | None:
+        """Keep a directory's listing (at most ``whole`` + 1 entries, to tell a large one); None: too large."""
+        if len(nodes) > self.whole:
+            self._seen[directory] = True
+            return None
+        names = self._names[directory] = {node.name: node for node in nodes}
+        self._entries += len(names)
+        while self._entries > self.limit and len(self._names) > 1:
+            _, old = self._names.popitem(last=False)
+            self._entries -= len(old)
+        return names
+
+
 class Namespace:
     def __init__(self, registry: Registry, alias_ttl: float):
         self.registry = registry
@@ -74,6 +116,7 @@ class Namespace:
         self._slots: dict[int, VersionSlot] = {}
         self._slot_of: dict[tuple[str, str, int], int] = {}
         self._recent: collections.OrderedDict[int, VersionNode] = collections.OrderedDict()
+        self._directories = DirectoryNames()
         self._warned: set[str] = set()
         self._registry_ok = True
         self.registry_requests = self.registry_errors = 0  # questions asked of the registry; those that failed
@@ -111,7 +154,7 @@ class Namespace:
         if isinstance(parent, VersionNode):
             if not parent.is_dir or self.invalid_path_name(name):
                 return None
-            node = (await self.index(parent.slot)).child(parent.node.id, name)
+            node = await self._version_child(parent, name)
             return None if node is None else self._remember(VersionNode(parent.slot, node))
         if self._invalid(name, name_problem(name)):
             return None
@@ -122,6 +165,17 @@ class Namespace:
         if isinstance(parent, ArtifactDir):
             return await self._label(parent, name)
         return None
+
+    async def _version_child(self, parent: VersionNode, name: str) -> Node | None:
+        names = self._directories.get(parent.inode)
+        if names is None:
+            index = await self.index(parent.slot)
+            if self._directories.worth_listing(parent.inode):
+                listing = index.children(parent.node.id, limit=self._directories.whole + 1)
+                names = self._directories.keep(parent.inode, listing)
+            if names is None:
+                return index.child(parent.node.id, name)
+        return names.get(name)
 
     async def children(self, parent: NamespaceNode) -> list[tuple[str, FsNode]]:
         """The listing of a directory above versions, in a stable order (names that cannot be shown left out)."""
