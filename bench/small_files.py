@@ -8,9 +8,9 @@ order (as a training epoch does) with Python's ``open(path, "rb").read()``: cold
 the disk cache (page cache dropped) and warm from the page cache; then the page-cache pass again with
 ``os.open``/``os.read``. Python's buffered ``open()`` (before 3.14) probes ``isatty`` on every file it
 opens: an ioctl that FUSE always sends to the daemon (libfuse answers it, in C); ``os.open`` does not.
-For each pass it prints files/s, the serving daemon's CPU time per file and, for refmount, the requests
-that reached its Python code (opens included) and all requests the kernel sent it (read() calls on
-/dev/fuse, from /proc). Peers in the same run: boto3 GetObject of every object with the same number of
+For each pass it prints files/s, the serving daemon's CPU time and context switches per file (with a GIL,
+mostly the lock changing hands between threads) and, for refmount, the requests that reached its Python
+code (opens included) and all requests the kernel sent it (read() calls on /dev/fuse, from /proc). Peers in the same run: boto3 GetObject of every object with the same number of
 threads, and optionally `rclone mount` / `s3fs` on the same bucket, read the same ways. Needs root (it
 writes /proc/sys/vm/drop_caches). With ``--metrics``, refmount serves Prometheus metrics there and the
 benchmark scrapes them every second while it reads (a Prometheus server scrapes every 15 s or so): the
@@ -35,7 +35,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import PEERS, cpu_seconds, drop_caches, peer_mount, serving_pid, small_files_version, use_s3
+from common import (
+    PEERS,
+    context_switches,
+    cpu_seconds,
+    drop_caches,
+    peer_mount,
+    serving_pid,
+    small_files_version,
+    use_s3,
+)
 
 from tests.mounts import MountedFS
 from tests.servers import SeaweedFS, s3_client
@@ -48,6 +57,7 @@ class Pass:
     label: str
     files_per_s: float
     cpu_ms_per_file: float | None = None  # the serving process's CPU time per file
+    switches_per_file: float | None = None  # the serving process's context switches per file
     requests: int | None = None  # requests that reached refmount's Python handlers during the pass
     kernel_requests: int | None = None  # all read() calls of refmount's daemon (one per request from the kernel)
 
@@ -107,11 +117,12 @@ def epoch_passes(label: str, root: Path, args: argparse.Namespace, key: Callable
         if drop:
             drop_caches()
         requests_before = refmount_requests(counted) if counted else 0
-        cpu_before, calls_before = cpu_seconds(pid), read_calls(pid)
+        cpu_before, calls_before, switches_before = cpu_seconds(pid), read_calls(pid), context_switches(pid)
         rate = timed(args.files, args.readers, functools.partial(_read_under, root, key, read), order)
         cpu, calls = cpu_seconds(pid) - cpu_before, read_calls(pid) - calls_before
+        switches = context_switches(pid) - switches_before
         requests = refmount_requests(counted) - requests_before - asking if counted else None
-        passes.append(Pass(f"{label} {name}", rate, cpu * 1000 / args.files, requests,
+        passes.append(Pass(f"{label} {name}", rate, cpu * 1000 / args.files, switches / args.files, requests,
                            calls if counted and not drop else None))  # fmt: skip
     return passes
 
@@ -217,13 +228,15 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{args.files:,} files of {args.size_kib} KiB, {args.readers} parallel readers, shuffled, SeaweedFS, "
           f"{os.cpu_count()} cores\n")  # fmt: skip
-    print(f"{'reader':<40}{'files/s':>9}{'MB/s':>7}{'daemon CPU/file':>17}{'to Python':>11}{'all requests':>14}")
+    print(f"{'reader':<48}{'files/s':>9}{'MB/s':>7}{'daemon CPU/file':>17}{'switches/file':>15}{'to Python':>11}"
+          f"{'all requests':>14}")  # fmt: skip
     for row in rows:
         cpu = "" if row.cpu_ms_per_file is None else f"{row.cpu_ms_per_file:.2f} ms"
+        switches = "" if row.switches_per_file is None else f"{row.switches_per_file:.1f}"
         requests = "" if row.requests is None else f"{row.requests:,}"
         kernel = "" if row.kernel_requests is None else f"<= {row.kernel_requests:,}"
-        print(f"{row.label:<40}{row.files_per_s:>9,.0f}{row.files_per_s * args.size_kib / 1024:>7,.0f}{cpu:>17}"
-              f"{requests:>11}{kernel:>14}")  # fmt: skip
+        print(f"{row.label:<48}{row.files_per_s:>9,.0f}{row.files_per_s * args.size_kib / 1024:>7,.0f}{cpu:>17}"
+              f"{switches:>15}{requests:>11}{kernel:>14}")  # fmt: skip
 
 
 if __name__ == "__main__":
