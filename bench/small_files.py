@@ -10,9 +10,10 @@ the disk cache (page cache dropped) and warm from the page cache; then the page-
 opens: an ioctl that FUSE always sends to the daemon (libfuse answers it, in C); ``os.open`` does not.
 For each pass it prints files/s, the serving daemon's CPU time and context switches per file (with a GIL,
 mostly the lock changing hands between threads) and, for refmount, the requests that reached its Python
-code (opens included) and all requests the kernel sent it (read() calls on /dev/fuse, from /proc). Peers in the same run: boto3 GetObject of every object with the same number of
-threads, and optionally `rclone mount` / `s3fs` on the same bucket, read the same ways. Needs root (it
-writes /proc/sys/vm/drop_caches). With ``--metrics``, refmount serves Prometheus metrics there and the
+code (opens included) and all requests the kernel sent it (read() calls on /dev/fuse, from /proc).
+Peers in the same run: boto3 GetObject of every object with the same number of threads, and optionally
+`rclone mount` / `s3fs` on the same bucket, read the same ways. Needs root (it writes
+/proc/sys/vm/drop_caches). With ``--metrics``, refmount serves Prometheus metrics there and the
 benchmark scrapes them every second while it reads (a Prometheus server scrapes every 15 s or so): the
 cost of instrumenting and of being scraped. refmount runs twice by default, with lineage (its default: every
 open reaches the daemon) and with ``--no-lineage`` (opens stay in the kernel), each on a fresh mount and cache.

