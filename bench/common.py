@@ -85,17 +85,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def context_switches(pid: int) -> int:
-    """Context switches (voluntary and not) of the process's live threads so far: with a GIL, mostly the lock
-    changing hands. A thread that has ended is no longer counted, so take this across a pass of a running daemon."""
-    total = 0
+def context_switches(pid: int) -> dict[int, int]:
+    """Context switches (voluntary and not) so far, per live thread of the process: with a GIL, mostly the lock
+    changing hands. See :func:`switches_since`."""
+    counts = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             status = (task / "status").read_text()
         except FileNotFoundError:  # the thread ended meanwhile
             continue
-        total += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)
-    return total
+        counts[int(task.name)] = sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)
+    return counts
+
+
+def switches_since(pid: int, before: dict[int, int]) -> int:
+    """The process's context switches since ``before`` (threads started since count from 0; those that
+    ended are not counted: an idle worker thread ends after a while)."""
+    return sum(count - before.get(tid, 0) for tid, count in context_switches(pid).items())
 
 
 def rss_mib(pid: int) -> float:

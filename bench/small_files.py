@@ -44,6 +44,7 @@ from common import (
     peer_mount,
     serving_pid,
     small_files_version,
+    switches_since,
     use_s3,
 )
 
@@ -121,7 +122,7 @@ def epoch_passes(label: str, root: Path, args: argparse.Namespace, key: Callable
         cpu_before, calls_before, switches_before = cpu_seconds(pid), read_calls(pid), context_switches(pid)
         rate = timed(args.files, args.readers, functools.partial(_read_under, root, key, read), order)
         cpu, calls = cpu_seconds(pid) - cpu_before, read_calls(pid) - calls_before
-        switches = context_switches(pid) - switches_before
+        switches = switches_since(pid, switches_before)
         requests = refmount_requests(counted) - requests_before - asking if counted else None
         passes.append(Pass(f"{label} {name}", rate, cpu * 1000 / args.files, switches / args.files, requests,
                            calls if counted and not drop else None))  # fmt: skip
