@@ -97,7 +97,7 @@ def test_a_looked_up_file_is_read_without_asking_the_index_again(logged: Countin
     assert found is not None and found.entry is not None and found.entry.path == "b.txt"
     assert child(ns, root, "missing.txt") is None
     assert resolve_inode(ns, found.inode) == found
-    assert len(logged.indexes) == 1 and logged.indexes[0].calls == {"child": 1, "children": 1}  # see below
+    assert len(logged.indexes) == 1 and logged.indexes[0].calls == {"child": 2}
 
 
 def test_only_the_most_recent_nodes_are_kept(logged: CountingRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,13 +115,15 @@ def test_only_the_most_recent_nodes_are_kept(logged: CountingRegistry, monkeypat
     assert calls["node"] == 2
 
 
-def test_a_directory_looked_up_in_twice_answers_from_its_listing(logged: CountingRegistry) -> None:
+def test_a_directory_looked_up_in_often_answers_from_its_listing(logged: CountingRegistry) -> None:
     ns = Namespace(logged, alias_ttl=60)  # type: ignore[arg-type]
     root = version_root(ns)
-    found = [child(ns, root, name) for name in ("a.txt", "b.txt", "missing.txt", "c.txt", "a.txt", "tab\there")]
+    names = ["a.txt", "b.txt", "missing.txt", "c.txt"] * 3 + ["tab\there"]
+    found = [child(ns, root, name) for name in names]
     assert [node.entry.path if node and node.entry else None for node in found] == [
-        "a.txt", "b.txt", None, "c.txt", "a.txt", None]  # fmt: skip
-    assert logged.indexes[0].calls == {"child": 1, "children": 1}  # the first name; then the listing answers
+        name if name.endswith(".txt") and name != "missing.txt" else None for name in names]  # fmt: skip
+    # Name by name at first; then one listing answers the rest (a name refused never reaches the index).
+    assert logged.indexes[0].calls == {"child": namespace.LIST_AFTER - 1, "children": 1}
 
 
 def test_a_directory_too_large_to_keep_is_looked_up_name_by_name(
@@ -130,9 +132,9 @@ def test_a_directory_too_large_to_keep_is_looked_up_name_by_name(
     monkeypatch.setattr(namespace, "DirectoryNames", functools.partial(namespace.DirectoryNames, whole=2))
     ns = Namespace(logged, alias_ttl=60)  # type: ignore[arg-type]
     root = version_root(ns)
-    found = [child(ns, root, name) for name in ("a.txt", "b.txt", "missing.txt", "b.txt")]
-    assert [node is not None for node in found] == [True, True, False, True]
-    assert logged.indexes[0].calls == {"child": 4, "children": 1}  # listed once, found too long, never again
+    found = [child(ns, root, name) for name in ["a.txt", "b.txt", "missing.txt"] * 4]
+    assert [node is not None for node in found] == [True, True, False] * 4
+    assert logged.indexes[0].calls == {"child": 12, "children": 1}  # listed once, found too long, never again
 
 
 def test_kept_directories_are_bounded_by_entries_least_recently_used_first() -> None:
@@ -141,9 +143,10 @@ def test_kept_directories_are_bounded_by_entries_least_recently_used_first() -> 
 
     directories = namespace.DirectoryNames(limit=5, whole=3)
     for directory in (1, 2):
-        assert not directories.worth_listing(directory) and directories.worth_listing(directory)
+        assert [directories.worth_listing(directory) for _ in range(namespace.LIST_AFTER)][-2:] == [False, True]
         directories.keep(directory, nodes(2))
     assert directories.get(1) is not None  # 1 is now the most recently used
     directories.keep(3, nodes(3))  # 7 entries: 2 goes
     assert directories.get(2) is None and directories.get(1) is not None and directories.get(3) is not None
-    assert directories.keep(4, nodes(4)) is None and not directories.worth_listing(4)
+    assert directories.keep(4, nodes(4)) is None
+    assert not any(directories.worth_listing(4) for _ in range(2 * namespace.LIST_AFTER))  # too large, for good
