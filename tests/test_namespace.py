@@ -148,5 +148,6 @@ def test_kept_directories_are_bounded_by_entries_least_recently_used_first() -> 
     assert directories.get(1) is not None  # 1 is now the most recently used
     directories.keep(3, nodes(3))  # 7 entries: 2 goes
     assert directories.get(2) is None and directories.get(1) is not None and directories.get(3) is not None
+    assert [directories.worth_listing(2) for _ in range(namespace.LIST_AFTER)][-1]  # 2 may be listed again
     assert directories.keep(4, nodes(4)) is None
     assert not any(directories.worth_listing(4) for _ in range(2 * namespace.LIST_AFTER))  # too large, for good

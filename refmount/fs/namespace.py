@@ -105,8 +105,9 @@ class DirectoryNames:
         names = self._names[directory] = {node.name: node for node in nodes}
         self._entries += len(names)
         while self._entries > self.limit and len(self._names) > 1:
-            _, old = self._names.popitem(last=False)
+            dropped, old = self._names.popitem(last=False)
             self._entries -= len(old)
+            self._lookups.pop(dropped, None)  # counted afresh: listed again if lookups there go on
         return names
 
 
