@@ -46,7 +46,8 @@ async def prefetch(registry: Registry, version: VersionInfo, cache: BlockCache, 
         async with limiter:
             try:
                 for index in missing:
-                    report.bytes += len(await reader.block(entry, index))  # stored by the reader's write-back
+                    block = await reader.block(entry, index)  # stored by the reader's write-back
+                    report.bytes += len(block)  # after the await: `+= len(await ...)` reads report.bytes before it
                     report.fetched += 1
             except StoreUnavailable:
                 raise  # not about this file: it ends the prefetch
