@@ -173,6 +173,7 @@ def main() -> None:
             readers: dict[str, Callable[[int], Any]] = {
                 "refmount": lambda n: mounted(work, registry, n),
                 "refmount-no-lineage": lambda n: mounted(work, registry, n, "--no-lineage"),
+                "refmount-no-dir-readahead": lambda n: mounted(work, registry, n, "--dir-readahead", "0"),
                 "fsspec": lambda n: fsspec_files(work, registry, n),
                 "boto3": lambda n: _given(Boto3Objects(endpoint, keys)),
                 "s3torchconnector": lambda n: _given(s3torchconnector_dataset(endpoint)),

@@ -100,6 +100,18 @@ def _id(value: Any) -> int:
     return number
 
 
+def _files(value: Any) -> int:
+    if isinstance(value, bool | float):
+        raise ValueError("expected a whole number of files")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a whole number of files") from None
+    if not 0 <= number <= 1024:
+        raise ValueError("must be from 0 (off) to 1024")
+    return number
+
+
 def _options(value: Any) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(o, str) for o in items):
@@ -148,6 +160,8 @@ KEYS: dict[str, _Key] = {
                     "serve Prometheus metrics at http://HOST:PORT/metrics, or off"),
     "lineage": _Key(_bool, "REFMOUNT_LINEAGE", "--lineage",
                     "record in the registry which jobs open files of which versions (refmount lineage)"),
+    "dir_readahead": _Key(_files, "REFMOUNT_DIR_READAHEAD", "--dir-readahead",
+                          "small files fetched ahead per file a job looks up in a directory it reads (0: off)"),
 }  # fmt: skip
 
 
@@ -172,6 +186,7 @@ def defaults() -> dict[str, Any]:
         "fuse_options": (),
         "metrics": METRICS_OFF,
         "lineage": True,
+        "dir_readahead": 16,
     }
 
 

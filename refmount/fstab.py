@@ -4,10 +4,10 @@
     refmount  /mnt/artifacts  fuse.refmount  registry=postgresql://refmount@db/refmount,allow_other,_netdev  0 0
 
 mount(8) calls ``mount.fuse.refmount SOURCE MOUNTPOINT -o OPTIONS``. refmount settings among the options
-(registry, cache-dir, cache-size, alias-ttl, stop-timeout, allow-other, uid, gid, log-file, metrics, no-lineage; each
-spelled as its flag or with underscores, ``cache-size=1G`` = ``cache_size=1G``) become flags. Options that only
-mount(8) and systemd read (``_netdev``, ``nofail``, ``noauto``, ``user``, ``x-systemd.*``, ``comment=`` ...)
-and generic options that mean nothing to a read-only FUSE mount are dropped; the rest go to FUSE.
+(registry, cache-dir, cache-size, alias-ttl, stop-timeout, allow-other, uid, gid, log-file, metrics, no-lineage,
+dir-readahead; each spelled as its flag or with underscores, ``cache-size=1G`` = ``cache_size=1G``) become flags.
+Options that only mount(8) and systemd read (``_netdev``, ``nofail``, ``noauto``, ``user``, ``x-systemd.*``,
+``comment=`` ...) and generic options that mean nothing to a read-only FUSE mount are dropped; the rest go to FUSE.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import sys
 from .cli import main as cli_main
 from .mountopts import not_for_fuse
 
-_SETTINGS = {"registry", "cache-dir", "cache-size", "alias-ttl", "stop-timeout", "uid", "gid", "log-file", "metrics"}
+_SETTINGS = {"registry", "cache-dir", "cache-size", "alias-ttl", "stop-timeout", "uid", "gid", "log-file", "metrics",
+             "dir-readahead"}  # fmt: skip
 _FLAGS = {"allow-other", "no-lineage"}
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .cache import BlockCache
     from .fs.core import Filesystem
     from .fs.lineage import LineageRecorder
+    from .fs.sweep import Sweeper
 
 
 def _histogram(name: str, documentation: str, label: str, latencies: list[tuple[str, Latencies]]) -> Metric:
@@ -56,6 +57,8 @@ class MountCollector:
             yield from self._reader(self.fs)
             if self.fs.lineage is not None:
                 yield from self._lineage(self.fs.lineage)
+            if self.fs.sweeper is not None:
+                yield from self._sweeper(self.fs.sweeper)
 
     def _cache(self) -> Iterator[Metric]:
         cache = self.cache
@@ -124,6 +127,21 @@ class MountCollector:
                                   "too many were waiting for the registry.", value=stats.dropped)  # fmt: skip
         yield GaugeMetricFamily("refmount_lineage_pending_records", "Lineage records waiting to be written.",
                                 value=lineage.pending)  # fmt: skip
+
+    @staticmethod
+    def _sweeper(sweeper: Sweeper) -> Iterator[Metric]:
+        stats = sweeper.stats
+        yield CounterMetricFamily("refmount_dir_readahead_files", "Small files fetched ahead of their lookup "
+                                  "(--dir-readahead).", value=stats.files)  # fmt: skip
+        yield CounterMetricFamily(
+            "refmount_dir_readahead_bytes", "Bytes of the files fetched ahead.", value=stats.bytes
+        )
+        yield CounterMetricFamily("refmount_dir_readahead_used_files", "Files fetched ahead that were looked up "
+                                  "afterwards.", value=stats.used)  # fmt: skip
+        yield CounterMetricFamily("refmount_dir_readahead_failures", "Files fetching ahead failed for (their "
+                                  "readers fetch them themselves).", value=stats.failures)  # fmt: skip
+        yield GaugeMetricFamily("refmount_dir_readahead_ahead_bytes", "Bytes fetched ahead (or being fetched) "
+                                "not yet looked up.", value=sweeper.ahead_bytes)  # fmt: skip
 
 
 class MetricsServer:

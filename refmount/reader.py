@@ -195,19 +195,31 @@ class Reader:
                 run, keys = [], []
         self._prefetch_run(entry, run, keys, scopes)
 
-    def fetch_small_file(self, entry: Entry) -> None:
+    def fetch_small_file(self, entry: Entry) -> bool:
         """Start fetching a file that fits in one block, in the background, unless it is in memory, under way
-        or in the disk cache's index (then it is read into memory now, on this thread)."""
-        if not 0 < (entry.size or 0) <= self.block_size or not entry.pinned:  # an empty file has nothing to fetch
-            return
-        key = block_key(entry, self.block_size, 0)
-        if key in self._memory or key in self._flights:
-            return
+        or in the disk cache's index (then it is read into memory now, on this thread). True if a fetch was
+        started: the file was cold."""
+        key = self._small_file_key(entry)
+        if key is None:
+            return False
         block = self._small_cached_block(entry, 0, key)
         if isinstance(block, Block):
             self.buffers.release(block.buffer)  # in memory now: the read will find it there
-            return
+            return False
         self._prefetch_run(entry, [0], [key], None, absent=block == ABSENT)
+        return True
+
+    def has_or_is_fetching(self, entry: Entry) -> bool:
+        """Whether the first block of ``entry`` is in memory or being fetched (no disk cache lookup)."""
+        key = block_key(entry, self.block_size, 0)
+        return key in self._memory or key in self._flights
+
+    def _small_file_key(self, entry: Entry) -> str | None:
+        """The key of a pinned file that fits in one block, unless the file is empty, in memory or under way."""
+        if not 0 < (entry.size or 0) <= self.block_size or not entry.pinned:
+            return None
+        key = block_key(entry, self.block_size, 0)
+        return None if key in self._memory or key in self._flights else key
 
     def _prefetch_run(self, entry: Entry, run: list[int], keys: list[str],
                       scopes: set[trio.CancelScope] | None, *, absent: bool = False) -> None:  # fmt: skip
@@ -308,13 +320,58 @@ class Reader:
                                                    limiter=self._limiter, abandon_on_cancel=True)  # fmt: skip
         except BaseException as exc:
             fetch.abandon()
-            for key, flight in zip(keys, flights, strict=True):
-                flight.error = exc
-                del self._flights[key]
-                flight.done.set()
-            if not isinstance(exc, trio.Cancelled):
-                self.stats.errors += 1
+            self._grounded(keys, flights, exc)
             raise
+        return await self._landed(keys, flights, loaded, fetch)
+
+    async def fetch_uncached(self, entries: list[Entry]) -> list[int | Exception]:
+        """Fetch files that fit in one block each and that the disk cache was just found not to hold (see
+        :mod:`refmount.fs.sweep`), unless in memory or under way: one after another in one worker thread (one
+        handoff for them all), kept in memory and written to the cache. Per file, the bytes fetched (0: not
+        fetched here) or why it failed; after a failure the rest of the batch is left to its readers too (a
+        failing store would hold them up)."""
+        results: list[int | Exception] = [0] * len(entries)
+        wanted = [(i, key) for i, entry in enumerate(entries) if (key := self._small_file_key(entry)) is not None]
+        if not wanted:
+            return results
+        files, keys = [entries[i] for i, _ in wanted], [key for _, key in wanted]
+        flights = self._take_off(keys)
+        fetch = _Fetch(self.buffers, [entry.size or 0 for entry in files])
+        try:
+            loaded = await trio.to_thread.run_sync(self._load_files, files, keys, fetch,
+                                                   limiter=self._limiter, abandon_on_cancel=True)  # fmt: skip
+        except BaseException as exc:
+            fetch.abandon()
+            self._grounded(keys, flights, exc)
+            raise
+        landed, failed = [], []
+        for (i, key), flight, buffer, (block, claim) in zip(wanted, flights, fetch.buffers, loaded, strict=True):
+            if isinstance(block, Exception):
+                self._grounded([key], [flight], block)
+                failed.append(buffer)
+                results[i] = block
+            else:
+                landed.append((key, flight, block, claim))
+                results[i] = block.length
+        blocks = await self._landed([k for k, _, _, _ in landed], [f for _, f, _, _ in landed],
+                                    [(b, c) for _, _, b, c in landed], fetch)  # fmt: skip
+        for buffer in [block.buffer for block in blocks] + failed:
+            self.buffers.release(buffer)  # the blocks are kept in memory by _landed
+        return results
+
+    def _grounded(self, keys: list[str], flights: list[_Flight], exc: BaseException) -> None:
+        """The fetch of ``keys`` failed with ``exc``: their waiters see it (or, cancelled, fetch themselves)."""
+        for key, flight in zip(keys, flights, strict=True):
+            flight.error = exc
+            del self._flights[key]
+            flight.done.set()
+        if not isinstance(exc, trio.Cancelled):
+            self.stats.errors += 1
+
+    async def _landed(self, keys: list[str], flights: list[_Flight], loaded: list[tuple[Block, Claim | None]],
+                      fetch: _Fetch) -> list[Block]:  # fmt: skip
+        """Fetched blocks: kept in memory, their waiters woken, and queued for the disk cache (each claim is
+        released once its block is written). Returns the blocks held for the caller."""
         blocks = [block for block, _ in loaded]
         for key, flight, block in zip(keys, flights, blocks, strict=True):
             self._remember(key, block)
@@ -381,6 +438,45 @@ class Reader:
                 self.stats.fetched_bytes += expected
                 for i in missing:
                     loaded[i] = Block(fetch.buffers[i], lengths[i])
+            return [(block, claim) for block, claim in zip(loaded, claims, strict=True)]  # type: ignore[misc]
+        except BaseException:
+            for claim in claims:
+                if claim is not None:
+                    claim.release()
+            raise
+        finally:
+            fetch.thread_finished()
+
+    def _load_files(self, entries: list[Entry], keys: list[str],
+                    fetch: _Fetch) -> list[tuple[Block | Exception, Claim | None]]:  # fmt: skip
+        """In a worker thread: whole small files the cache was found not to hold, one store request each, after
+        claiming them all (a file another process fetched meanwhile is read from the cache). From the first
+        failure on, each file's result is that exception."""
+        lengths = [entry.size or 0 for entry in entries]
+        claims: list[Claim | None] = [None] * len(entries)
+        try:
+            loaded: list[Block | Exception | None] = list(
+                self._from_cache(keys, lengths, fetch.buffers, claims, absent=True)
+            )
+            failure: Exception | None = None
+            for i, entry in enumerate(entries):
+                if loaded[i] is not None:
+                    continue
+                if failure is None:
+                    try:
+                        got = self._store_read(entry, 0, [memoryview(fetch.buffers[i])[: lengths[i]]])
+                        if got != lengths[i]:
+                            raise StoreError(f"{entry.path}: {entry.ref} returned {got} bytes, expected {lengths[i]}")
+                        self.stats.fetches += 1
+                        self.stats.fetched_bytes += got
+                        loaded[i] = Block(fetch.buffers[i], got)
+                        continue
+                    except Exception as exc:
+                        failure = exc
+                loaded[i] = failure
+                if claims[i] is not None:
+                    claims[i].release()  # type: ignore[union-attr]
+                    claims[i] = None
             return [(block, claim) for block, claim in zip(loaded, claims, strict=True)]  # type: ignore[misc]
         except BaseException:
             for claim in claims:

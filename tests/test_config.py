@@ -38,6 +38,9 @@ def test_precedence_and_sources(files: tuple[Path, Path], monkeypatch: pytest.Mo
     assert settings.lineage is True and settings.sources["lineage"] == "default"
     monkeypatch.setenv("REFMOUNT_LINEAGE", "off")
     assert config.load().lineage is False and config.load({"lineage": True}).lineage is True
+    assert settings.dir_readahead == 16 and settings.sources["dir_readahead"] == "default"
+    monkeypatch.setenv("REFMOUNT_DIR_READAHEAD", "0")
+    assert config.load().dir_readahead == 0 and config.load({"dir_readahead": 64}).dir_readahead == 64
 
 
 @pytest.mark.parametrize(
@@ -50,7 +53,9 @@ def test_precedence_and_sources(files: tuple[Path, Path], monkeypatch: pytest.Mo
      ("alias_ttl = true\n", "invalid alias_ttl True"), ("alias_ttl = nan\n", "invalid alias_ttl nan"),
      ("alias_ttl = inf\n", "invalid alias_ttl inf"), ("uid = true\n", "invalid uid True"),
      ("gid = 100.5\n", "invalid gid 100.5"), ("registry = 5\n", "invalid registry 5"),
-     ("fuse_options = [1]\n", "invalid fuse_options [1]"), ("lineage = \"sometimes\"\n", "invalid lineage")],
+     ("fuse_options = [1]\n", "invalid fuse_options [1]"), ("lineage = \"sometimes\"\n", "invalid lineage"),
+     ("dir_readahead = -1\n", "invalid dir_readahead -1: must be from 0 (off) to 1024"),
+     ("dir_readahead = 2.5\n", "invalid dir_readahead 2.5"), ("dir_readahead = \"many\"\n", "invalid dir_readahead")],
 )  # fmt: skip
 def test_bad_config_is_one_clear_line(files: tuple[Path, Path], text: str, message: str) -> None:
     files[1].write_text(text)

@@ -15,9 +15,9 @@ from tests.mounts import is_mounted
 
 def test_options_become_flags() -> None:
     args = mount_args(["refmount", "/mnt/a", "-o", "rw,nodev,registry=sqlite:///r.db,alias_ttl=3,allow_other,"
-                       "cache_size=5G,_netdev,x-systemd.automount,noatime,no_lineage"])  # fmt: skip
+                       "cache_size=5G,_netdev,x-systemd.automount,noatime,no_lineage,dir_readahead=0"])  # fmt: skip
     assert args == ["mount", "/mnt/a", "--registry", "sqlite:///r.db", "--alias-ttl", "3", "--allow-other",
-                    "--cache-size", "5G", "--no-lineage", "-o", "noatime"]  # fmt: skip
+                    "--cache-size", "5G", "--no-lineage", "--dir-readahead", "0", "-o", "noatime"]  # fmt: skip
 
 
 def test_both_spellings_and_userspace_options_stay_out_of_fuse() -> None:

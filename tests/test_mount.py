@@ -492,6 +492,7 @@ def test_mount_errors_are_one_line(tmp_path: Path, cli: Cli) -> None:
         ("mount", str(full)): "is not empty",
         ("mount", str(tmp_path / "file")): "is a file",
         ("mount", str(full), "--cache-size", "lots"): "invalid cache_size",
+        ("mount", str(full), "--dir-readahead", "-1"): "Invalid value for '--dir-readahead'",
         (str(tmp_path / "missing"),): "does not exist",  # the bare `refmount MOUNTPOINT` form
     }.items():
         result = cli(*args, ok=False)

@@ -31,6 +31,7 @@ from ..reader import Lease, Reader
 from .lineage import LineageRecorder, Usage
 from .namespace import Namespace
 from .nodes import ROOT_INODE, AliasLink, FsNode, VersionNode
+from .sweep import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,12 @@ class OpenFile:
 
 
 class Filesystem:
-    def __init__(self, namespace: Namespace, reader: Reader, lineage: LineageRecorder | None = None):
+    def __init__(self, namespace: Namespace, reader: Reader, lineage: LineageRecorder | None = None,
+                 sweeper: Sweeper | None = None):  # fmt: skip
         self.ns = namespace
         self.reader = reader
         self.lineage = lineage  # None: opens are not counted (and, with refmount's pyfuse3, not even sent)
+        self.sweeper = sweeper  # None: no readahead across files
         self._open_files: dict[int, OpenFile] = {}
         self._handles = itertools.count(HANDLE_BIT + 1)
         self.streams = StreamTable(reader)
@@ -146,7 +149,9 @@ class Filesystem:
         if isinstance(child, VersionNode) and child.entry is not None:
             # A file is looked up just before it is opened and read: a small one is fetched now, so that
             # its read (two more round trips through the kernel away) finds it arriving or arrived.
-            self.reader.fetch_small_file(child.entry)
+            cold = self.reader.fetch_small_file(child.entry)
+            if self.sweeper is not None:
+                self.sweeper.looked_up(parent, child, cold)  # type: ignore[arg-type]  # a VersionNode's parent is one
         return self.attributes(child)
 
     async def getattr(self, inode: int) -> Attributes:
@@ -267,6 +272,8 @@ class Filesystem:
             stats = {**asdict(self.counters), **asdict(self.reader.stats), "requests": requests}
             if self.lineage is not None:
                 stats["lineage"] = {**asdict(self.lineage.stats), "pending": self.lineage.pending}
+            if self.sweeper is not None:
+                stats["dir_readahead"] = {**asdict(self.sweeper.stats), "ahead_bytes": self.sweeper.ahead_bytes}
             return json.dumps(stats).encode()
         entry = await self._entry_or_none(inode)
         value = XATTRS[name](entry) if entry is not None and name in XATTRS else None

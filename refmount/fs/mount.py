@@ -41,6 +41,7 @@ from .core import Filesystem
 from .features import Features
 from .lineage import LineageRecorder
 from .namespace import Namespace
+from .sweep import AHEAD_PER_LOOKUP, Sweeper
 
 if TYPE_CHECKING:
     from ..metrics import MetricsServer
@@ -69,6 +70,8 @@ class MountOptions:
       ``log_file`` or :attr:`default_log_file`.
     - ``metrics``: ``HOST:PORT`` to serve Prometheus metrics at (see :mod:`refmount.metrics`); None: none.
     - ``lineage``: record which jobs open files of which versions (see :mod:`refmount.fs.lineage`).
+    - ``dir_readahead``: files fetched ahead per small file looked up in a directory being read file by file
+      (see :mod:`refmount.fs.sweep`); 0: none.
     """
 
     mountpoint: Path
@@ -85,6 +88,7 @@ class MountOptions:
     log_file: Path | None = None
     metrics: str | None = None
     lineage: bool = True
+    dir_readahead: int = AHEAD_PER_LOOKUP
 
     @property
     def default_log_file(self) -> Path:
@@ -353,7 +357,8 @@ async def _serve_mounted(options: MountOptions, registry: Registry, cache: Block
     async with open_reader(cache) as reader:
         namespace = Namespace(registry, options.alias_ttl_s)
         lineage = LineageRecorder(registry) if options.lineage else None
-        fs = Filesystem(namespace, reader, lineage)
+        sweeper = Sweeper(namespace, reader, ahead=options.dir_readahead) if options.dir_readahead else None
+        fs = Filesystem(namespace, reader, lineage, sweeper)
         if exporter is not None:
             exporter.collector.watch(fs)
         _fuse_init(FuseAdapter(fs, features, uid=options.uid, gid=options.gid), options.mountpoint, fuse_options)
@@ -368,6 +373,8 @@ async def _serve_mounted(options: MountOptions, registry: Registry, cache: Block
                 nursery.start_soon(_serve_requests, nursery.cancel_scope)
                 if lineage is not None:
                     nursery.start_soon(lineage.run)
+                if sweeper is not None:
+                    nursery.start_soon(sweeper.run)
                 reload = functools.partial(_reload, namespace, options.log_file)
                 nursery.start_soon(_on_signals, signals, stopping, nursery, reload)
                 await nursery.start(_until_answering, options.mountpoint)
@@ -546,6 +553,7 @@ def _header(options: MountOptions, features: Features, exporter: MetricsServer |
         f"stop_timeout {options.stop_timeout_s:g}s, allow_other {'yes' if options.allow_other else 'no'}, "
         f"owner {options.uid}:{options.gid}, metrics {exporter.url if exporter is not None else 'off'}, "
         f"lineage {'on (every open reaches the daemon)' if options.lineage else 'off'}, "
+        f"dir_readahead {options.dir_readahead or 'off'}, "
         f"fuse options {extra}, kernel features: {features.summary()}"
     )
 
