@@ -1,7 +1,7 @@
 """Many small files: 10,000 objects of 64 KiB read through the mount by 16 parallel readers.
 
     python bench/small_files.py [--files 10000] [--size-kib 64] [--readers 16] [--peers rclone,s3fs]
-                                [--metrics 127.0.0.1:9464] [--lineage on|off|both]
+                                [--metrics 127.0.0.1:9464] [--lineage on|off|both] [--dir-readahead 16,0]
 
 Starts SeaweedFS on 127.0.0.1, logs the prefix, and reads every file through the mount in a shuffled
 order (as a training epoch does) with Python's ``open(path, "rb").read()``: cold (empty cache), warm from
@@ -16,7 +16,8 @@ Peers in the same run: boto3 GetObject of every object with the same number of t
 /proc/sys/vm/drop_caches). With ``--metrics``, refmount serves Prometheus metrics there and the
 benchmark scrapes them every second while it reads (a Prometheus server scrapes every 15 s or so): the
 cost of instrumenting and of being scraped. refmount runs twice by default, with lineage (its default: every
-open reaches the daemon) and with ``--no-lineage`` (opens stay in the kernel), each on a fresh mount and cache.
+open reaches the daemon) and with ``--no-lineage`` (opens stay in the kernel), each on a fresh mount and cache;
+``--dir-readahead 16,0`` runs each of those once per ``--dir-readahead`` setting given (default: the mount's).
 """
 
 from __future__ import annotations
@@ -170,11 +171,12 @@ class Scraper(threading.Thread):
 
 
 def refmount_passes(work: Path, registry: str, args: argparse.Namespace, key: Callable[[int], str], *,
-                    lineage: bool) -> list[Pass]:  # fmt: skip
+                    lineage: bool, dir_readahead: str | None) -> list[Pass]:  # fmt: skip
     """The epochs through a fresh mount on an empty cache."""
     shutil.rmtree(work / "cache", ignore_errors=True)
     (work / "mnt").mkdir(exist_ok=True)
     extra = (("--metrics", args.metrics) if args.metrics else ()) + (() if lineage else ("--no-lineage",))
+    extra += ("--dir-readahead", dir_readahead) if dir_readahead is not None else ()
     mount = MountedFS(work / "mnt", registry, work / "cache", work / "mount.log", alias_ttl=60,
                       extra_args=extra).start()  # fmt: skip
     scraper = Scraper(f"http://{args.metrics}/metrics") if args.metrics else None
@@ -184,6 +186,7 @@ def refmount_passes(work: Path, registry: str, args: argparse.Namespace, key: Ca
         if scraper is not None:
             scraper.start()
         label = "refmount" + (" --metrics" if args.metrics else "") + ("" if lineage else " --no-lineage")
+        label += f" --dir-readahead {dir_readahead}" if dir_readahead is not None else ""
         return epoch_passes(label, version, args, key, mount.proc.pid, counted=work / "mnt")
     finally:
         if scraper is not None:
@@ -204,6 +207,11 @@ def main() -> None:
         default="both",
         help="refmount with lineage (the default: opens reach the daemon), without, or both in turn",
     )
+    parser.add_argument(
+        "--dir-readahead",
+        metavar="FILES[,FILES...]",
+        help="run refmount with each of these --dir-readahead settings (default: the mount's own)",
+    )
     args = parser.parse_args()
     key = lambda i: f"{i % 100:02}/{i:06}.bin"  # noqa: E731  (under the prefix small/)
     work = Path(tempfile.mkdtemp(prefix="refmount-small-", dir="/var/tmp"))
@@ -220,8 +228,11 @@ def main() -> None:
 
             order = random.Random(0).sample(range(args.files), args.files)
             rows.append(Pass("boto3 GetObject", timed(args.files, args.readers, get_object, order)))
+            settings = args.dir_readahead.split(",") if args.dir_readahead else [None]
             for lineage in ("on", "off") if args.lineage == "both" else (args.lineage,):
-                rows += refmount_passes(work, registry, args, key, lineage=lineage == "on")
+                for dir_readahead in settings:
+                    rows += refmount_passes(work, registry, args, key, lineage=lineage == "on",
+                                            dir_readahead=dir_readahead)  # fmt: skip
             rows += local_ceiling(work / "local", body, args, key)
             for kind in filter(None, args.peers.split(",")):
                 with peer_mount(kind, endpoint, "bench", work / f"mnt-{kind}") as mnt:
