@@ -86,9 +86,8 @@ class Sweeper:
         if swept is not None:
             self.ahead_bytes -= swept[0]
             self.stats.used += 1
-        elif inode in self._fetching:  # looked up while being swept: not ahead any more
+        elif inode in self._fetching:  # looked up while being swept: not ahead any more (used, if fetched)
             self.ahead_bytes -= self._fetching.pop(inode)
-            self.stats.used += 1
         self._credit = min(self._credit + self.ahead, self.ahead * MAX_CREDIT_LOOKUPS)
         if cold:
             self._count_cold(directory)
@@ -195,13 +194,13 @@ class Sweeper:
 
     async def _fetch(self, batch: list[tuple[int, Entry]]) -> None:
         try:
-            fetched = await self.reader.fetch_uncached([entry for _, entry in batch])
+            results = await self.reader.fetch_uncached([entry for _, entry in batch])
         except Exception as exc:  # not one file's failure (those come back as values): the readers will see
-            fetched = [exc] * len(batch)
+            results = [exc] * len(batch)
         finally:
             self._jobs.release()
         now = trio.current_time()
-        for (inode, entry), got in zip(batch, fetched, strict=True):
+        for (inode, entry), got in zip(batch, results, strict=True):
             if isinstance(got, Exception):  # the reader of the file will fetch it and report the failure
                 self.stats.failures += 1
                 self._failures_in_row += 1
@@ -210,10 +209,12 @@ class Sweeper:
                 self._failures_in_row = 0
                 self.stats.files += 1
                 self.stats.bytes += got
+            fetched = isinstance(got, int) and got > 0
             size = self._fetching.pop(inode, None)
-            if size is not None:  # not looked up meanwhile: ahead of the job now, unless not fetched
-                if isinstance(got, int) and got:
-                    self._ahead[inode] = (size, now)
-                else:
-                    self.ahead_bytes -= size
-                    self._changed.set()  # room for a waiting sweep
+            if size is None:  # looked up meanwhile
+                self.stats.used += fetched
+            elif fetched:  # ahead of the job now
+                self._ahead[inode] = (size, now)
+            else:
+                self.ahead_bytes -= size
+                self._changed.set()  # room for a waiting sweep
