@@ -17,8 +17,8 @@ import logging
 import mmap
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import trio
@@ -420,32 +420,18 @@ class Reader:
         ones in one ranged read from the store. A fetched block comes with the claim that the writeback
         releases once it is in the cache (None: found in the cache, or no cache)."""
         claims: list[Claim | None] = [None] * len(run)
-        try:
+        with _worker_side(fetch, claims):
             if not entry.pinned:  # whatever the store holds now is not what was logged: never one byte of it
                 raise stores.unpinned(entry)
             loaded = self._from_cache(keys, lengths, fetch.buffers, claims, absent=absent)
             missing = [i for i, block in enumerate(loaded) if block is None]
             if missing:
                 first, last = missing[0], missing[-1]  # a cached block in between is fetched again
-                offset = run[first] * self.block_size
                 targets = [memoryview(fetch.buffers[i])[: lengths[i]] for i in range(first, last + 1)]
-                expected = sum(lengths[first : last + 1])
-                got = self._store_read(entry, offset, targets)
-                if got != expected:
-                    raise StoreError(f"{entry.path}: {entry.ref} returned {got} bytes at offset {offset}, "
-                                     f"expected {expected}")  # fmt: skip
-                self.stats.fetches += len(missing)
-                self.stats.fetched_bytes += expected
+                self._read_exactly(entry, run[first] * self.block_size, targets, blocks=len(missing))
                 for i in missing:
                     loaded[i] = Block(fetch.buffers[i], lengths[i])
             return [(block, claim) for block, claim in zip(loaded, claims, strict=True)]  # type: ignore[misc]
-        except BaseException:
-            for claim in claims:
-                if claim is not None:
-                    claim.release()
-            raise
-        finally:
-            fetch.thread_finished()
 
     def _load_files(self, entries: list[Entry], keys: list[str],
                     fetch: _Fetch) -> list[tuple[Block | Exception, Claim | None]]:  # fmt: skip
@@ -454,7 +440,7 @@ class Reader:
         failure on, each file's result is that exception."""
         lengths = [entry.size or 0 for entry in entries]
         claims: list[Claim | None] = [None] * len(entries)
-        try:
+        with _worker_side(fetch, claims):
             loaded: list[Block | Exception | None] = list(
                 self._from_cache(keys, lengths, fetch.buffers, claims, absent=True)
             )
@@ -464,12 +450,8 @@ class Reader:
                     continue
                 if failure is None:
                     try:
-                        got = self._store_read(entry, 0, [memoryview(fetch.buffers[i])[: lengths[i]]])
-                        if got != lengths[i]:
-                            raise StoreError(f"{entry.path}: {entry.ref} returned {got} bytes, expected {lengths[i]}")
-                        self.stats.fetches += 1
-                        self.stats.fetched_bytes += got
-                        loaded[i] = Block(fetch.buffers[i], got)
+                        self._read_exactly(entry, 0, [memoryview(fetch.buffers[i])[: lengths[i]]])
+                        loaded[i] = Block(fetch.buffers[i], lengths[i])
                         continue
                     except Exception as exc:
                         failure = exc
@@ -478,13 +460,15 @@ class Reader:
                     claims[i].release()  # type: ignore[union-attr]
                     claims[i] = None
             return [(block, claim) for block, claim in zip(loaded, claims, strict=True)]  # type: ignore[misc]
-        except BaseException:
-            for claim in claims:
-                if claim is not None:
-                    claim.release()
-            raise
-        finally:
-            fetch.thread_finished()
+
+    def _read_exactly(self, entry: Entry, offset: int, targets: list[memoryview], *, blocks: int = 1) -> None:
+        """Fill ``targets`` (``blocks`` blocks) from one store request, or raise StoreError if it returns less."""
+        expected = sum(len(target) for target in targets)
+        got = self._store_read(entry, offset, targets)
+        if got != expected:
+            raise StoreError(f"{entry.path}: {entry.ref} returned {got} bytes at offset {offset}, expected {expected}")
+        self.stats.fetches += blocks
+        self.stats.fetched_bytes += expected
 
     def _store_read(self, entry: Entry, offset: int, targets: list[memoryview]) -> int:
         """One store request (in a worker thread), counted and timed under its scheme in :attr:`store_requests`."""
@@ -528,6 +512,21 @@ class Reader:
             else:
                 claims[i] = claim
         return loaded
+
+
+@contextmanager
+def _worker_side(fetch: _Fetch, claims: list[Claim | None]) -> Iterator[None]:
+    """A worker thread's part of a fetch: its claims are let go if it fails, and the buffers go back to whichever
+    side of the fetch is last done with them when it ends."""
+    try:
+        yield
+    except BaseException:
+        for claim in claims:
+            if claim is not None:
+                claim.release()
+        raise
+    finally:
+        fetch.thread_finished()
 
 
 @asynccontextmanager
