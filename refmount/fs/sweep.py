@@ -16,7 +16,8 @@ time can, since the job will open them soon, in whatever order.
 - ``MAX_FAILURES`` failed fetches in a row end a directory's sweep (the store is failing: readers will see why).
 
 Fetches go through the reader, with its pins, its single flight and its claims across processes: a file
-being swept is waited for by its reader, never fetched twice.
+being swept is waited for by its reader, not fetched again by this daemon, and waited for by another
+process sharing the cache that misses it meanwhile.
 """
 
 from __future__ import annotations
