@@ -5,9 +5,10 @@
     python bench/dataloader.py [--files 4000] [--min-kib 2] [--max-kib 20] [--epochs 2] [--rounds 1]
 
 Starts SeaweedFS on 127.0.0.1 with --files objects of random sizes and reads every one, per epoch, through
-``DataLoader(dataset, batch_size=32, shuffle=True, num_workers=2)`` with five map-style datasets:
+``DataLoader(dataset, batch_size=32, shuffle=True, num_workers=2)`` with six map-style datasets:
 refmount (plain ``open()`` of paths in a mounted version, a fresh mount and an empty cache for epoch 1),
-the same through a mount with ``--no-lineage`` (opens stay in the kernel),
+the same through a mount with ``--no-lineage`` (opens stay in the kernel) and one with ``--dir-readahead 0``
+(no readahead across files),
 refmount's fsspec protocol (``fs.cat`` of the version's paths, no FUSE, an empty cache for epoch 1),
 boto3 (``get_object`` in ``__getitem__``, one client per worker) and s3torchconnector's ``S3MapDataset``
 (the AWS connector on Mountpoint's client). The page cache is dropped before every epoch 1. Prints
@@ -148,9 +149,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per reader (default 2: cold, then warm)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat every reader this often, interleaved; "
                         "medians are printed (default 1)")  # fmt: skip
-    parser.add_argument("--readers", default="refmount,refmount-no-lineage,fsspec,boto3,s3torchconnector",
-                        help="comma-separated readers to run (default: all five; refmount-no-lineage is a mount "
-                        "with --no-lineage)")  # fmt: skip
+    parser.add_argument("--readers", default="refmount,refmount-no-dir-readahead,refmount-no-lineage,fsspec,boto3,"
+                        "s3torchconnector", help="comma-separated readers to run (default: all six; "
+                        "refmount-no-lineage is a mount with --no-lineage, refmount-no-dir-readahead one with "
+                        "--dir-readahead 0)")  # fmt: skip
     args = parser.parse_args()
     rng = random.Random(0)
     sizes = [int(rng.uniform(args.min_kib, args.max_kib) * 1024) for _ in range(args.files)]
