@@ -13,7 +13,7 @@ import pytest
 
 from refmount.fs.sweep import AHEAD_PER_LOOKUP, MAX_FAILURES, SWEEP_AFTER, SWEEP_BATCH, SWEEP_JOBS
 from refmount.stores.file import file_uri
-from tests.servers import free_port
+from tests.servers import S3Env, free_port
 from tests.test_metrics import scrape, value
 from tests.test_mount import log
 
@@ -118,3 +118,26 @@ def test_a_failing_store_ends_the_sweep(files: dict[str, bytes], tmp_path: Path,
     with pytest.raises(OSError) as caught:  # the reader of such a file sees why, as without readahead
         (directory / names[-1]).read_bytes()
     assert caught.value.errno == errno.EIO
+
+
+def test_files_fetched_ahead_from_s3_are_the_logged_versions(s3_env: S3Env, registry_url: str,
+                                                             mount_factory: Any) -> None:  # fmt: skip
+    """Objects overwritten after logging, in a versioned bucket: what is fetched ahead is what was logged."""
+    bucket = s3_env.bucket(versioned=True)
+    logged = {f"f{i:02}.bin": os.urandom(1 + i * 1000) for i in range(40)}
+    for name, data in logged.items():
+        s3_env.put(bucket, f"ds/d/{name}", data)
+    log(registry_url, "p/ds", f"s3://{bucket}/ds/")
+    for name in logged:
+        s3_env.put(bucket, f"ds/d/{name}", b"not the logged bytes")
+    mounted = mount_factory()
+    directory = mounted.path / "p/ds/v0/d"
+    names = sorted(logged)
+    for name in names[:SWEEP_AFTER]:
+        assert (directory / name).read_bytes() == logged[name]
+    stats = settled(mounted)
+    assert stats["dir_readahead"]["files"] == len(logged) - SWEEP_AFTER  # the rest, within the reads' allowance
+    for name in reversed(names):
+        assert (directory / name).read_bytes() == logged[name], name
+    stats = settled(mounted)
+    assert stats["fetches"] == len(logged) and stats["dir_readahead"]["used"] == len(logged) - SWEEP_AFTER
