@@ -328,8 +328,8 @@ class Reader:
         """Fetch files that fit in one block each and that the disk cache was just found not to hold (see
         :mod:`refmount.fs.sweep`), unless in memory or under way: one after another in one worker thread (one
         handoff for them all), kept in memory and written to the cache. Per file, the bytes fetched (0: not
-        fetched here) or why it failed; after a failure the rest of the batch is left to its readers too (a
-        failing store would hold them up)."""
+        fetched here) or why it failed; after a failure the rest of the batch is not tried (a failing store would
+        hold it up): readers waiting for those files fetch them themselves."""
         results: list[int | Exception] = [0] * len(entries)
         wanted = [(i, key) for i, entry in enumerate(entries) if (key := self._small_file_key(entry)) is not None]
         if not wanted:
@@ -346,7 +346,11 @@ class Reader:
             raise
         landed, failed = [], []
         for (i, key), flight, buffer, (block, claim) in zip(wanted, flights, fetch.buffers, loaded, strict=True):
-            if isinstance(block, Exception):
+            if block is None:  # not tried: its waiters find no flight and fetch it themselves
+                del self._flights[key]
+                flight.done.set()
+                failed.append(buffer)
+            elif isinstance(block, Exception):
                 self._grounded([key], [flight], block)
                 failed.append(buffer)
                 results[i] = block
@@ -434,10 +438,10 @@ class Reader:
             return [(block, claim) for block, claim in zip(loaded, claims, strict=True)]  # type: ignore[misc]
 
     def _load_files(self, entries: list[Entry], keys: list[str],
-                    fetch: _Fetch) -> list[tuple[Block | Exception, Claim | None]]:  # fmt: skip
+                    fetch: _Fetch) -> list[tuple[Block | Exception | None, Claim | None]]:  # fmt: skip
         """In a worker thread: whole small files the cache was found not to hold, one store request each, after
-        claiming them all (a file another process fetched meanwhile is read from the cache). From the first
-        failure on, each file's result is that exception."""
+        claiming them all (a file another process fetched meanwhile is read from the cache). A file that failed
+        comes back as its exception; those after it, not tried, as None."""
         lengths = [entry.size or 0 for entry in entries]
         claims: list[Claim | None] = [None] * len(entries)
         with _worker_side(fetch, claims):
@@ -454,8 +458,7 @@ class Reader:
                         loaded[i] = Block(fetch.buffers[i], lengths[i])
                         continue
                     except Exception as exc:
-                        failure = exc
-                loaded[i] = failure
+                        failure = loaded[i] = exc
                 if claims[i] is not None:
                     claims[i].release()  # type: ignore[union-attr]
                     claims[i] = None

@@ -120,6 +120,26 @@ def test_a_failing_store_ends_the_sweep(files: dict[str, bytes], tmp_path: Path,
     assert caught.value.errno == errno.EIO
 
 
+def test_a_failure_in_a_batch_leaves_its_other_files_to_their_readers(files: dict[str, bytes], tmp_path: Path,
+                                                                      mount_factory: Any) -> None:  # fmt: skip
+    names = sorted(files)
+    broken = names[SWEEP_AFTER]  # the first file the sweep tries: the rest of its batch is not tried
+    (tmp_path / "src/d" / broken).unlink()
+    mounted = mount_factory()
+    directory = mounted.path / "p/ds/v0/d"
+    for name in names[:SWEEP_AFTER]:
+        assert (directory / name).read_bytes() == files[name]
+    swept = settled(mounted)["dir_readahead"]
+    assert swept["failures"] == 1 and swept["files"] == SWEEP_AFTER * AHEAD_PER_LOOKUP - SWEEP_BATCH
+    for name in names:  # none waits for a fetch that never ends; each gets its own bytes, or its own error
+        if name == broken:
+            with pytest.raises(OSError) as caught:
+                (directory / name).read_bytes()
+            assert caught.value.errno == errno.EIO
+        else:
+            assert (directory / name).read_bytes() == files[name], name
+
+
 def test_files_fetched_ahead_from_s3_are_the_logged_versions(s3_env: S3Env, registry_url: str,
                                                              mount_factory: Any) -> None:  # fmt: skip
     """Objects overwritten after logging, in a versioned bucket: what is fetched ahead is what was logged."""
