@@ -214,9 +214,13 @@ class Reader:
         key = block_key(entry, self.block_size, 0)
         return key in self._memory or key in self._flights
 
+    def fits_one_block(self, entry: Entry) -> bool:
+        """Whether ``entry`` is a small file: pinned, not empty, and read whole as one block."""
+        return entry.pinned and 0 < (entry.size or 0) <= self.block_size
+
     def _small_file_key(self, entry: Entry) -> str | None:
-        """The key of a pinned file that fits in one block, unless the file is empty, in memory or under way."""
-        if not 0 < (entry.size or 0) <= self.block_size or not entry.pinned:
+        """The key of a small file (see :meth:`fits_one_block`), unless it is in memory or under way."""
+        if not self.fits_one_block(entry):
             return None
         key = block_key(entry, self.block_size, 0)
         return None if key in self._memory or key in self._flights else key

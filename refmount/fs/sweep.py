@@ -130,7 +130,7 @@ class Sweeper:
         while nodes := await trio.to_thread.run_sync(index.children, directory.node.id, after, LISTING_BATCH):
             after = nodes[-1].id
             files = [(directory.slot.inode(node.id), node.entry) for node in nodes
-                     if node.entry is not None and self._small(node.entry)]  # fmt: skip
+                     if node.entry is not None and self.reader.fits_one_block(node.entry)]  # fmt: skip
             batch: list[tuple[int, Entry]] = []
             for inode, entry in await trio.to_thread.run_sync(self._uncached, files):
                 if inode in self._ahead or inode in self._fetching or self.reader.has_or_is_fetching(entry):
@@ -156,9 +156,6 @@ class Sweeper:
                 self._fetching[inode] = entry.size or 0
                 self.ahead_bytes += entry.size or 0
             fetches.start_soon(self._fetch, batch)
-
-    def _small(self, entry: Entry) -> bool:
-        return entry.pinned and 0 < (entry.size or 0) <= self.reader.block_size
 
     def _uncached(self, files: list[tuple[int, Entry]]) -> list[tuple[int, Entry]]:
         """In a worker thread: the files the disk cache lacks (one index lookup each, no bytes read)."""
@@ -202,15 +199,15 @@ class Sweeper:
             self._jobs.release()
         now = trio.current_time()
         for (inode, entry), got in zip(batch, results, strict=True):
+            fetched = not isinstance(got, Exception) and got > 0
             if isinstance(got, Exception):  # the reader of the file will fetch it and report the failure
                 self.stats.failures += 1
                 self._failures_in_row += 1
                 log.debug("readahead of %s failed: %s", entry.ref, got)
-            elif got:
+            elif fetched:
                 self._failures_in_row = 0
                 self.stats.files += 1
                 self.stats.bytes += got
-            fetched = isinstance(got, int) and got > 0
             size = self._fetching.pop(inode, None)
             if size is None:  # looked up meanwhile
                 self.stats.used += fetched
