@@ -37,10 +37,10 @@ fi
 # label marks the build in `pip list`.
 pyfuse3_version=3.5.0
 pyfuse3_sdist_sha256=88399a9494b88603230bba300f4ba9ad63fece5ed514ca3633d555a0c6a42b24
+pyfuse3_build="$pyfuse3_version+refmount2"  # raised with every change of the patch: an older build is rebuilt
 pyfuse3_patched() {
-  .venv/bin/python -c 'import pyfuse3 as p; import sys; sys.exit(not all(hasattr(cls, name) for cls, name in (
-    (p.FileInfo, "cache_readdir"), (p.Operations, "max_background"), (p.Operations, "enable_no_open"),
-    (p.Operations, "enable_cache_symlinks"))))' 2>/dev/null
+  .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("pyfuse3") != sys.argv[1])' \
+    "$pyfuse3_build" 2>/dev/null
 }
 if ! pyfuse3_patched; then
   echo "setup: building pyfuse3 $pyfuse3_version with patches/pyfuse3-$pyfuse3_version.patch" >&2
@@ -52,7 +52,7 @@ if ! pyfuse3_patched; then
   src="$build_dir/pyfuse3-$pyfuse3_version"
   patch -p1 -s -d "$src" < "patches/pyfuse3-$pyfuse3_version.patch"
   rm "$src/src/pyfuse3/__init__.c"  # generated from the unpatched .pyx: Cython must regenerate it
-  SETUPTOOLS_SCM_PRETEND_VERSION_FOR_PYFUSE3="$pyfuse3_version+refmount1" \
+  SETUPTOOLS_SCM_PRETEND_VERSION_FOR_PYFUSE3="$pyfuse3_build" \
     .venv/bin/python -m pip install -q --no-deps --force-reinstall "$src"
   rm -rf "$build_dir"
   trap - EXIT
@@ -63,7 +63,7 @@ if [ "$want_tests" = 1 ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
-pyfuse3_patched || { echo "setup: pyfuse3 in .venv lacks the patch's features (see patches/README.md)" >&2; exit 1; }
+pyfuse3_patched || { echo "setup: pyfuse3 in .venv is not the patched build $pyfuse3_build (see patches/README.md)" >&2; exit 1; }
 if [ "$want_tests" = 1 ] && [ ! -x /opt/refmount-test/azurite/node_modules/.bin/azurite-blob ]; then
   echo "setup: installing Azurite 3.35 in /opt/refmount-test/azurite" >&2
   npm install --silent --no-audit --no-fund --prefix /opt/refmount-test/azurite azurite@3.35 >/dev/null

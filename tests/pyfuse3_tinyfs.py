@@ -6,7 +6,8 @@ pyfuse3's connection attributes (``enable_no_open``, ``enable_cache_symlinks``, 
 that reaches the daemon is logged to stderr (``unique: N, opcode: OPEN (14), nodeid: ...``), including
 the ones pyfuse3 answers in C without calling Python. What the Python handlers saw is returned as JSON
 by ``getxattr(MOUNTPOINT, "user.tinyfs.stats")``; ``setxattr(MOUNTPOINT, "user.tinyfs.invalidate", b"INODE")``
-calls ``pyfuse3.invalidate_inode(INODE)``.
+calls ``pyfuse3.invalidate_inode(INODE)``; ``setxattr(MOUNTPOINT, "user.tinyfs.hold", b"1")`` makes reads of
+``b.bin`` wait until the same xattr is set to ``b"0"``.
 
 The tree (inode numbers fixed, timeouts long so that the kernel caches entries and attributes):
 
@@ -43,6 +44,7 @@ OPEN_FH_BASE = 1000
 LINK_TARGET = b"a.bin"
 STATS_XATTR = b"user.tinyfs.stats"
 INVALIDATE_XATTR = b"user.tinyfs.invalidate"
+HOLD_XATTR = b"user.tinyfs.hold"
 TIMEOUT = 3600.0
 
 
@@ -69,6 +71,7 @@ class TinyFS(pyfuse3.Operations):
         self.calls: Counter[str] = Counter()
         self.read_handles: Counter[int] = Counter()
         self.readdir_handles: Counter[int] = Counter()
+        self.b_released: trio.Event | None = None  # while set to an Event: reads of b.bin wait for it
 
     def stats(self) -> bytes:
         return json.dumps({"calls": self.calls, "read_handles": self.read_handles,
@@ -132,6 +135,9 @@ class TinyFS(pyfuse3.Operations):
         inode = fh - OPEN_FH_BASE if fh > OPEN_FH_BASE else fh
         if inode not in FILES:
             raise pyfuse3.FUSEError(errno.EBADF)
+        if inode == FILE_B and self.b_released is not None:
+            self.calls["held"] += 1
+            await self.b_released.wait()
         return FILES[inode][off : off + size]
 
     async def flush(self, fh: int) -> None:
@@ -152,6 +158,13 @@ class TinyFS(pyfuse3.Operations):
         raise pyfuse3.FUSEError(errno.ENODATA)
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        if inode == ROOT and name == HOLD_XATTR:
+            if value == b"1":
+                self.b_released = trio.Event()
+            elif self.b_released is not None:
+                self.b_released.set()
+                self.b_released = None
+            return
         if inode != ROOT or name != INVALIDATE_XATTR:
             raise pyfuse3.FUSEError(errno.EROFS)
         pyfuse3.invalidate_inode(int(value))  # drops the kernel's cached pages: listing, symlink target, data

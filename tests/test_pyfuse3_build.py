@@ -21,6 +21,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from tests.pyfuse3_tinyfs import (
     DIRS,
     FILE_A,
     FILE_B,
+    HOLD_XATTR,
     INVALIDATE_XATTR,
     LINK,
     OPEN_FH_BASE,
@@ -325,3 +327,25 @@ def test_max_background_and_congestion_threshold_reach_the_kernel(
     connection = fusectl / str((os.major(dev) << 20) | os.minor(dev))  # the kernel's dev_t encoding
     values = tuple(int((connection / name).read_text()) for name in ("max_background", "congestion_threshold"))
     assert values == expected
+
+
+def test_requests_are_answered_while_a_handler_waits_and_when_many_are_queued(
+    tinyfs: Callable[..., TinyMount],
+) -> None:
+    """The main loop reads queued requests one after the other (the device is non-blocking): a handler that
+    waits must still leave the others answered, and a burst from many threads must get every answer right."""
+    mount = tinyfs()
+    os.setxattr(mount.path, HOLD_XATTR, b"1")
+    with ThreadPoolExecutor(17) as pool:
+        held = pool.submit(read_whole, mount.path / "b.bin")
+        deadline = time.monotonic() + 10
+        while mount.stats()["calls"].get("held", 0) == 0:
+            assert time.monotonic() < deadline, "the read of b.bin never reached the daemon"
+            time.sleep(0.01)
+        # open() with keep_cache=False drops the pages: every pass reads through the daemon
+        burst = [pool.submit(read_whole, mount.path / "a.bin") for _ in range(16 * 8)]
+        assert all(future.result(timeout=30) == file_data(FILE_A) for future in burst)
+        assert not held.done()
+        os.setxattr(mount.path, HOLD_XATTR, b"0")
+        assert held.result(timeout=10) == file_data(FILE_B)
+    assert mount.stats()["calls"]["open"] == 16 * 8 + 1  # each open was answered by Python, one at a time
