@@ -73,18 +73,9 @@ def current_run() -> Job | None:
 
 
 def identify(pid: int, uid: int | None = None, *, proc: Path = Path("/proc"), host: str | None = None) -> Job:
-    """The job of process ``pid`` (``uid``: its user, as the kernel told it; None: read from ``/proc``), by the rules
-    above."""
+    """The job of process ``pid`` (``uid``: its user, as the kernel told it), by the rules above."""
     host = host or host_name()
     here = proc / str(pid)
-    if uid is None:
-        uid = _effective_uid(here)
-    stat = _stat(here)
-    if stat is not None and stat[0] == "Z" and int(stat[1]) > 1:
-        # Exited, not yet reaped by its parent (told of its open after the fact, see fs/opens.py): its environment
-        # is gone, so the parent it inherited it from stands for it, unless the parent is init.
-        parent = identify(int(stat[1]), uid, proc=proc, host=host)
-        return Job(parent.kind, parent.id, host, uid, {**parent.detail, "pid": pid, "note": "exited: its parent's job"})
     detail: dict[str, Any] = {"pid": pid, **_user(uid)}
     environment = _environment(here, detail)
     for variable in RUN_VARIABLES:
@@ -122,17 +113,6 @@ def _pod(here: Path) -> str | None:
     except OSError:
         return None
     return found[1].replace("_", "-") if found else None
-
-
-def _effective_uid(here: Path) -> int | None:
-    """The process's effective uid (what FUSE would have told: file access is checked against it)."""
-    try:
-        for line in (here / "status").read_text().splitlines():
-            if line.startswith("Uid:"):
-                return int(line.split()[2])  # real, effective, saved, filesystem
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _process_job(proc: Path, pid: int, host: str, uid: int | None, detail: dict[str, Any]) -> Job:

@@ -96,15 +96,13 @@ def test_second_walk_and_reread_stay_in_the_kernel(two_versions: list[dict[str, 
     # Lookups and attributes are cached, version directories keep their listings (FOPEN_CACHE_DIR: the
     # kernel still opens a directory to list it), no open of a file reaches the daemon and the page cache
     # serves the re-read. (Reading the stats is two getxattr requests: its size, then its value.)
-    # With lineage too (a daemon run as root is told of opens by fanotify), and the open is counted all the same.
+    # With lineage the open of the file reaches the daemon, and its release (sent in the background: it may come
+    # after the stats were read): nothing else does.
     asked = {kind: n - before["requests"].get(kind, 0) for kind, n in after["requests"].items()}
-    assert {kind: n for kind, n in asked.items() if n and kind not in ("opendir", "releasedir")} == {"getxattr": 2}
+    assert asked.pop("release", 0) <= lineage
+    assert {kind: n for kind, n in asked.items() if n and kind not in ("opendir", "releasedir")} == {
+        "getxattr": 2, **({"open": 1} if lineage else {})}  # fmt: skip
     assert asked["opendir"] == asked["releasedir"] > 0 and asked["readdir"] == 0
-    if lineage:
-        deadline = time.monotonic() + 10
-        while m.stats()["opens"] < 2:  # big.bin's, read twice (the walks open no file)
-            assert time.monotonic() < deadline, "the opens were never counted"
-            time.sleep(0.05)
 
 
 class _Dirent(ctypes.Structure):  # glibc's struct dirent on 64-bit Linux

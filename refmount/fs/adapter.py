@@ -95,7 +95,7 @@ class FuseAdapter(pyfuse3.Operations):
         super().__init__()
         self.fs = fs
         self.features = features
-        if fs.lineage is not None and not fs.opens_seen:
+        if fs.lineage is not None:
             self.enable_no_open = False  # lineage counts opens: the kernel must keep sending them
         self.uid, self.gid = uid, gid
         self.failures = _RecentFailures()

@@ -84,7 +84,6 @@ class Counters:
 
 
 HANDLE_BIT = 1 << 63  # set in handles that opens hand out (never in an inode number: see nodes.py)
-OPENERS_KEPT = 65_536  # files whose last opener's counts take the bytes their reads are served (opens seen by fanotify)
 
 
 @dataclass(slots=True)
@@ -102,12 +101,7 @@ class Filesystem:
         self.reader = reader
         self.lineage = lineage  # None: opens are not counted (and, with refmount's pyfuse3, not even sent)
         self.sweeper = sweeper  # None: no readahead across files
-        # With lineage: False while opens are requests the kernel sends (open() counts them); True once they are
-        # reported by fanotify instead (see opens.py and opened_seen()), when no open reaches the daemon.
-        self.opens_seen = False
         self._open_files: dict[int, OpenFile] = {}
-        self._openers: collections.OrderedDict[int, Usage] = collections.OrderedDict()  # inode -> its last opener's
-        self._unattributed: dict[int, int] = {}  # inode -> bytes served before the open that asked for them was seen
         self._handles = itertools.count(HANDLE_BIT + 1)
         self.streams = StreamTable(reader)
         self.counters = Counters()
@@ -231,33 +225,6 @@ class Filesystem:
         self._open_files[handle] = OpenFile(node, usage)
         return handle
 
-    async def opened_seen(self, inode: int, pid: int) -> None:
-        """Process ``pid`` opened ``inode`` (reported by fanotify, after the fact): count the open; the file's reads
-        count their bytes into that job's use from now on, and so do those served before the report came."""
-        assert self.lineage is not None
-        self.counters.opens += 1
-        node = await self.ns.resolve(inode)
-        if not isinstance(node, VersionNode) or node.entry is None:
-            return
-        usage = await self.lineage.opened(node.slot.version.qualified_name, pid, None)
-        previous = self._openers.pop(inode, None)
-        if previous is not None:
-            LineageRecorder.closed(previous)
-        self._openers[inode] = usage  # its open count stays up while it takes this file's bytes
-        usage.bytes += self._unattributed.pop(inode, 0)
-        if len(self._openers) > OPENERS_KEPT:
-            LineageRecorder.closed(self._openers.popitem(last=False)[1])
-
-    def _count_served(self, inode: int, size: int) -> None:
-        """Bytes of a file whose open fanotify reported (or will report: the read may come first)."""
-        usage = self._openers.get(inode)
-        if usage is not None:
-            usage.bytes += size
-            return
-        if len(self._unattributed) >= OPENERS_KEPT:  # opens never seen (the kernel's queue overflowed)
-            self._unattributed.clear()
-        self._unattributed[inode] = self._unattributed.get(inode, 0) + size
-
     async def read(self, handle: int, offset: int, size: int) -> Lease:
         """The bytes at ``offset``, as a lease the caller releases once they are sent."""
         self.counters.reads += 1
@@ -278,8 +245,6 @@ class Filesystem:
         self.counters.read_bytes += len(lease.view)
         if opened is not None:
             opened.usage.bytes += len(lease.view)
-        elif self.opens_seen:
-            self._count_served(inode, len(lease.view))
         return lease
 
     def release(self, handle: int) -> None:
@@ -306,8 +271,7 @@ class Filesystem:
             requests = {kind: latencies.count for kind, latencies in self.requests.items()}
             stats = {**asdict(self.counters), **asdict(self.reader.stats), "requests": requests}
             if self.lineage is not None:
-                stats["lineage"] = {**asdict(self.lineage.stats), "pending": self.lineage.pending,
-                                    "opens_from": "fanotify" if self.opens_seen else "open requests"}  # fmt: skip
+                stats["lineage"] = {**asdict(self.lineage.stats), "pending": self.lineage.pending}
             if self.sweeper is not None:
                 stats["dir_readahead"] = {**asdict(self.sweeper.stats), "ahead_bytes": self.sweeper.ahead_bytes}
             return json.dumps(stats).encode()

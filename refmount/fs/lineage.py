@@ -100,13 +100,6 @@ class LineageRecorder:
         """An open that :meth:`opened` counted ended (its counts may be forgotten once written)."""
         usage.open -= 1
 
-    def identify_now(self, pid: int) -> None:
-        """Work out the job of ``pid`` now, unless known (from a thread that sees opens as they happen, so that a
-        process that exits soon after its open is still identified: /proc forgets it when it exits)."""
-        known = self._jobs.get(pid)
-        if known is None or time.monotonic() - known[0] >= JOB_TTL_S:
-            self._jobs[pid] = (time.monotonic(), identify(pid))  # one item set: safe beside the event loop's use
-
     async def _job(self, pid: int, uid: int | None) -> Job:
         known = self._jobs.get(pid)
         if known is not None and time.monotonic() - known[0] < JOB_TTL_S:
@@ -126,7 +119,7 @@ class LineageRecorder:
             if job is None:
                 job = Job("process", str(pid), self.host, uid, {"pid": pid, "note": "/proc did not answer in time"})
             if len(self._jobs) >= _KNOWN_PIDS:
-                self._jobs = {}  # a new dict rather than clear(): identify_now() may be setting an item meanwhile
+                self._jobs.clear()
             self._jobs[pid] = (time.monotonic(), job)
             return job
         finally:

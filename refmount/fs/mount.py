@@ -40,8 +40,7 @@ from .adapter import FuseAdapter
 from .core import Filesystem
 from .features import Features
 from .lineage import LineageRecorder
-from .namespace import Namespace, RegistryDown
-from .opens import OpensUnavailable, OpenWatch
+from .namespace import Namespace
 from .sweep import AHEAD_PER_LOOKUP, Sweeper
 
 if TYPE_CHECKING:
@@ -360,17 +359,15 @@ async def _serve_mounted(options: MountOptions, registry: Registry, cache: Block
         lineage = LineageRecorder(registry) if options.lineage else None
         sweeper = Sweeper(namespace, reader, ahead=options.dir_readahead) if options.dir_readahead else None
         fs = Filesystem(namespace, reader, lineage, sweeper)
-        opens = _open_watch(fs, features)
         if exporter is not None:
             exporter.collector.watch(fs)
         _fuse_init(FuseAdapter(fs, features, uid=options.uid, gid=options.gid), options.mountpoint, fuse_options)
-        log.info("%s", _header(options, features, exporter, opens))
+        log.info("%s", _header(options, features, exporter))
         if options.foreground:  # else the parent checks the stores once mounted (see _daemonize)
             threading.Thread(target=warn_of_unusable_stores, args=(options.registry_url,), daemon=True).start()
         for cost in features.lost():
             log.warning("pyfuse3 lacks refmount's patch (run scripts/setup.sh): %s", cost)
         stopping = _Stopping(options.mountpoint, options.stop_timeout_s)
-        opens_reported: trio.MemoryReceiveChannel[list[tuple[int, int]]] | None = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_serve_requests, nursery.cancel_scope)
@@ -381,92 +378,15 @@ async def _serve_mounted(options: MountOptions, registry: Registry, cache: Block
                 reload = functools.partial(_reload, namespace, options.log_file)
                 nursery.start_soon(_on_signals, signals, stopping, nursery, reload)
                 await nursery.start(_until_answering, options.mountpoint)
-                if opens is not None:
-                    opens_reported = await _watch_opens(opens, fs, options.mountpoint, nursery)
                 sdnotify.notify("READY=1")
                 if on_ready is not None:
                     on_ready()
         finally:
-            if opens is not None:
-                if opens_reported is not None:  # opens told but not yet counted (the last reads before a stop)
-                    await _last_opens(opens, opens_reported, fs)
-                opens.close()
             # A detached mount is no longer ours to unmount: a new daemon may already be mounted there.
             pyfuse3.close(unmount=not stopping.detached)
             log.info("unmounted %s", options.mountpoint)
             if lineage is not None:
                 await _last_lineage(lineage)
-
-
-def _open_watch(fs: Filesystem, features: Features) -> OpenWatch | None:
-    """For lineage, a fanotify watch of the opens where the daemon may have one (then no open reaches it, see
-    opens.py); None where it counts the kernel's open requests instead (the log says why)."""
-    if fs.lineage is None:
-        return None
-    if not features.no_open:  # the kernel would send an open for each event's descriptor: to this very loop
-        return None
-    try:
-        watch = OpenWatch.create()
-    except OpensUnavailable as exc:
-        log.info("lineage: opens are counted from the kernel's open requests (%s)", exc)
-        return None
-    fs.opens_seen = True
-    return watch
-
-
-async def _watch_opens(opens: OpenWatch, fs: Filesystem, mountpoint: Path,
-                       nursery: trio.Nursery) -> trio.MemoryReceiveChannel[list[tuple[int, int]]] | None:  # fmt: skip
-    """Start counting the opens fanotify reports for the mount (up and answering by now); returns where the
-    reported opens wait to be counted (None: they are not reported)."""
-    try:
-        await trio.to_thread.run_sync(opens.watch, mountpoint)
-    except OpensUnavailable as exc:
-        log.error("lineage: %s: opens of this mount are not counted", exc)
-        return None
-    send, receive = trio.open_memory_channel[list[tuple[int, int]]](64)
-    assert fs.lineage is not None
-    nursery.start_soon(opens.run, send, fs.lineage.identify_now)
-    nursery.start_soon(_count_opens, receive, fs)
-    return receive
-
-
-async def _count_opens(receive: trio.MemoryReceiveChannel[list[tuple[int, int]]], fs: Filesystem) -> None:
-    while True:
-        try:
-            batch = await receive.receive()
-        except trio.EndOfChannel:
-            return
-        with trio.CancelScope(shield=True):  # a batch taken is counted whole, also when the mount stops meanwhile
-            await _count(batch, fs)
-
-
-async def _count(batch: list[tuple[int, int]], fs: Filesystem) -> None:
-    failing = False
-    for pid, inode in batch:
-        try:
-            await fs.opened_seen(inode, pid)
-            failing = False
-        except RegistryDown:
-            pass  # logged by the namespace; the open is not counted
-        except Exception:
-            if not failing:  # one line per stretch of failures, not one per open
-                log.exception("lineage: an open of inode %d by pid %d could not be counted", inode, pid)
-            failing = True
-
-
-async def _last_opens(opens: OpenWatch, reported: trio.MemoryReceiveChannel[list[tuple[int, int]]],
-                      fs: Filesystem) -> None:  # fmt: skip
-    """Count the opens reported but not yet counted as the mount stops (readers that just finished), waiting at
-    most LAST_FLUSH_S: their descriptors are turned into inodes while the mount still has its connection."""
-    assert fs.lineage is not None
-    with trio.CancelScope(shield=True), trio.move_on_after(LAST_FLUSH_S):
-        while True:
-            try:
-                await _count(reported.receive_nowait(), fs)
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-        await _count(await trio.to_thread.run_sync(opens.take_events, fs.lineage.identify_now,
-                                                   abandon_on_cancel=True), fs)  # fmt: skip
 
 
 async def _last_lineage(lineage: LineageRecorder) -> None:
@@ -624,8 +544,7 @@ def _stderr_captured(lines: list[str]) -> Iterator[None]:
             lines += capture.read().decode(errors="replace").splitlines()
 
 
-def _header(options: MountOptions, features: Features, exporter: MetricsServer | None = None,
-            opens: OpenWatch | None = None) -> str:  # fmt: skip
+def _header(options: MountOptions, features: Features, exporter: MetricsServer | None = None) -> str:
     """The log's first line: what runs, and with which settings (no secret: the registry password is ***)."""
     extra = ",".join(options.fuse_options) or "none"
     return (
@@ -633,16 +552,10 @@ def _header(options: MountOptions, features: Features, exporter: MetricsServer |
         f"cache {options.cache_dir} ({_size(options.cache_size_bytes)}), alias_ttl {options.alias_ttl_s:g}s, "
         f"stop_timeout {options.stop_timeout_s:g}s, allow_other {'yes' if options.allow_other else 'no'}, "
         f"owner {options.uid}:{options.gid}, metrics {exporter.url if exporter is not None else 'off'}, "
-        f"lineage {_lineage_mode(options, opens)}, "
+        f"lineage {'on (every open reaches the daemon)' if options.lineage else 'off'}, "
         f"dir_readahead {options.dir_readahead or 'off'}, "
         f"fuse options {extra}, kernel features: {features.summary()}"
     )
-
-
-def _lineage_mode(options: MountOptions, opens: OpenWatch | None) -> str:
-    if not options.lineage:
-        return "off"
-    return "on (opens seen by fanotify)" if opens is not None else "on (every open reaches the daemon)"
 
 
 def _prepare_s3() -> None:
