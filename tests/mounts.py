@@ -39,13 +39,15 @@ class MountedFS:
     log_file: Path
     alias_ttl: float = 1.0
     extra_args: tuple[str, ...] = ()
+    user: int | None = None  # run the daemon as this uid (and gid), not root: it mounts through fusermount3
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> MountedFS:
         argv = [sys.executable, "-m", "refmount", "mount", str(self.path), "--foreground", "--registry",
                 self.registry_url, "--cache-dir", str(self.cache_dir), "--alias-ttl", str(self.alias_ttl),
                 "--log-file", str(self.log_file), *self.extra_args]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+        self.proc = subprocess.Popen(as_user(argv, self.user), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     env=user_env(self.user))  # fmt: skip
         deadline = time.monotonic() + 30
         while not answers(self.path, self.stats):  # the stats xattr reaches the new daemon
             if self.proc.poll() is not None:
@@ -57,7 +59,15 @@ class MountedFS:
         return self
 
     def stats(self) -> dict[str, Any]:
-        return json.loads(os.getxattr(self.path, "user.refmount.stats"))
+        if self.user is None:
+            return json.loads(os.getxattr(self.path, "user.refmount.stats"))
+        # Only the mount's owner may enter a FUSE mount made without allow_other, root included.
+        probe = f"import os, sys; sys.stdout.buffer.write(os.getxattr({str(self.path)!r}, 'user.refmount.stats'))"
+        done = subprocess.run(as_user([sys.executable, "-c", probe], self.user), capture_output=True,
+                              env=user_env(self.user))  # fmt: skip
+        if done.returncode:
+            raise OSError(f"stats of {self.path}: {done.stderr.decode().strip()}")
+        return json.loads(done.stdout)
 
     def log(self) -> str:
         return self.log_file.read_text() if self.log_file.exists() else ""
@@ -73,6 +83,16 @@ class MountedFS:
         if is_mounted(self.path):
             subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
         return None if self.proc is None else self.proc.returncode
+
+
+def as_user(argv: list[str], uid: int | None) -> list[str]:
+    """``argv`` run as ``uid`` (its group too, no other groups, no capabilities); as it is for None."""
+    return argv if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
+
+
+def user_env(uid: int | None) -> dict[str, str]:
+    """This environment, with a home ``uid`` may write to (config and data directories are looked for there)."""
+    return os.environ.copy() if uid is None else {**os.environ, "HOME": "/tmp", "XDG_CONFIG_HOME": "/tmp/.config"}
 
 
 @pytest.fixture

@@ -5,9 +5,12 @@ and DOT that Graphviz renders), collections, --no-lineage, and the upgrade of a 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -27,6 +30,7 @@ from refmount.registry import LineageRecord, open_registry
 from refmount.stores.file import file_uri
 from tests import test_registry
 from tests.conftest import Cli
+from tests.mounts import MountedFS, as_user, user_env
 from tests.server_postgres import Postgres
 from tests.test_cli import snapshot
 from tests.test_retention import upgraded
@@ -192,6 +196,43 @@ def test_no_lineage_keeps_opens_out_of_the_daemon(dataset: Path, registry_url: s
     with_lineage = mount_factory()
     read([with_lineage.path / "vision/mnist/v0/train/0.bin"] * 2, reader_env(REFMOUNT_RUN="loud"))
     assert with_lineage.stats()["requests"]["open"] == 2 and "lineage on" in with_lineage.log()
+
+
+NOBODY = 65534
+
+
+def test_a_daemon_that_is_not_root_mounts_through_fusermount3_and_counts_opens(cli: Cli) -> None:
+    """An unprivileged daemon: fusermount3 makes the mount, only its owner may enter it, and lineage counts the
+    opens of a short-lived reader (each open waits until the daemon has identified its process)."""
+    shared = Path(tempfile.mkdtemp(prefix="refmount-nobody-", dir="/var/tmp"))  # pytest's tmp_path is root's only
+    fuse_mode = os.stat("/dev/fuse").st_mode
+    os.chmod("/dev/fuse", 0o666)  # as Debian's udev rule makes it (this machine has 0600): fusermount3 needs it
+    try:
+        data = write_dataset(shared / "data")
+        registry = f"sqlite:///{shared / 'registry.db'}"
+        cli("log", "vision/mnist", file_uri(data), "--registry", registry)
+        (shared / "mnt").mkdir()
+        for path in [shared, *shared.rglob("*")]:
+            os.chown(path, NOBODY, NOBODY)
+        m = MountedFS(shared / "mnt", registry, shared / "cache", shared / "mount.log", user=NOBODY).start()
+        try:
+            v0 = m.path / "vision/mnist/v0"
+            with pytest.raises(PermissionError):  # root too: the mount was made without allow_other
+                (v0 / "train/0.bin").read_bytes()
+            env = {**user_env(NOBODY), **reader_env(REFMOUNT_RUN="unprivileged")}
+            subprocess.run(as_user(["cat", str(v0 / "train/0.bin"), str(v0 / "train/1.bin")], NOBODY), env=env,
+                           check=True, capture_output=True, timeout=60)  # fmt: skip
+            assert m.stats()["requests"]["open"] == 2
+        finally:
+            m.stop()
+        record = lineage(registry)["run:unprivileged"]
+        served = len(FILES["train/0.bin"]) + len(FILES["train/1.bin"])
+        assert (record.files, record.bytes, record.job.uid) == (2, served, NOBODY)
+        assert "lineage on (every open reaches the daemon)" in m.log()
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(shared / "mnt")], capture_output=True)
+        shutil.rmtree(shared, ignore_errors=True)
+        os.chmod("/dev/fuse", stat.S_IMODE(fuse_mode))
 
 
 def _free_port() -> int:
