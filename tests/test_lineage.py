@@ -201,13 +201,27 @@ def test_no_lineage_keeps_opens_out_of_the_daemon(dataset: Path, registry_url: s
 NOBODY = 65534
 
 
+def traverse_for_all(path: Path) -> list[tuple[Path, int]]:
+    """Let every user pass through ``path`` and the directories above it (a checkout in a ``mktemp -d``
+    directory is root's only); returns the modes changed, to put back."""
+    changed = []
+    for directory in [path, *path.parents]:
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if not mode & stat.S_IXOTH:
+            os.chmod(directory, mode | stat.S_IXOTH)
+            changed.append((directory, mode))
+    return changed
+
+
 def test_a_daemon_that_is_not_root_mounts_through_fusermount3_and_counts_opens(cli: Cli) -> None:
     """An unprivileged daemon: fusermount3 makes the mount, only its owner may enter it, and lineage counts the
     opens of a short-lived reader (each open waits until the daemon has identified its process)."""
     shared = Path(tempfile.mkdtemp(prefix="refmount-nobody-", dir="/var/tmp"))  # pytest's tmp_path is root's only
     fuse_mode = os.stat("/dev/fuse").st_mode
-    os.chmod("/dev/fuse", 0o666)  # as Debian's udev rule makes it (this machine has 0600): fusermount3 needs it
+    opened_up: list[tuple[Path, int]] = []
     try:
+        os.chmod("/dev/fuse", 0o666)  # as Debian's udev rule makes it (this machine has 0600): fusermount3 needs it
+        opened_up += traverse_for_all(Path(__file__).resolve().parents[1])  # the daemon runs this checkout's code
         data = write_dataset(shared / "data")
         registry = f"sqlite:///{shared / 'registry.db'}"
         cli("log", "vision/mnist", file_uri(data), "--registry", registry)
@@ -233,6 +247,8 @@ def test_a_daemon_that_is_not_root_mounts_through_fusermount3_and_counts_opens(c
         subprocess.run(["fusermount3", "-u", "-z", str(shared / "mnt")], capture_output=True)
         shutil.rmtree(shared, ignore_errors=True)
         os.chmod("/dev/fuse", stat.S_IMODE(fuse_mode))
+        for path, mode in opened_up:
+            os.chmod(path, mode)
 
 
 def _free_port() -> int:
