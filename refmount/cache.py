@@ -22,7 +22,7 @@ import mmap
 import os
 import sqlite3
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +94,28 @@ class _EvictionCounting(diskcache.Cache):
     """
 
     evicted = 0
+    deferred = False  # while True, each set leaves culling to cull_batch(), called once its batch is stored
 
     def _cull(self, now: float, sql: Any, cleanup: Any, limit: int | None = None) -> None:
+        if self.deferred:
+            return
+
         def counted(filename: str | None) -> None:
             self.evicted += 1
             cleanup(filename)
 
         super()._cull(now, sql, counted, limit)  # type: ignore[misc]
+
+    @contextlib.contextmanager
+    def culling_once(self) -> Iterator[None]:
+        """The sets made inside evict past the size limit once, at the end, rather than each for itself (a set's
+        own culling asks the index twice: a third of a small block's write)."""
+        self.deferred = True
+        try:
+            yield
+        finally:
+            self.deferred = False
+        self.evicted += self.cull()
 
 
 class BlockCache:
@@ -208,7 +223,8 @@ class BlockCache:
         inline = [(key, block) for key, block in blocks if block.length <= INLINE_MAX]
         try:
             if inline:
-                with SQLITE, self._cache.transact():
+                culling = self._cache.culling_once() if isinstance(self._cache, _EvictionCounting) else None
+                with SQLITE, self._cache.transact(), culling or contextlib.nullcontext():
                     for key, block in inline:
                         self._cache.set(key, block, tag=_checksum(block))
             for key, block in blocks:

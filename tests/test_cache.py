@@ -204,6 +204,22 @@ def test_size_limit_evicts_the_oldest_stored_and_a_hit_writes_nothing(tmp_path: 
         cache.close()
 
 
+def test_a_batch_of_small_blocks_evicts_once_past_the_limit_and_counts_what_it_evicted(tmp_path: Path) -> None:
+    limit, block, batch = 4_000_000, 100_000, 8  # inline blocks (<= 128 KiB), culled once per batch
+    cache = BlockCache(tmp_path / "small", size_limit=limit)
+    try:
+        keys = [f"b{i}" for i in range(80)]
+        for start in range(0, len(keys), batch):
+            cache.put_many([(key, Block.of(os.urandom(block))) for key in keys[start : start + batch]])
+            assert cache.volume <= limit + batch * block
+        kept = [key for key in keys if get(cache, key, block) is not None]
+        assert kept == keys[len(keys) - len(kept) :] and 0 < len(kept) < len(keys)  # the oldest stored went first
+        assert cache.evictions == len(keys) - len(kept)
+        assert cache.volume <= limit
+    finally:
+        cache.close()
+
+
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, (2 << 20) + 1])
 def test_direct_io_round_trip(tmp_path: Path, size: int) -> None:
     data = os.urandom(size)
