@@ -94,7 +94,7 @@ class _EvictionCounting(diskcache.Cache):
     """
 
     evicted = 0
-    deferred = False  # while True, each set leaves culling to cull_batch(), called once its batch is stored
+    deferred = False  # while True, each set leaves culling to culling_once(), which culls once its block ends
 
     def _cull(self, now: float, sql: Any, cleanup: Any, limit: int | None = None) -> None:
         if self.deferred:
@@ -223,8 +223,7 @@ class BlockCache:
         inline = [(key, block) for key, block in blocks if block.length <= INLINE_MAX]
         try:
             if inline:
-                culling = self._cache.culling_once() if isinstance(self._cache, _EvictionCounting) else None
-                with SQLITE, self._cache.transact(), culling or contextlib.nullcontext():
+                with SQLITE, self._cache.transact(), self._culling_once():
                     for key, block in inline:
                         self._cache.set(key, block, tag=_checksum(block))
             for key, block in blocks:
@@ -233,6 +232,12 @@ class BlockCache:
                         self._cache.set(key, block, tag=_checksum(block))
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             log.warning("could not store %d block(s) in the cache (%s); serving them anyway", len(blocks), exc)
+
+    def _culling_once(self) -> contextlib.AbstractContextManager[None]:
+        """The writes inside check the size limit once, at the end (a plain diskcache checks it per row)."""
+        if isinstance(self._cache, _EvictionCounting):
+            return self._cache.culling_once()
+        return contextlib.nullcontext()
 
     def has(self, key: str) -> bool:
         """Whether the cache holds ``key`` (its bytes are checked when read, not here)."""
