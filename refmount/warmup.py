@@ -46,9 +46,7 @@ async def prefetch(registry: Registry, version: VersionInfo, cache: BlockCache, 
         async with limiter:
             try:
                 for index in missing:
-                    block = await reader.block(entry, index)  # stored by the reader's write-back
-                    report.bytes += len(block)  # after the await: `+= len(await ...)` reads report.bytes before it
-                    report.fetched += 1
+                    await reader.block(entry, index)  # stored by the reader's write-back
             except StoreUnavailable:
                 raise  # not about this file: it ends the prefetch
             except RefmountError as exc:
@@ -73,6 +71,9 @@ async def prefetch(registry: Registry, version: VersionInfo, cache: BlockCache, 
             elif progress:
                 progress(entry.size or 0)
     files.raise_failure()
+    # What the store sent; a block another process (a mount) was fetching meanwhile was found in the cache after it.
+    report.fetched, report.bytes = reader.stats.fetches, reader.stats.fetched_bytes
+    report.cached += reader.stats.disk_hits
     return report
 
 
