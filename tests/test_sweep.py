@@ -77,6 +77,30 @@ def test_a_directory_read_file_by_file_is_fetched_ahead_as_far_as_its_reads_go(f
     assert ("refmount_dir_readahead_ahead_bytes", ()) in metrics
 
 
+def test_once_a_job_reads_across_a_version_each_directory_is_swept_at_its_first_cold_file(
+        tmp_path: Path, registry_url: str, mount_factory: Any) -> None:  # fmt: skip
+    """A shuffled epoch over many directories: after SWEEP_AFTER cold files anywhere in the version, a directory
+    is swept as soon as one of its files is looked up cold, not after SWEEP_AFTER of its own."""
+    directories = SWEEP_AFTER + 2
+    tree = {f"d{d}/f{i:02}.bin": os.urandom(FILE_BYTES) for d in range(directories) for i in range(20)}
+    for name, data in tree.items():
+        (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / name).write_bytes(data)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    mounted = mount_factory()
+    version = mounted.path / "p/ds/v0"
+    for d in range(SWEEP_AFTER - 1):  # a file here and there: nothing else is fetched
+        assert (version / f"d{d}/f00.bin").read_bytes() == tree[f"d{d}/f00.bin"]
+    stats = settled(mounted)
+    assert stats["fetches"] == SWEEP_AFTER - 1 and stats["dir_readahead"]["directories"] == 0
+    for d in range(SWEEP_AFTER - 1, directories):  # the version's SWEEP_AFTER-th cold file, then more directories
+        assert (version / f"d{d}/f00.bin").read_bytes() == tree[f"d{d}/f00.bin"]
+    stats = settled(mounted)
+    assert stats["dir_readahead"]["directories"] == directories - (SWEEP_AFTER - 1)  # one sweep per directory
+    assert stats["dir_readahead"]["files"] == stats["fetches"] - directories > 0
+    assert stats["dir_readahead"]["failures"] == 0
+
+
 def test_off(files: dict[str, bytes], mount_factory: Any) -> None:
     mounted = mount_factory(extra_args=("--dir-readahead", "0"))
     directory = mounted.path / "p/ds/v0/d"

@@ -6,9 +6,11 @@ time. Readahead inside a file cannot help there; fetching the directory's other 
 time can, since the job will open them soon, in whatever order.
 
 - A directory is swept once ``after`` of its small files were looked up cold (a `cat` of a file or two
-  sweeps nothing). Its small files (those of one block) that the cache lacks are fetched, ``batch`` after
-  one another in each of ``jobs`` worker threads (one handoff per batch): the reader's other fetch threads
-  stay free for the files being read.
+  sweeps nothing), or at its first cold lookup once ``after`` files of its version were: a shuffled epoch
+  over a dataset of many directories reads each directory's first files long before its third, and each
+  such file waits for a whole GET. Its small files (those of one block) that the cache lacks are fetched,
+  ``batch`` after one another in each of ``jobs`` worker threads (one handoff per batch): the reader's other
+  fetch threads stay free for the files being read.
 - A sweep goes only as far as the job goes: every small file looked up lets it fetch ``ahead`` files more
   (at most ``ahead * MAX_CREDIT_LOOKUPS`` in hand), so a job that stops reading stops the sweep soon after.
 - Swept files not yet looked up hold at most a quarter of the cache's size: a sweep never evicts what it
@@ -75,6 +77,7 @@ class Sweeper:
         self._ahead: collections.OrderedDict[int, tuple[int, float]] = collections.OrderedDict()  # inode: bytes, when
         self._fetching: dict[int, int] = {}  # inodes being swept: their bytes
         self._cold: collections.OrderedDict[int, int] = collections.OrderedDict()  # directory inode: cold lookups
+        self._cold_in_version: collections.Counter[int] = collections.Counter()  # slot: cold lookups (to `after`)
         self._queue: collections.deque[VersionNode] = collections.deque()
         self._queued: set[int] = set()  # directories queued or being swept
         self._credit = 0
@@ -101,8 +104,11 @@ class Sweeper:
         key = directory.inode
         if key in self._queued:
             return
+        version = directory.slot.slot
+        if self._cold_in_version[version] < self.after:
+            self._cold_in_version[version] += 1
         count = self._cold.pop(key, 0) + 1
-        if count < self.after:
+        if count < self.after and self._cold_in_version[version] < self.after:
             self._cold[key] = count
             if len(self._cold) > KNOWN_DIRECTORIES:
                 self._cold.popitem(last=False)
