@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 
 INLINE_MAX = 128 << 10
+PRESENT_BATCH = 500  # keys per query of BlockCache.present (SQLite allows 32,766 parameters; old builds 999)
 
 # What get_inline answers for a key the index did not hold when asked (None: not answered there).
 ABSENT = "absent"
@@ -246,11 +247,23 @@ class BlockCache:
 
     def has(self, key: str) -> bool:
         """Whether the cache holds ``key`` (its bytes are checked when read, not here)."""
+        return bool(self.present([key]))
+
+    def present(self, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` the cache holds (their bytes are checked when read, not here): one query of the index
+        per PRESENT_BATCH keys, where asking for each key costs a query (and its Python) per key. None of them if
+        the index cannot be read (then they are fetched, as misses)."""
+        found: set[str] = set()
         try:
             with SQLITE:
-                return key in self._cache
+                for start in range(0, len(keys), PRESENT_BATCH):
+                    batch = keys[start : start + PRESENT_BATCH]
+                    marks = ",".join("?" * len(batch))
+                    rows = self._cache._sql(f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({marks})", batch)
+                    found.update(key for (key,) in rows)
         except (OSError, sqlite3.Error, diskcache.Timeout):
-            return False
+            return set()
+        return found
 
     def sizes(self) -> dict[str, int]:
         """Every cached block's key and stored size, from one query of the index: what `cache status`, `evict`

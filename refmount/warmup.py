@@ -78,5 +78,7 @@ async def prefetch(registry: Registry, version: VersionInfo, cache: BlockCache, 
 
 
 def _missing_blocks(entries: list[Entry], reader: Reader, cache: BlockCache) -> list[tuple[Entry, list[int]]]:
-    return [(entry, [i for i, key in enumerate(block_keys(entry, reader.block_size)) if not cache.has(key)])
-            for entry in entries]  # fmt: skip
+    keys = [block_keys(entry, reader.block_size) for entry in entries]
+    present = cache.present([key for of_entry in keys for key in of_entry])
+    return [(entry, [i for i, key in enumerate(of_entry) if key not in present])
+            for entry, of_entry in zip(entries, keys, strict=True)]  # fmt: skip

@@ -238,6 +238,19 @@ def test_a_batch_of_small_blocks_is_stored_as_diskcache_would_store_it(tmp_path:
         cache.close()
 
 
+def test_present_answers_for_many_keys_at_once(tmp_path: Path) -> None:
+    cache = BlockCache(tmp_path / "c", size_limit=1 << 30)
+    try:
+        stored = [f"k{i}" for i in range(0, 2 * cache_module.PRESENT_BATCH + 7, 3)]  # spread over several queries
+        cache.put_many([(key, Block.of(key.encode())) for key in stored])
+        cache.put(big := "large", Block.of(os.urandom(INLINE_MAX + 1)))  # a block stored as a file of its own
+        asked = [f"k{i}" for i in range(2 * cache_module.PRESENT_BATCH + 7)] + [big, "absent"]
+        assert cache.present(asked) == {*stored, big}
+        assert cache.present([]) == set() and cache.has(big) and not cache.has("absent")
+    finally:
+        cache.close()
+
+
 def test_the_writeback_gathers_blocks_into_batches_and_drain_writes_at_once(tmp_path: Path) -> None:
     """Blocks wait to share a batch until enough of them pile up (or ``gather_s`` passes); drain does not wait."""
     cache = BlockCache(tmp_path / "c", size_limit=1 << 30)

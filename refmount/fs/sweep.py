@@ -171,7 +171,9 @@ class Sweeper:
         cache = self.reader.cache
         if cache is None:
             return files
-        return [(inode, entry) for inode, entry in files if not cache.has(block_key(entry, self.reader.block_size, 0))]
+        keys = [block_key(entry, self.reader.block_size, 0) for _, entry in files]
+        present = cache.present(keys)
+        return [file for file, key in zip(files, keys, strict=True) if key not in present]
 
     def _take_credit(self, pending: int = 0) -> bool:
         """One more file, if the job's lookups allow it and the files swept ahead (and ``pending`` bytes of a batch
