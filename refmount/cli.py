@@ -959,10 +959,10 @@ def _expiry(version: VersionInfo) -> str:
     "--dir-readahead",
     type=click.IntRange(0, 1024),
     metavar="FILES",
-    help="Once a job has opened a few cold files of a directory, fetch the directory's other small files (up "
-    "to 8 MiB each) in the background, at most FILES of them per file it opens, and never more than a quarter of "
-    "the cache ahead of it: a shuffled epoch over small files then waits for the store far less often "
-    "(default 16; 0 turns it off).",
+    help="Once a job has opened a few cold files of a directory (or of its version, then one of the directory's "
+    "is enough), fetch the directory's other small files (up to 8 MiB each) in the background, at most FILES of "
+    "them per file it opens, and never more than a quarter of the cache ahead of it: a shuffled epoch over small "
+    "files then waits for the store far less often (default 16; 0 turns it off).",
 )
 def mount_cmd(mountpoint: Path, foreground: bool, registry_url: str | None, cache_dir: Path | None,
               cache_size: str | None, alias_ttl: float | None, stop_timeout: float | None,
