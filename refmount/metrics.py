@@ -81,8 +81,11 @@ class MountCollector:
         for (kind, code), n in sorted(fs.errors.items()):
             errors.add_metric([kind, code], n)
         yield errors
-        yield CounterMetricFamily("refmount_read_bytes", "Bytes served by read requests.",
-                                  value=fs.counters.read_bytes)  # fmt: skip
+        yield CounterMetricFamily("refmount_read_bytes", "Bytes served by read requests and stored in the "
+                                  "kernel's page cache with opens.", value=fs.counters.read_bytes)  # fmt: skip
+        yield CounterMetricFamily("refmount_page_cache_stored_files", "Small files stored in the kernel's page "
+                                  "cache with their open: their reads never reach the daemon.",
+                                  value=fs.counters.stored_files)  # fmt: skip
         registry = fs.ns
         yield CounterMetricFamily("refmount_registry_requests", "Questions asked of the registry (projects, "
                                   "versions, aliases, manifests).", value=registry.registry_requests)  # fmt: skip

@@ -209,6 +209,18 @@ class Reader:
         self._prefetch_run(entry, [0], [key], None, absent=block == ABSENT)
         return True
 
+    def small_file_in_memory(self, entry: Entry) -> Lease | None:
+        """The whole of a small file (see :meth:`fits_one_block`) if its block is in memory, else None; no fetch,
+        no disk cache lookup."""
+        if not self.fits_one_block(entry):
+            return None
+        block = self._memory.get(block_key(entry, self.block_size, 0))
+        if block is None:
+            return None
+        self.stats.memory_hits += 1
+        self.buffers.hold(block.buffer)
+        return Lease(block.view(), self.buffers, block.buffer)
+
     def has_or_is_fetching(self, entry: Entry) -> bool:
         """Whether the first block of ``entry`` is in memory or being fetched (no disk cache lookup)."""
         key = block_key(entry, self.block_size, 0)

@@ -114,3 +114,12 @@ def mount_factory(tmp_path: Path, registry_url: str) -> Iterator[Any]:
     yield make
     for mounted in mounts:
         mounted.stop()
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    """Poll ``check`` until it returns something true (returned), failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return result

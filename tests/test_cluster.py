@@ -16,7 +16,7 @@ import pytest
 
 from refmount.stores.file import file_uri
 from tests.conftest import Cli
-from tests.mounts import is_mounted
+from tests.mounts import is_mounted, wait_for
 from tests.server_postgres import Postgres
 
 
@@ -24,13 +24,6 @@ def write_tree(root: Path, tag: str) -> None:
     for rel in ("train/a.bin", "train/b.bin", "labels.csv"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(f"{tag}:{rel}".encode() * 100)
-
-
-def wait_for(check: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_two_nodes_share_one_registry(cli: Cli, postgres_url: str, tmp_path: Path, mount_factory: Any) -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from refmount.registry import LineageRecord, open_registry
 from refmount.stores.file import file_uri
 from tests import test_registry
 from tests.conftest import Cli
-from tests.mounts import MountedFS, as_user, user_env
+from tests.mounts import MountedFS, as_user, user_env, wait_for
 from tests.server_postgres import Postgres
 from tests.test_cli import snapshot
 from tests.test_retention import upgraded
@@ -77,14 +77,6 @@ def read(paths: list[Path], env: dict[str, str], *, prelude: str = "") -> None:
 def lineage(registry_url: str, version: str = V0, role: str = "used") -> dict[str, LineageRecord]:
     with closing(open_registry(registry_url)) as reg:
         return {r.job.name: r for r in reg.lineage(versions=[version]) if r.role == role}
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return result
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from refmount.reader import BLOCK_SIZE
 from refmount.registry import open_registry
 from refmount.stores.file import file_uri
 from tests.conftest import Cli
-from tests.mounts import is_mounted
+from tests.mounts import is_mounted, wait_for
 from tests.server_http import StallingServer
 from tests.servers import S3Env, free_port
 
@@ -326,6 +326,79 @@ def test_concurrent_reads_of_one_block_fetch_once(tmp_path: Path, registry_url: 
         t.join()
     assert results == [expected] * 8
     assert m.stats()["fetches"] == 1
+
+
+def test_a_small_file_in_memory_is_stored_in_the_page_cache_at_its_open(tmp_path: Path, registry_url: str,
+                                                                         mount_factory: Any) -> None:  # fmt: skip
+    make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    m = mount_factory()  # with lineage: opens reach the daemon
+    path = m.path / "p/ds/v0/train/deep/er/x.bin"
+    expected = (tmp_path / "src/train/deep/er/x.bin").read_bytes()
+
+    def counts() -> tuple[int, int, int]:
+        stats = m.stats()
+        return stats["requests"].get("read", 0), stats["stored_files"], stats["read_bytes"]
+
+    def read_dropped(fd: int) -> bytes:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # the kernel's pages of the file go
+        return os.read(fd, 1 << 16)
+
+    path.stat()  # its lookup fetches it (a small file): in the daemon's memory, not yet in the kernel's
+    wait_for(lambda: m.stats()["fetches"] == 1, "the fetch started by the lookup")
+    cold = counts()
+    assert cold[:2] == (0, 0)
+    first = os.open(path, os.O_RDONLY)
+    try:
+        assert os.read(first, 1 << 16) == expected
+        stored = counts()
+        assert stored[:2] == (cold[0], cold[1] + 1)  # given to the kernel with the open: no read reached the daemon
+        # While one open of the file is alive another gets nothing at its open (a read of the first could be in
+        # flight, holding the pages the kernel would store into): its read asks the daemon, and gets the bytes.
+        second = os.open(path, os.O_RDONLY)
+        try:
+            assert read_dropped(second) == expected
+        finally:
+            os.close(second)
+    finally:
+        os.close(first)
+    reads, stores, served = counts()
+    assert reads > stored[0] and stores == stored[1]
+    assert served - cold[2] == 2 * len(expected)  # the daemon served the file twice: stored once, read once
+    with open(path, "rb") as again:  # the kernel has the file since that read: nothing is stored again
+        assert again.read() == expected
+    assert counts()[1] == stores
+
+
+def test_opens_and_reads_of_one_file_racing_with_dropped_pages_all_get_its_bytes(
+    tmp_path: Path, registry_url: str, mount_factory: Any
+) -> None:
+    """Stores at open racing with reads in flight and pages dropped: every read gets the bytes, and none waits
+    for another (a store into pages a read holds would wait for the daemon's own answer)."""
+    make_tree(tmp_path / "src", 0)
+    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
+    m = mount_factory()
+    path = m.path / "p/ds/v0/train/deep/er/x.bin"
+    expected = (tmp_path / "src/train/deep/er/x.bin").read_bytes()
+    wrong: list[bytes] = []
+
+    def reader() -> None:
+        for _ in range(100):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                if (data := os.read(fd, 1 << 16)) != expected:
+                    wrong.append(data)
+            finally:
+                os.close(fd)
+
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads) and not wrong
+    assert m.stats()["stored_files"] > 0
 
 
 def test_two_mounts_sharing_a_cache_fetch_a_cold_file_once(registry_url: str, mount_factory: Any,

@@ -171,6 +171,14 @@ class FuseAdapter(pyfuse3.Operations):
         """With lineage, or a stock pyfuse3 (without lineage refmount's build answers ENOSYS itself). Without
         lineage the handle is the inode, as the reads of a handle-less mount carry it: one read path either way."""
         handle = await self.fs.open(inode, ctx.pid if ctx is not None else 0, ctx.uid if ctx is not None else None)
+        lease = self.fs.preload(handle)
+        if lease is not None:
+            with lease as data:
+                try:
+                    pyfuse3.notify_store(inode, 0, data)
+                except OSError as exc:
+                    self.fs.not_preloaded(inode)
+                    log.debug("the kernel did not take the bytes of inode %d: %s", inode, exc)
         return pyfuse3.FileInfo(fh=handle, keep_cache=True)  # pinned bytes never change: keep the page cache
 
     @_answer

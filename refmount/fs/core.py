@@ -81,8 +81,10 @@ class Counters:
     reads: int = 0
     read_bytes: int = 0
     read_errors: int = 0
+    stored_files: int = 0  # small files handed to the kernel's page cache at their open (see Filesystem.preload)
 
 
+PAGE_CACHE_MEMORY = 1_000_000  # inodes remembered as stored in the kernel's page cache (about 60 MB)
 HANDLE_BIT = 1 << 63  # set in handles that opens hand out (never in an inode number: see nodes.py)
 
 
@@ -102,6 +104,8 @@ class Filesystem:
         self.lineage = lineage  # None: opens are not counted (and, with refmount's pyfuse3, not even sent)
         self.sweeper = sweeper  # None: no readahead across files
         self._open_files: dict[int, OpenFile] = {}
+        self._opens_of: collections.Counter[int] = collections.Counter()  # inode -> its opens not yet released
+        self._in_page_cache: set[int] = set()  # inodes stored in the kernel's page cache (see preload)
         self._handles = itertools.count(HANDLE_BIT + 1)
         self.streams = StreamTable(reader)
         self.counters = Counters()
@@ -219,11 +223,43 @@ class Filesystem:
         self.counters.opens += 1
         node, _ = await self._file(inode)
         if self.lineage is None or not pid:
+            self._opens_of[inode] += 1
             return inode
         usage = await self.lineage.opened(node.slot.version.qualified_name, pid, uid)
         handle = next(self._handles)
         self._open_files[handle] = OpenFile(node, usage)
+        self._opens_of[inode] += 1
         return handle
+
+    def preload(self, handle: int) -> Lease | None:
+        """The whole bytes of a small file being opened (``handle`` from :meth:`open`, not yet answered), for the
+        caller to store in the kernel's page cache before answering: its reads then never reach the daemon.
+        Only when its block is in memory, the kernel was not handed it already, and no other open of it is
+        alive: the kernel stores pages under their page locks, which a read of the same file in flight holds
+        until the daemon answers it (the daemon would wait for itself). The bytes count as served to the open."""
+        opened = self._open_files.get(handle)
+        if opened is None:
+            return None
+        inode = opened.node.inode
+        if inode in self._in_page_cache or self._opens_of[inode] != 1:
+            return None
+        lease = self.reader.small_file_in_memory(opened.node.entry)  # type: ignore[arg-type]
+        if lease is None:
+            return None
+        self._remember_in_page_cache(inode)
+        self.counters.stored_files += 1
+        self.counters.read_bytes += len(lease.view)
+        opened.usage.bytes += len(lease.view)
+        return lease
+
+    def _remember_in_page_cache(self, inode: int) -> None:
+        if len(self._in_page_cache) >= PAGE_CACHE_MEMORY:
+            self._in_page_cache.clear()  # at worst a file is stored again
+        self._in_page_cache.add(inode)
+
+    def not_preloaded(self, inode: int) -> None:
+        """The kernel refused the bytes :meth:`preload` gave for ``inode``: its reads will come."""
+        self._in_page_cache.discard(inode)
 
     async def read(self, handle: int, offset: int, size: int) -> Lease:
         """The bytes at ``offset``, as a lease the caller releases once they are sent."""
@@ -243,6 +279,11 @@ class Filesystem:
             raise FsError(errno.EIO, f"{where}: {message}" if entry.ref in message else
                           f"{where} (reference {entry.ref}): {message}") from None  # fmt: skip
         self.counters.read_bytes += len(lease.view)
+        # The kernel asks, so it lacks the pages; once answered it holds them if the answer was the whole file.
+        if offset == 0 and len(lease.view) == entry.size:
+            self._remember_in_page_cache(inode)
+        else:
+            self._in_page_cache.discard(inode)
         if opened is not None:
             opened.usage.bytes += len(lease.view)
         return lease
@@ -255,6 +296,10 @@ class Filesystem:
                 return
             LineageRecorder.closed(opened.usage)
             handle = opened.node.inode
+        if self._opens_of[handle] <= 1:
+            self._opens_of.pop(handle, None)
+        else:
+            self._opens_of[handle] -= 1
         self.streams.close(handle)
 
     async def _file(self, inode: int) -> tuple[VersionNode, Entry]:
