@@ -305,12 +305,17 @@ def test_cache_survives_remount_and_recovers_corrupt_blocks(tmp_path: Path, regi
     assert "corrupt cache block" in third.log()
 
 
-def test_concurrent_reads_of_one_block_fetch_once(tmp_path: Path, registry_url: str, mount_factory: Any) -> None:
+@pytest.fixture
+def small_file(tmp_path: Path, registry_url: str, mount_factory: Any) -> tuple[Any, Path, bytes]:
+    """A mount, the path of a small file in it, and the file's bytes."""
     make_tree(tmp_path / "src", 0)
     log(registry_url, "p/ds", file_uri(tmp_path / "src"))
     m = mount_factory()
-    path = m.path / "p/ds/v0/train/deep/er/x.bin"
-    expected = (tmp_path / "src/train/deep/er/x.bin").read_bytes()
+    return m, m.path / "p/ds/v0/train/deep/er/x.bin", (tmp_path / "src/train/deep/er/x.bin").read_bytes()
+
+
+def test_concurrent_reads_of_one_block_fetch_once(small_file: tuple[Any, Path, bytes]) -> None:
+    m, path, expected = small_file
     results: list[bytes] = []
     start = threading.Barrier(8)
 
@@ -328,13 +333,8 @@ def test_concurrent_reads_of_one_block_fetch_once(tmp_path: Path, registry_url: 
     assert m.stats()["fetches"] == 1
 
 
-def test_a_small_file_in_memory_is_stored_in_the_page_cache_at_its_open(tmp_path: Path, registry_url: str,
-                                                                         mount_factory: Any) -> None:  # fmt: skip
-    make_tree(tmp_path / "src", 0)
-    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
-    m = mount_factory()  # with lineage: opens reach the daemon
-    path = m.path / "p/ds/v0/train/deep/er/x.bin"
-    expected = (tmp_path / "src/train/deep/er/x.bin").read_bytes()
+def test_a_small_file_in_memory_is_stored_in_the_page_cache_at_its_open(small_file: tuple[Any, Path, bytes]) -> None:
+    m, path, expected = small_file  # with lineage (the default): opens reach the daemon
 
     def counts() -> tuple[int, int, int]:
         stats = m.stats()
@@ -371,15 +371,11 @@ def test_a_small_file_in_memory_is_stored_in_the_page_cache_at_its_open(tmp_path
 
 
 def test_opens_and_reads_of_one_file_racing_with_dropped_pages_all_get_its_bytes(
-    tmp_path: Path, registry_url: str, mount_factory: Any
+    small_file: tuple[Any, Path, bytes],
 ) -> None:
     """Stores at open racing with reads in flight and pages dropped: every read gets the bytes, and none waits
     for another (a store into pages a read holds would wait for the daemon's own answer)."""
-    make_tree(tmp_path / "src", 0)
-    log(registry_url, "p/ds", file_uri(tmp_path / "src"))
-    m = mount_factory()
-    path = m.path / "p/ds/v0/train/deep/er/x.bin"
-    expected = (tmp_path / "src/train/deep/er/x.bin").read_bytes()
+    m, path, expected = small_file
     wrong: list[bytes] = []
 
     def reader() -> None:
