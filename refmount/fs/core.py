@@ -84,7 +84,7 @@ class Counters:
     stored_files: int = 0  # small files handed to the kernel's page cache at their open (see Filesystem.preload)
 
 
-PAGE_CACHE_MEMORY = 1_000_000  # inodes remembered as stored in the kernel's page cache (about 60 MB)
+PAGE_CACHE_INODES = 1_000_000  # files remembered as given whole to the kernel's page cache (about 60 MB)
 HANDLE_BIT = 1 << 63  # set in handles that opens hand out (never in an inode number: see nodes.py)
 
 
@@ -105,7 +105,7 @@ class Filesystem:
         self.sweeper = sweeper  # None: no readahead across files
         self._open_files: dict[int, OpenFile] = {}
         self._opens_of: collections.Counter[int] = collections.Counter()  # inode -> its opens not yet released
-        self._in_page_cache: set[int] = set()  # inodes stored in the kernel's page cache (see preload)
+        self._in_page_cache: set[int] = set()  # inodes given whole to the kernel (a store, a whole read)
         self._handles = itertools.count(HANDLE_BIT + 1)
         self.streams = StreamTable(reader)
         self.counters = Counters()
@@ -253,7 +253,7 @@ class Filesystem:
         return lease
 
     def _remember_in_page_cache(self, inode: int) -> None:
-        if len(self._in_page_cache) >= PAGE_CACHE_MEMORY:
+        if len(self._in_page_cache) >= PAGE_CACHE_INODES:
             self._in_page_cache.clear()  # at worst a file is stored again
         self._in_page_cache.add(inode)
 
