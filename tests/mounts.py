@@ -123,3 +123,18 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
     return result
+
+
+def read_whole(path: Path, *, drop_pages: bool = False) -> bytes:
+    """Open, read to EOF and close with plain syscalls (Python's open() adds an ioctl for isatty). ``drop_pages``:
+    the kernel's pages of the file are dropped once it is open, so its reads reach the daemon."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if drop_pages:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from refmount.reader import BLOCK_SIZE
 from refmount.registry import open_registry
 from refmount.stores.file import file_uri
 from tests.conftest import Cli
-from tests.mounts import is_mounted, wait_for
+from tests.mounts import is_mounted, read_whole, wait_for
 from tests.server_http import StallingServer
 from tests.servers import S3Env, free_port
 
@@ -383,17 +384,7 @@ def test_opens_and_reads_of_one_file_racing_with_dropped_pages_all_get_its_bytes
     m = mount_factory()
     path = m.path / "p/ds/v0/f.bin"
 
-    def read_dropped() -> bytes:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
-
+    read_dropped = functools.partial(read_whole, path, drop_pages=True)
     assert read_dropped() == expected  # in the daemon's memory now; read in parts, so not given to the kernel whole
     stored = m.stats()["stored_files"]
     assert read_dropped() == expected and m.stats()["stored_files"] == stored + 1  # stored with the open, dropped

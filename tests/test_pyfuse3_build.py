@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import pyfuse3
 import pytest
 
-from tests.mounts import answers, is_mounted
+from tests.mounts import answers, is_mounted, read_whole
 from tests.pyfuse3_tinyfs import (
     CACHED_DIR,
     DIRS,
@@ -149,18 +149,6 @@ def measure_quietly(measure: Callable[[], T], refetched: Callable[[T], bool]) ->
         if cache_drops() == before and not refetched(result):
             break
     return result
-
-
-def read_whole(path: Path) -> bytes:
-    """Open, read to EOF and close with plain syscalls (Python's open() adds an ioctl for isatty)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def read_files_in_passes(mount: TinyMount) -> list[list[Request]]:
