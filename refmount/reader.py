@@ -214,12 +214,8 @@ class Reader:
         no disk cache lookup."""
         if not self.fits_one_block(entry):
             return None
-        block = self._memory.get(block_key(entry, self.block_size, 0))
-        if block is None:
-            return None
-        self.stats.memory_hits += 1
-        self.buffers.hold(block.buffer)
-        return Lease(block.view(), self.buffers, block.buffer)
+        block = self._held_from_memory(block_key(entry, self.block_size, 0))
+        return None if block is None else Lease(block.view(), self.buffers, block.buffer)
 
     def has_or_is_fetching(self, entry: Entry) -> bool:
         """Whether the first block of ``entry`` is in memory or being fetched (no disk cache lookup)."""
@@ -274,11 +270,8 @@ class Reader:
         fetch already under way, else fetched now."""
         key = block_key(entry, self.block_size, index)
         while True:
-            block = self._memory.get(key)
+            block = self._held_from_memory(key)
             if block is not None:
-                self._memory.move_to_end(key)
-                self.stats.memory_hits += 1
-                self.buffers.hold(block.buffer)
                 return block
             flight = self._flights.get(key)
             if flight is None:
@@ -292,6 +285,15 @@ class Reader:
                 raise flight.error
             # Fetched: in memory now (unless evicted meanwhile: then it is asked for again). Cancelled
             # with its requester (not with us): we fetch it ourselves.
+
+    def _held_from_memory(self, key: str) -> Block | None:
+        """The block ``key`` if it is in memory (now the most recently used), held for the caller."""
+        block = self._memory.get(key)
+        if block is not None:
+            self._memory.move_to_end(key)
+            self.stats.memory_hits += 1
+            self.buffers.hold(block.buffer)
+        return block
 
     def _small_cached_block(self, entry: Entry, index: int, key: str) -> Block | str | None:
         """A small block from the disk cache, read on this thread (held for the caller); ABSENT if the cache

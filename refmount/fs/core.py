@@ -222,12 +222,11 @@ class Filesystem:
         reads and release will name: the inode itself without lineage (the kernel may not ask at all then)."""
         self.counters.opens += 1
         node, _ = await self._file(inode)
-        if self.lineage is None or not pid:
-            self._opens_of[inode] += 1
-            return inode
-        usage = await self.lineage.opened(node.slot.version.qualified_name, pid, uid)
-        handle = next(self._handles)
-        self._open_files[handle] = OpenFile(node, usage)
+        handle = inode
+        if self.lineage is not None and pid:
+            usage = await self.lineage.opened(node.slot.version.qualified_name, pid, uid)
+            handle = next(self._handles)
+            self._open_files[handle] = OpenFile(node, usage)
         self._opens_of[inode] += 1
         return handle
 
